@@ -1,0 +1,65 @@
+"""What every backend provides, and the registry that finds them by name.
+
+A backend says *why* it cannot run a case (a skip with that reason, never a failure)
+and otherwise returns a launcher that writes the case's output into a given tensor,
+so the harness can poison that tensor with NaN before each launch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from harness.inputs import CaseInputs
+from harness.matrix import Case
+
+Launcher = Callable[[torch.Tensor], None]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A named implementation of the decode-attention contract.
+
+    `role` is "baseline" or "grouped" (the two columns of the seed's table) or "peer".
+    `supports(case, device)` returns None when it can run, else the reason it cannot.
+    `prepare(inputs)` does one-time work (plans, layout changes) and returns a launcher.
+    `describe(inputs)` returns a short plan string for reports, or "".
+    """
+
+    name: str
+    role: str
+    supports: Callable[[Case, torch.device], str | None]
+    prepare: Callable[[CaseInputs], Launcher]
+    describe: Callable[[CaseInputs], str] = lambda inputs: ""
+
+
+_REGISTRY: dict[str, Backend] = {}
+
+
+def register(backend: Backend) -> Backend:
+    if backend.name in _REGISTRY:
+        raise ValueError(f"backend {backend.name!r} registered twice")
+    _REGISTRY[backend.name] = backend
+    return backend
+
+
+def get(name: str) -> Backend:
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown backend {name!r} (known: {', '.join(sorted(_REGISTRY))})"
+        ) from None
+
+
+def all_backends() -> list[Backend]:
+    _load_builtin()
+    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+
+
+def _load_builtin() -> None:
+    # Imported for their register() side effect; kept lazy so importing the registry is cheap.
+    from harness.backends import cuda_kernels, torch_ref  # noqa: F401

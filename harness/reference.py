@@ -1,0 +1,48 @@
+"""The reference: exact causal decode attention over a paged KV cache, one request at a
+time in fp32 (fp64 for tests), so its error is far below any kernel tolerance.
+
+Causal rule: query token i of request b sits at position kv_lens[b] - q_len + i and
+attends KV positions 0 ..= kv_lens[b] - q_len + i.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.inputs import CaseInputs
+
+
+def gather_kv(kv_cache: torch.Tensor, page_row: torch.Tensor, length: int,
+              part: int) -> torch.Tensor:
+    """One request's K (part 0) or V (part 1) as [length, num_kv_heads, head_dim]."""
+    page_size = kv_cache.shape[2]
+    n_pages = -(-length // page_size)
+    pages = kv_cache[page_row[:n_pages].long(), part]  # [n_pages, page, kvh, d]
+    return pages.reshape(n_pages * page_size, *kv_cache.shape[3:])[:length]
+
+
+def causal_mask(q_len: int, length: int, device: torch.device) -> torch.Tensor:
+    """[q_len, length] bool, True where token i may attend position j."""
+    pos = torch.arange(length, device=device)
+    last = length - q_len + torch.arange(q_len, device=device)
+    return pos[None, :] <= last[:, None]
+
+
+def reference_attention(inputs: CaseInputs, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Output [batch*q_len, num_qo_heads, head_dim] in `dtype`."""
+    c = inputs.case
+    q_all = inputs.q.to(dtype)
+    out = torch.empty(q_all.shape, dtype=dtype, device=q_all.device)
+    group = c.group
+    for b, length in enumerate(inputs.kv_lens_host):
+        row = inputs.page_table[b]
+        k = gather_kv(inputs.kv_cache, row, length, 0).to(dtype) * inputs.k_scale
+        v = gather_kv(inputs.kv_cache, row, length, 1).to(dtype) * inputs.v_scale
+        k = k.repeat_interleave(group, dim=1)  # [len, qo_heads, d]
+        v = v.repeat_interleave(group, dim=1)
+        q = q_all[b * c.q_len : (b + 1) * c.q_len]  # [q_len, qo_heads, d]
+        scores = torch.einsum("qhd,khd->hqk", q, k) * inputs.sm_scale
+        scores.masked_fill_(~causal_mask(c.q_len, length, q.device)[None], float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        out[b * c.q_len : (b + 1) * c.q_len] = torch.einsum("hqk,khd->qhd", probs, v)
+    return out
