@@ -65,16 +65,30 @@ def describe_device(device: torch.device) -> DeviceInfo:
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
         return DeviceInfo(
-            kind="cuda", name=p.name, index=device.index or 0, uuid=str(getattr(p, "uuid", "")),
-            sm_count=p.multi_processor_count, l2_bytes=int(getattr(p, "L2_cache_size", 0)),
-            memory_bytes=p.total_memory, capability=f"{p.major}.{p.minor}",
+            kind="cuda",
+            name=p.name,
+            index=device.index or 0,
+            uuid=str(getattr(p, "uuid", "")),
+            sm_count=p.multi_processor_count,
+            l2_bytes=int(getattr(p, "L2_cache_size", 0)),
+            memory_bytes=p.total_memory,
+            capability=f"{p.major}.{p.minor}",
             visible_devices=visible,
         )
-    return DeviceInfo(kind="cpu", name=_cpu_name(), index=0, uuid="", sm_count=os.cpu_count() or 1,
-                      l2_bytes=0, memory_bytes=0, capability="", visible_devices=visible)
+    return DeviceInfo(
+        kind="cpu",
+        name=_cpu_name(),
+        index=0,
+        uuid="",
+        sm_count=os.cpu_count() or 1,
+        l2_bytes=0,
+        memory_bytes=0,
+        capability="",
+        visible_devices=visible,
+    )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def copy_bandwidth_tbps(device_str: str) -> float:
     """Measured device-to-device copy rate, bytes read + written, in TB/s: the ceiling a
     memory-bound decode kernel is judged against."""
@@ -86,7 +100,6 @@ def copy_bandwidth_tbps(device_str: str) -> float:
     dst = torch.empty_like(src)
     cfg = TimingConfig(warmup_ms=20, budget_ms=200, min_reps=10, max_reps=200, flush_l2=False)
     stats = time_fn(lambda: dst.copy_(src), device, cfg)
-    del src, dst
     return 2 * nbytes / (stats.median_ms * 1e-3) / 1e12
 
 
@@ -154,17 +167,27 @@ def nvml_snapshot(device: torch.device) -> dict | None:
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def git_commit() -> str:
-    env = os.environ.get("HARNESS_COMMIT") or os.environ.get("CI_COMMIT_SHA") or os.environ.get(
-        "GITHUB_SHA") or os.environ.get("GIT_COMMIT")
+    env = (
+        os.environ.get("HARNESS_COMMIT")
+        or os.environ.get("CI_COMMIT_SHA")
+        or os.environ.get("GITHUB_SHA")
+        or os.environ.get("GIT_COMMIT")
+    )
     if env:
         return env
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     if out.returncode != 0:
@@ -174,8 +197,12 @@ def git_commit() -> str:
 
 def _driver_version() -> str:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         return out.stdout.splitlines()[0].strip() if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError, IndexError):
         return ""
@@ -191,7 +218,7 @@ def kernel_build_info() -> dict:
         return {}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _static_environment(device_str: str) -> dict:
     device = torch.device(device_str)
     info = describe_device(device)

@@ -74,8 +74,14 @@ def make_inputs(case: Case, device: torch.device | str = "cpu") -> CaseInputs:
 
     dev_gen = torch.Generator(device=device).manual_seed(int(cpu_gen.initial_seed()) + 1)
     q_dtype = torch_dtype(case.q_dtype)
-    q = torch.randn(case.batch * case.q_len, case.num_qo_heads, case.head_dim,
-                    generator=dev_gen, device=device, dtype=torch.float32).to(q_dtype)
+    q = torch.randn(
+        case.batch * case.q_len,
+        case.num_qo_heads,
+        case.head_dim,
+        generator=dev_gen,
+        device=device,
+        dtype=torch.float32,
+    ).to(q_dtype)
     shape = (num_pages, 2, case.page_size, case.num_kv_heads, case.head_dim)
     kv = torch.randn(shape, generator=dev_gen, device=device, dtype=torch.float32)
     k_scale = v_scale = 1.0

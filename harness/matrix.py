@@ -145,16 +145,19 @@ class _Locator:
                 return no
         return start
 
-    def error(
-        self, section: str | None, key: str | None, msg: str, index: int = 0
-    ) -> MatrixError:
+    def error(self, section: str | None, key: str | None, msg: str, index: int = 0) -> MatrixError:
         where = f"{self.path}:{self.line_of(section, key, index)}"
         what = f"key '{key}': " if key else ""
         return MatrixError(f"{where}: {what}{msg}")
 
 
-def _check_keys(loc: _Locator, section: str | None, table: Mapping[str, Any],
-                allowed: Iterable[str], index: int = 0) -> None:
+def _check_keys(
+    loc: _Locator,
+    section: str | None,
+    table: Mapping[str, Any],
+    allowed: Iterable[str],
+    index: int = 0,
+) -> None:
     allowed = tuple(allowed)
     for key in table:
         if key not in allowed:
@@ -167,8 +170,9 @@ def _positive_int(loc: _Locator, section: str | None, key: str, value: Any, inde
     return value
 
 
-def _axis_value(loc: _Locator, section: str, key: str, value: Any, models: Mapping[str, Model],
-                index: int = 0) -> Any:
+def _axis_value(
+    loc: _Locator, section: str, key: str, value: Any, models: Mapping[str, Model], index: int = 0
+) -> Any:
     """Validate one scalar axis value."""
     if key == "model":
         if value not in models:
@@ -177,13 +181,15 @@ def _axis_value(loc: _Locator, section: str, key: str, value: Any, models: Mappi
         return value
     if key == "kv_dtype":
         if value not in KV_DTYPES:
-            raise loc.error(section, key, f"must be one of {', '.join(KV_DTYPES)}, got {value!r}",
-                            index)
+            raise loc.error(
+                section, key, f"must be one of {', '.join(KV_DTYPES)}, got {value!r}", index
+            )
         return value
     if key == "q_dtype":
         if value not in Q_DTYPES:
-            raise loc.error(section, key, f"must be one of {', '.join(Q_DTYPES)}, got {value!r}",
-                            index)
+            raise loc.error(
+                section, key, f"must be one of {', '.join(Q_DTYPES)}, got {value!r}", index
+            )
         return value
     if key == "ragged":
         if not isinstance(value, bool):
@@ -192,8 +198,9 @@ def _axis_value(loc: _Locator, section: str, key: str, value: Any, models: Mappi
     return _positive_int(loc, section, key, value, index)
 
 
-def _axis_values(loc: _Locator, section: str, key: str, raw: Any, models: Mapping[str, Model],
-                 index: int = 0) -> list[Any]:
+def _axis_values(
+    loc: _Locator, section: str, key: str, raw: Any, models: Mapping[str, Model], index: int = 0
+) -> list[Any]:
     values = raw if isinstance(raw, list) else [raw]
     if not values:
         raise loc.error(section, key, "must not be an empty list", index)
@@ -215,7 +222,8 @@ def _parse_models(loc: _Locator, raw: Any) -> dict[str, Model]:
         vals = {k: _positive_int(loc, section, k, spec[k]) for k in MODEL_KEYS}
         if vals["num_qo_heads"] % vals["num_kv_heads"]:
             raise loc.error(
-                section, "num_qo_heads",
+                section,
+                "num_qo_heads",
                 f"{vals['num_qo_heads']} query heads are not a multiple of "
                 f"{vals['num_kv_heads']} KV heads (GQA group must be integral)",
             )
@@ -223,8 +231,14 @@ def _parse_models(loc: _Locator, raw: Any) -> dict[str, Model]:
     return models
 
 
-def _expand(loc: _Locator, section: str, table: Mapping[str, Any], models: Mapping[str, Model],
-            index: int, defaults: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _expand(
+    loc: _Locator,
+    section: str,
+    table: Mapping[str, Any],
+    models: Mapping[str, Model],
+    index: int,
+    defaults: Mapping[str, Any],
+) -> list[dict[str, Any]]:
     """Cross product of one axes-like table; missing axes come from `defaults`."""
     _check_keys(loc, section, table, AXES, index)
     merged: dict[str, list[Any]] = {}
@@ -249,18 +263,21 @@ def _matches(point: Mapping[str, Any], pattern: Mapping[str, Any]) -> bool:
     return True
 
 
-def _validate_point(loc: _Locator, section: str, point: Mapping[str, Any], model: Model,
-                    index: int) -> None:
+def _validate_point(
+    loc: _Locator, section: str, point: Mapping[str, Any], model: Model, index: int
+) -> None:
     if point["kv_len"] < point["q_len"]:
         raise loc.error(
-            section, "kv_len",
+            section,
+            "kv_len",
             f"kv_len {point['kv_len']} < q_len {point['q_len']} for model {model.name}: "
             "each request's KV length includes its q_len new tokens",
             index,
         )
     if point["kv_dtype"] in ("bf16", "fp16") and point["q_dtype"] != point["kv_dtype"]:
         raise loc.error(
-            section, "q_dtype",
+            section,
+            "q_dtype",
             f"q_dtype {point['q_dtype']} with kv_dtype {point['kv_dtype']}: a 16-bit KV cache "
             "must have the same dtype as q",
             index,
@@ -269,8 +286,12 @@ def _validate_point(loc: _Locator, section: str, point: Mapping[str, Any], model
 
 def case_id(point: Mapping[str, Any], varying: Iterable[str]) -> str:
     """The seed's id (`Qwen3-480B-fp8_e4m3-batchSize8-seqLenQ2`) plus axes that vary."""
-    parts = [point["model"], point["kv_dtype"], f"batchSize{point['batch']}",
-             f"seqLenQ{point['q_len']}"]
+    parts = [
+        point["model"],
+        point["kv_dtype"],
+        f"batchSize{point['batch']}",
+        f"seqLenQ{point['q_len']}",
+    ]
     varying = set(varying)
     if "kv_len" in varying:
         parts.append(f"kvLen{point['kv_len']}")
@@ -316,8 +337,9 @@ def load_matrix(path: str | Path) -> Matrix:
             raise loc.error(None, "axes", "must be a table")
         points += [(p, "axes", 0) for p in _expand(loc, "axes", axes, models, 0, AXIS_DEFAULTS)]
     for i, inc in enumerate(_array_of_tables(loc, doc, "include")):
-        points += [(p, "include", i) for p in _expand(loc, "include", inc, models, i,
-                                                      AXIS_DEFAULTS)]
+        points += [
+            (p, "include", i) for p in _expand(loc, "include", inc, models, i, AXIS_DEFAULTS)
+        ]
     if not points:
         raise loc.error(None, None, "no cases: give an [axes] table or [[include]] tables")
     excludes = _array_of_tables(loc, doc, "exclude")
@@ -337,8 +359,12 @@ def load_matrix(path: str | Path) -> Matrix:
         model = models[point["model"]]
         cid = case_id(point, varying)
         cases[cid] = Case(
-            num_qo_heads=model.num_qo_heads, num_kv_heads=model.num_kv_heads,
-            head_dim=model.head_dim, seed=seed, id=cid, **point,
+            num_qo_heads=model.num_qo_heads,
+            num_kv_heads=model.num_kv_heads,
+            head_dim=model.head_dim,
+            seed=seed,
+            id=cid,
+            **point,
         )
     return Matrix(
         path=path,

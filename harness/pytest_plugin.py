@@ -25,15 +25,27 @@ RESULTS_DIR_DEFAULT = "reports/results"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("decode-attn", "decode-attention regression harness")
-    g.addoption("--results-dir", default=RESULTS_DIR_DEFAULT,
-                help="where each worker appends its JSON-lines results (default: %(default)s)")
-    g.addoption("--backends", default="",
-                help="comma-separated backends to run (default: all registered)")
+    g.addoption(
+        "--results-dir",
+        default=RESULTS_DIR_DEFAULT,
+        help="where each worker appends its JSON-lines results (default: %(default)s)",
+    )
+    g.addoption(
+        "--backends", default="", help="comma-separated backends to run (default: all registered)"
+    )
     g.addoption("--no-timing", action="store_true", help="check correctness only")
-    g.addoption("--timing-budget-ms", type=float, default=None,
-                help="timing budget per case x backend (overrides the matrix setting)")
-    g.addoption("--harness-device", choices=("auto", "cpu", "cuda"), default="auto",
-                help="run on the GPU when there is one (auto), or force cpu / cuda")
+    g.addoption(
+        "--timing-budget-ms",
+        type=float,
+        default=None,
+        help="timing budget per case x backend (overrides the matrix setting)",
+    )
+    g.addoption(
+        "--harness-device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="run on the GPU when there is one (auto), or force cpu / cuda",
+    )
     g.addoption("--run-id", default=None, help="id shared by all result files of this run")
 
 
@@ -48,8 +60,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is not None and "harness_run_id" in workerinput:
         config.option.run_id = workerinput["harness_run_id"]
     if not config.option.run_id:
-        config.option.run_id = os.environ.get("HARNESS_RUN_ID") or time.strftime(
-            "%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        config.option.run_id = (
+            os.environ.get("HARNESS_RUN_ID")
+            or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        )
     # Pin the GPU before anything initialises CUDA in this worker.
     if worker and config.option.harness_device != "cpu":
         from harness.gpu import pin_worker_gpu
@@ -93,8 +107,11 @@ class MatrixFile(pytest.File):
         for case in matrix.cases:
             for backend in backends:
                 item = MatrixItem.from_parent(
-                    self, name=f"{case.id}[{backend.name}]", case=case,
-                    backend_name=backend.name, settings=matrix.settings,
+                    self,
+                    name=f"{case.id}[{backend.name}]",
+                    case=case,
+                    backend_name=backend.name,
+                    settings=matrix.settings,
                     matrix_name=matrix.name,
                 )
                 item.add_marker(pytest.mark.xdist_group(case.id))
@@ -187,14 +204,17 @@ def check_output(out: Any, ref: Any, case: Case) -> dict[str, Any]:
 
 
 def _failure_text(corr: dict[str, Any]) -> str:
-    return (f"{corr['mismatches']} of {corr['numel']} elements outside rtol={corr['rtol']:g} "
-            f"atol={corr['atol']:g} (allowed {corr['allowed_mismatches']}); max abs err "
-            f"{corr['max_abs_err']:.4g}; {corr['nan_count']} NaN (unwritten or invalid)")
+    return (
+        f"{corr['mismatches']} of {corr['numel']} elements outside rtol={corr['rtol']:g} "
+        f"atol={corr['atol']:g} (allowed {corr['allowed_mismatches']}); max abs err "
+        f"{corr['max_abs_err']:.4g}; {corr['nan_count']} NaN (unwritten or invalid)"
+    )
 
 
 class MatrixItem(pytest.Item):
-    def __init__(self, *, case: Case, backend_name: str, settings: Settings, matrix_name: str,
-                 **kw: Any) -> None:
+    def __init__(
+        self, *, case: Case, backend_name: str, settings: Settings, matrix_name: str, **kw: Any
+    ) -> None:
         super().__init__(**kw)
         self.case = case
         self.backend_name = backend_name
@@ -212,12 +232,23 @@ class MatrixItem(pytest.Item):
         env = environment(device)
         from harness.backends import get
 
-        _writer.write(ResultRow(
-            run_id=opt.run_id, matrix=self.matrix_name, case_id=self.case.id,
-            case=self.case.axes(), backend=self.backend_name, role=get(self.backend_name).role,
-            status=status, device=env["device"], env=env, worker=_worker_id(),
-            timestamp=time.time(), duration_s=time.perf_counter() - started, **fields,
-        ))
+        _writer.write(
+            ResultRow(
+                run_id=opt.run_id,
+                matrix=self.matrix_name,
+                case_id=self.case.id,
+                case=self.case.axes(),
+                backend=self.backend_name,
+                role=get(self.backend_name).role,
+                status=status,
+                device=env["device"],
+                env=env,
+                worker=_worker_id(),
+                timestamp=time.time(),
+                duration_s=time.perf_counter() - started,
+                **fields,
+            )
+        )
 
     def runtest(self) -> None:
         from harness.backends import get
@@ -262,13 +293,22 @@ class MatrixItem(pytest.Item):
             cfg = TimingConfig(
                 warmup_ms=s.warmup_ms,
                 budget_ms=opt.timing_budget_ms or s.budget_ms,
-                min_reps=s.min_reps, max_reps=s.max_reps,
+                min_reps=s.min_reps,
+                max_reps=s.max_reps,
             )
             stats = time_fn(lambda: launch(out), device, cfg)
             timing = stats.to_dict()
             tbps = inputs.io_bytes() / (stats.median_ms * 1e-3) / 1e12
-        self._write(device, "passed", started, correctness=corr, timing=timing,
-                    bytes=inputs.io_bytes(), tbps=tbps, plan=plan)
+        self._write(
+            device,
+            "passed",
+            started,
+            correctness=corr,
+            timing=timing,
+            bytes=inputs.io_bytes(),
+            tbps=tbps,
+            plan=plan,
+        )
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:  # type: ignore[override]
         if isinstance(excinfo.value, CaseFailure):

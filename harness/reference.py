@@ -12,8 +12,9 @@ import torch
 from harness.inputs import CaseInputs
 
 
-def gather_kv(kv_cache: torch.Tensor, page_row: torch.Tensor, length: int,
-              part: int) -> torch.Tensor:
+def gather_kv(
+    kv_cache: torch.Tensor, page_row: torch.Tensor, length: int, part: int
+) -> torch.Tensor:
     """One request's K (part 0) or V (part 1) as [length, num_kv_heads, head_dim]."""
     page_size = kv_cache.shape[2]
     n_pages = -(-length // page_size)

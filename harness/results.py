@@ -90,15 +90,19 @@ def parse_line(text: str) -> ResultRow:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno}): truncated or corrupt")
+        raise ValueError(
+            f"not valid JSON ({exc.msg} at column {exc.colno}): truncated or corrupt"
+        ) from None
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
     schema = obj.get("schema")
     if not isinstance(schema, int):
         raise ValueError("no schema version")
     if schema > SCHEMA_VERSION:
-        raise ValueError(f"schema version {schema} is newer than this harness reads "
-                         f"({SCHEMA_VERSION}); upgrade the harness")
+        raise ValueError(
+            f"schema version {schema} is newer than this harness reads "
+            f"({SCHEMA_VERSION}); upgrade the harness"
+        )
     missing = [k for k in _REQUIRED if k not in obj]
     if missing:
         raise ValueError(f"missing field(s): {', '.join(missing)}")
@@ -137,8 +141,12 @@ def read_results(paths: Iterable[str | Path]) -> tuple[list[ResultRow], list[Rea
 
 def row_key(row: ResultRow) -> tuple[str, str, str, str]:
     """Rows with the same key describe the same measurement (case, backend, device, commit)."""
-    return (row.case_id, row.backend, str(row.device.get("name", "")),
-            str(row.env.get("git_commit", "")))
+    return (
+        row.case_id,
+        row.backend,
+        str(row.device.get("name", "")),
+        str(row.env.get("git_commit", "")),
+    )
 
 
 STATUS_RANK = {"passed": 3, "failed": 2, "error": 1, "skipped": 0}

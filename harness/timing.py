@@ -51,9 +51,20 @@ class TimingStats:
         return (self.ci_high_ms - self.ci_low_ms) / 2 / self.median_ms if self.median_ms else 0.0
 
     def to_dict(self, keep_samples: bool = True) -> dict:
-        d = {k: getattr(self, k) for k in (
-            "median_ms", "ci_low_ms", "ci_high_ms", "n", "method", "l2_flush", "stop_reason",
-            "min_ms", "mean_ms")}
+        d = {
+            k: getattr(self, k)
+            for k in (
+                "median_ms",
+                "ci_low_ms",
+                "ci_high_ms",
+                "n",
+                "method",
+                "l2_flush",
+                "stop_reason",
+                "min_ms",
+                "mean_ms",
+            )
+        }
         d["rel_ci_halfwidth"] = self.rel_ci_halfwidth
         if keep_samples:
             d["samples_ms"] = list(self.samples_ms)
@@ -76,13 +87,21 @@ def median_ci(samples: Sequence[float], confidence: float = CONFIDENCE) -> tuple
     return xs[lo], xs[hi]
 
 
-def summarize(samples: Sequence[float], method: str, l2_flush: bool,
-              stop_reason: str) -> TimingStats:
+def summarize(
+    samples: Sequence[float], method: str, l2_flush: bool, stop_reason: str
+) -> TimingStats:
     lo, hi = median_ci(samples)
     return TimingStats(
-        median_ms=statistics.median(samples), ci_low_ms=lo, ci_high_ms=hi, n=len(samples),
-        method=method, l2_flush=l2_flush, stop_reason=stop_reason, min_ms=min(samples),
-        mean_ms=statistics.fmean(samples), samples_ms=tuple(samples),
+        median_ms=statistics.median(samples),
+        ci_low_ms=lo,
+        ci_high_ms=hi,
+        n=len(samples),
+        method=method,
+        l2_flush=l2_flush,
+        stop_reason=stop_reason,
+        min_ms=min(samples),
+        mean_ms=statistics.fmean(samples),
+        samples_ms=tuple(samples),
     )
 
 
@@ -158,8 +177,9 @@ def _time_cpu(fn: Callable[[], None], cfg: TimingConfig) -> TimingStats:
             return summarize(samples, "perf_counter", False, reason)
 
 
-def time_fn(fn: Callable[[], None], device: torch.device,
-            cfg: TimingConfig | None = None) -> TimingStats:
+def time_fn(
+    fn: Callable[[], None], device: torch.device, cfg: TimingConfig | None = None
+) -> TimingStats:
     """Time `fn` on `device` until the median is tight enough or the budget is spent."""
     cfg = cfg or TimingConfig()
     if device.type == "cuda":

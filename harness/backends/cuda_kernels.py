@@ -36,8 +36,16 @@ def _plan_for(inputs: CaseInputs):
     from kernels import plan
 
     c = inputs.case
-    return plan(c.batch, c.q_len, c.num_qo_heads, c.num_kv_heads, c.head_dim,
-                max(inputs.kv_lens_host), _sm_count(inputs.device), kv_dtype=c.kv_dtype)
+    return plan(
+        c.batch,
+        c.q_len,
+        c.num_qo_heads,
+        c.num_kv_heads,
+        c.head_dim,
+        max(inputs.kv_lens_host),
+        _sm_count(inputs.device),
+        kv_dtype=c.kv_dtype,
+    )
 
 
 def _describe(inputs: CaseInputs) -> str:
@@ -53,9 +61,17 @@ def _make_prepare(kernel: str):
 
         def launch(out: torch.Tensor) -> None:
             paged_decode(
-                inputs.q, inputs.kv_cache, inputs.page_table, inputs.kv_lens, q_len=c.q_len,
-                kernel=kernel, sm_scale=inputs.sm_scale, k_scale=inputs.k_scale,
-                v_scale=inputs.v_scale, out=out, plan=chosen,
+                inputs.q,
+                inputs.kv_cache,
+                inputs.page_table,
+                inputs.kv_lens,
+                q_len=c.q_len,
+                kernel=kernel,
+                sm_scale=inputs.sm_scale,
+                k_scale=inputs.k_scale,
+                v_scale=inputs.v_scale,
+                out=out,
+                plan=chosen,
             )
 
         return launch
@@ -64,10 +80,16 @@ def _make_prepare(kernel: str):
 
 
 CUDA_BASELINE = register(
-    Backend(name="cuda_baseline", role="baseline", supports=_supports,
-            prepare=_make_prepare("baseline"))
+    Backend(
+        name="cuda_baseline", role="baseline", supports=_supports, prepare=_make_prepare("baseline")
+    )
 )
 CUDA_GROUPED = register(
-    Backend(name="cuda_grouped", role="grouped", supports=_supports,
-            prepare=_make_prepare("grouped"), describe=_describe)
+    Backend(
+        name="cuda_grouped",
+        role="grouped",
+        supports=_supports,
+        prepare=_make_prepare("grouped"),
+        describe=_describe,
+    )
 )

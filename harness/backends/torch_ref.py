@@ -43,8 +43,9 @@ def _mask(inputs: CaseInputs, tokens: torch.Tensor) -> torch.Tensor:
     return pos[None, None, :] <= last[:, :, None]
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
-            sm_scale: float) -> torch.Tensor:
+def _attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, sm_scale: float
+) -> torch.Tensor:
     """q [b, kvh, rows, d], k/v [b, kvh, len, d], mask [b, 1|kvh, rows, len] -> [b, kvh, rows, d]."""
     s = torch.matmul(q, k.transpose(-1, -2)).float() * sm_scale
     s = s.masked_fill(~mask, float("-inf"))

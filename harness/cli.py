@@ -1,0 +1,310 @@
+"""`python -m harness`: list a matrix, run it (pytest + xdist), rebuild reports, show the
+environment.
+
+Every user-facing problem ends as one `error: ...` line and exit code 2; exit code 1
+means the run itself found failing cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILURES, EXIT_ERROR = 0, 1, 2
+DEFAULT_MATRIX = "matrices/smoke.toml"
+DEFAULT_RESULTS = "reports/results"
+DEFAULT_OUT = "reports"
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+def _say(msg: str) -> None:
+    print(f"[harness] {msg}", flush=True)
+
+
+def _load(paths: Sequence[str]):
+    from harness.matrix import MatrixError, load_matrix
+
+    try:
+        return [load_matrix(p) for p in paths]
+    except MatrixError as exc:
+        raise UserError(str(exc)) from None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    rows = []
+    for m in _load(args.matrix):
+        for c in m.cases:
+            if args.filter and args.filter not in c.id:
+                continue
+            rows.append(
+                [
+                    c.id,
+                    f"{c.num_qo_heads}/{c.num_kv_heads}",
+                    c.head_dim,
+                    c.batch,
+                    c.q_len,
+                    c.kv_len,
+                    c.page_size,
+                    c.kv_dtype,
+                    c.q_dtype,
+                    "yes" if c.ragged else "no",
+                ]
+            )
+    print(
+        tabulate(
+            rows,
+            headers=[
+                "case",
+                "qo/kv heads",
+                "head_dim",
+                "batch",
+                "q_len",
+                "kv_len",
+                "page",
+                "kv dtype",
+                "q dtype",
+                "ragged",
+            ],
+            tablefmt="github",
+        )
+    )
+    print(f"\n{len(rows)} case(s)")
+    return EXIT_OK
+
+
+def device_banner(force: str) -> tuple[str, int]:
+    """(banner line, GPU count). Says plainly when the run will be on the CPU."""
+    from harness.gpu import cuda_usable
+
+    if force != "cpu" and cuda_usable():
+        import torch
+
+        n = torch.cuda.device_count()
+        names = sorted({torch.cuda.get_device_name(i) for i in range(n)})
+        return f"device: {n} x {', '.join(names)} (CUDA {torch.version.cuda})", n
+    if force == "cuda":
+        raise UserError(
+            "--device cuda given, but torch sees no CUDA device "
+            "(check the driver, CUDA_VISIBLE_DEVICES and that torch is a CUDA build)"
+        )
+    why = "forced by --device cpu" if force == "cpu" else "no CUDA device found"
+    return (
+        f"NO GPU ({why}): running the whole pipeline on the CPU with the torch "
+        "backends; CUDA backends will be skipped and timings are CPU timings"
+    ), 0
+
+
+def _build_kernels(defines: Sequence[str]) -> None:
+    cmd = [sys.executable, "-m", "kernels.build", *[f"--define={d}" for d in defines]]
+    _say("building CUDA kernels: " + " ".join(cmd[1:]))
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0:
+        raise UserError("the CUDA kernel build failed (nvcc output above); no case was run")
+
+
+def pytest_command(args: argparse.Namespace, run_id: str, workers: int) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "harness.pytest_plugin",
+        "-p",
+        "no:cacheprovider",
+        *args.matrix,
+        "--results-dir",
+        args.results_dir,
+        "--run-id",
+        run_id,
+        "--harness-device",
+        args.device,
+        "-o",
+        "addopts=",
+        "-rfEs",
+        "--tb=short",
+    ]
+    if workers > 0:
+        cmd += ["-n", str(workers), "--dist", "loadgroup"]
+    if args.k:
+        cmd += ["-k", args.k]
+    if args.backends:
+        cmd += ["--backends", args.backends]
+    if args.no_timing:
+        cmd.append("--no-timing")
+    if args.timing_budget_ms:
+        cmd += ["--timing-budget-ms", str(args.timing_budget_ms)]
+    return cmd + list(args.pytest_args)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    matrices = _load(args.matrix)
+    n_cases = sum(len(m.cases) for m in matrices)
+    banner, gpus = device_banner(args.device)
+    _say(banner)
+    _say(f"matrix: {', '.join(args.matrix)} ({n_cases} cases)")
+    if gpus and not args.no_build:
+        _build_kernels(args.define)
+    workers = args.workers if args.workers is not None else max(1, gpus)
+    results_dir = Path(args.results_dir)
+    if results_dir.exists() and not args.keep_results:
+        shutil.rmtree(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    cmd = pytest_command(args, run_id, workers)
+    _say(f"run {run_id}: {workers or 'no'} xdist worker(s); results -> {results_dir}/")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    rc = subprocess.run(cmd, env=env).returncode
+    if rc == 5:
+        raise UserError("no case selected (check --matrix and -k)")
+    report_rc = _report([str(results_dir)], args.out, args, device_note=banner)
+    _say(f"done in {time.perf_counter() - started:.1f} s")
+    if rc not in (0, 1):
+        _say(
+            f"pytest exited with {rc} (interrupted or internal error); the report holds what "
+            "finished"
+        )
+        return EXIT_ERROR
+    return EXIT_FAILURES if rc == 1 else report_rc
+
+
+def _report(paths: Sequence[str], out: str, args: argparse.Namespace, device_note: str = "") -> int:
+    from harness.report import generate
+
+    meta = {"target_branch": getattr(args, "target_branch", "") or "", "note": device_note}
+    try:
+        outcome = generate(paths, Path(out), meta=meta)
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
+    for p in outcome.problems:
+        _say(f"skipped a bad results line: {p}")
+    _say(
+        f"report: {outcome.markdown_path} and {outcome.junit_path} ({_counts_text(outcome.counts)})"
+    )
+    if not outcome.rows:
+        raise UserError(f"no results found in {', '.join(paths)}")
+    return EXIT_OK
+
+
+def _counts_text(counts: dict) -> str:
+    return ", ".join(f"{v} {k}" for k, v in counts.items())
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    return _report(args.paths or [DEFAULT_RESULTS], args.out, args)
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    import torch
+
+    from harness.gpu import environment, select_device
+
+    device = torch.device("cpu") if args.device == "cpu" else select_device()
+    print(json.dumps(environment(device), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m harness",
+        description="Regression harness for paged-KV decode attention kernels: checks every "
+        "case of a matrix against a reference, times it, and writes JUnit + markdown reports.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    pl = sub.add_parser("list", help="print the cases a matrix expands to")
+    pl.add_argument("--matrix", action="append", default=None, help="matrix file (repeatable)")
+    pl.add_argument("--filter", default="", help="only case ids containing this text")
+    pl.set_defaults(func=cmd_list)
+
+    pr = sub.add_parser(
+        "run",
+        help="check and time a matrix, then write the reports",
+        description="Runs the matrix as pytest items (sharded with pytest-xdist, "
+        "one GPU per worker), then writes reports/junit.xml and reports/summary.md."
+        " Arguments after -- go to pytest.",
+    )
+    pr.add_argument(
+        "--matrix",
+        action="append",
+        default=None,
+        help=f"matrix file (repeatable; default {DEFAULT_MATRIX})",
+    )
+    pr.add_argument(
+        "-n",
+        "--workers",
+        type=int,
+        default=None,
+        help="xdist workers (default: one per GPU, 1 on CPU; 0 = no xdist)",
+    )
+    pr.add_argument("-k", default="", help="pytest -k expression over case ids and backends")
+    pr.add_argument("--backends", default="", help="comma-separated backends (default: all)")
+    pr.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto: GPU when present; cpu/cuda force one",
+    )
+    pr.add_argument("--results-dir", default=DEFAULT_RESULTS)
+    pr.add_argument("--out", default=DEFAULT_OUT, help="report folder (default: %(default)s)")
+    pr.add_argument(
+        "--keep-results",
+        action="store_true",
+        help="append to existing result files instead of starting afresh",
+    )
+    pr.add_argument("--no-timing", action="store_true", help="correctness only")
+    pr.add_argument(
+        "--timing-budget-ms", type=float, default=None, help="timing budget per case x backend"
+    )
+    pr.add_argument("--no-build", action="store_true", help="do not build the CUDA kernels first")
+    pr.add_argument(
+        "--define",
+        action="append",
+        default=[],
+        help="compile-time define for the kernel build (NAME=VALUE)",
+    )
+    pr.add_argument(
+        "--target-branch", default=os.environ.get("CI_MERGE_REQUEST_TARGET_BRANCH_NAME", "")
+    )
+    pr.add_argument("pytest_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    pr.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("report", help="rebuild junit.xml and summary.md from result files")
+    rp.add_argument("paths", nargs="*", help=f"result files or folders (default {DEFAULT_RESULTS})")
+    rp.add_argument("--out", default=DEFAULT_OUT)
+    rp.add_argument("--target-branch", default="")
+    rp.set_defaults(func=cmd_report)
+
+    pe = sub.add_parser("env", help="print the environment fingerprint as JSON")
+    pe.add_argument("--device", choices=("auto", "cpu"), default="auto")
+    pe.set_defaults(func=cmd_env)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "matrix", "unset") is None:
+        args.matrix = [DEFAULT_MATRIX]
+    if getattr(args, "pytest_args", None) and args.pytest_args[0] == "--":
+        args.pytest_args = args.pytest_args[1:]
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted; results written so far are kept", file=sys.stderr)
+        return EXIT_ERROR

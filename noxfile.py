@@ -1,0 +1,106 @@
+"""Sessions: tests (default), lint, build, gpu_matrix, report.
+
+CPU sessions make a virtualenv with torch pinned to the CPU build (torch==2.13.0).
+`gpu_matrix`, `build` and `report` use the interpreter that runs nox when it already
+has a CUDA build of torch (GPU runners and CUDA containers have no package index and
+a preinstalled torch); otherwise they make a CPU virtualenv too. Override with
+HARNESS_SYSTEM_PYTHON=1 (always the running interpreter) or =0 (always a virtualenv).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+CPU_TORCH = "torch==2.13.0"
+RUNTIME_MODULES = ("torch", "pytest", "xdist", "tabulate", "junitparser")
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+def _running_python_has_cuda_torch() -> bool:
+    """Read torch/version.py instead of importing torch: nox starts fast and CUDA stays
+    uninitialised."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    version_py = Path(next(iter(spec.submodule_search_locations))) / "version.py"
+    try:
+        text = version_py.read_text()
+    except OSError:
+        return False
+    m = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([0-9.]+)['\"]", text, re.MULTILINE)
+    return m is not None
+
+
+def _use_system_python() -> bool:
+    forced = os.environ.get("HARNESS_SYSTEM_PYTHON")
+    if forced is not None:
+        return forced not in ("0", "", "false", "no")
+    return _running_python_has_cuda_torch()
+
+
+SYSTEM = _use_system_python()
+RUN_BACKEND = "none" if SYSTEM else "virtualenv"
+
+
+def _prepare_runtime(session: nox.Session, extras: str = "") -> None:
+    """Install the harness's dependencies, or check the running interpreter has them."""
+    if session.venv_backend == "none":
+        missing = [m for m in RUNTIME_MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            session.error(
+                f"this interpreter ({sys.executable}) lacks {', '.join(missing)}; install them "
+                "(pip install pytest pytest-xdist tabulate junitparser) or run with "
+                "HARNESS_SYSTEM_PYTHON=0 to use a CPU virtualenv"
+            )
+        session.log(f"using the running interpreter {sys.executable} (CUDA torch found)")
+        return
+    session.install(CPU_TORCH, "-e", f".{extras}")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The harness's own tests, on the CPU (kernel compile tests need nvcc)."""
+    session.install(CPU_TORCH, "-e", ".[test]")
+    args = session.posargs or ["-n", "auto", "tests"]
+    session.run("python", "-m", "pytest", *args)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff lint + format check."""
+    session.install("ruff>=0.6,<0.18")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(venv_backend=RUN_BACKEND)
+def build(session: nox.Session) -> None:
+    """Compile the CUDA kernels (fat binary, cached by sources + toolkit + archs)."""
+    _prepare_runtime(session)
+    session.run("python", "-m", "kernels.build", *session.posargs)
+
+
+@nox.session(venv_backend=RUN_BACKEND)
+def gpu_matrix(session: nox.Session) -> None:
+    """Build, check and time a matrix, then write reports/junit.xml and reports/summary.md.
+
+    Arguments after -- go to `python -m harness run` (--matrix FILE, -k EXPR, -n N, ...).
+    """
+    _prepare_runtime(session, "[gpu]")
+    session.run("python", "-m", "harness", "run", *session.posargs)
+
+
+@nox.session(venv_backend=RUN_BACKEND)
+def report(session: nox.Session) -> None:
+    """Rebuild the reports from result files on disk (default reports/results)."""
+    _prepare_runtime(session)
+    session.run("python", "-m", "harness", "report", *session.posargs)
