@@ -12,7 +12,7 @@ import itertools
 import re
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,18 @@ AXIS_DEFAULTS: dict[str, Any] = {
 MODEL_KEYS = ("num_qo_heads", "num_kv_heads", "head_dim")
 TOP_KEYS = ("matrix", "models", "axes", "include", "exclude", "settings")
 MATRIX_KEYS = ("name", "description", "seed")
-SETTINGS_KEYS = ("timing", "warmup_ms", "budget_ms", "min_reps", "max_reps", "threshold")
+SETTINGS_KEYS = (
+    "timing",
+    "warmup_ms",
+    "budget_ms",
+    "min_reps",
+    "max_reps",
+    "threshold",
+    "max_reruns",
+    "target_rel_ci",
+    "flush_l2",
+    "use_graphs",
+)
 
 
 class MatrixError(Exception):
@@ -63,7 +74,11 @@ class Settings:
     budget_ms: float = 400.0
     min_reps: int = 10
     max_reps: int = 2000
-    threshold: float = 0.02
+    threshold: float = 0.02  # A/B verdict threshold in one process (2 %)
+    max_reruns: int = 2  # automatic reruns of an inconclusive A/B verdict
+    target_rel_ci: float = 0.0025
+    flush_l2: bool = True
+    use_graphs: bool = False
 
 
 @dataclass(frozen=True, order=True)
@@ -83,6 +98,7 @@ class Case:
     head_dim: int
     seed: int = 0
     id: str = ""
+    threshold: float | None = field(default=None, compare=False)  # per-case verdict threshold
 
     @property
     def group(self) -> int:
@@ -94,7 +110,7 @@ class Case:
         return self.q_len * self.group
 
     def axes(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "id"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("id",)}
 
 
 @dataclass(frozen=True)
@@ -336,7 +352,11 @@ def load_matrix(path: str | Path) -> Matrix:
         if not isinstance(axes, dict):
             raise loc.error(None, "axes", "must be a table")
         points += [(p, "axes", 0) for p in _expand(loc, "axes", axes, models, 0, AXIS_DEFAULTS)]
+    thresholds: dict[int, float] = {}
     for i, inc in enumerate(_array_of_tables(loc, doc, "include")):
+        inc = dict(inc)
+        if "threshold" in inc:
+            thresholds[i] = _threshold(loc, "include", inc.pop("threshold"), i)
         points += [
             (p, "include", i) for p in _expand(loc, "include", inc, models, i, AXIS_DEFAULTS)
         ]
@@ -355,7 +375,7 @@ def load_matrix(path: str | Path) -> Matrix:
         _validate_point(loc, section, point, models[point["model"]], index)
     varying = [k for k in AXES if len({p[k] for p, _, _ in points}) > 1]
     cases: dict[str, Case] = {}
-    for point, _, _ in points:
+    for point, section, index in points:
         model = models[point["model"]]
         cid = case_id(point, varying)
         cases[cid] = Case(
@@ -364,6 +384,7 @@ def load_matrix(path: str | Path) -> Matrix:
             head_dim=model.head_dim,
             seed=seed,
             id=cid,
+            threshold=thresholds.get(index) if section == "include" else None,
             **point,
         )
     return Matrix(
@@ -373,6 +394,12 @@ def load_matrix(path: str | Path) -> Matrix:
         settings=settings,
         cases=tuple(sorted(cases.values())),
     )
+
+
+def _threshold(loc: _Locator, section: str, value: Any, index: int = 0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise loc.error(section, "threshold", f"must be a fraction in (0, 1), got {value!r}", index)
+    return float(value)
 
 
 def _array_of_tables(loc: _Locator, doc: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
@@ -393,7 +420,8 @@ def _parse_settings(loc: _Locator, raw: Any) -> Settings:
             if not isinstance(value, bool):
                 raise loc.error("settings", key, f"must be true or false, got {value!r}")
         elif isinstance(default, int):
-            value = _positive_int(loc, "settings", key, value)
+            zero_ok = key == "max_reruns" and value == 0 and not isinstance(value, bool)
+            value = value if zero_ok else _positive_int(loc, "settings", key, value)
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise loc.error("settings", key, f"must be a positive number, got {value!r}")
         out[key] = value

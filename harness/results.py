@@ -36,6 +36,7 @@ class ResultRow:
     bytes: int = 0
     tbps: float | None = None
     plan: str = ""
+    comparison: dict[str, Any] = field(default_factory=dict)
     env: dict[str, Any] = field(default_factory=dict)
     worker: str = ""
     timestamp: float = 0.0

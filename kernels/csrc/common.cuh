@@ -1,0 +1,128 @@
+// Shared device helpers for the paged decode-attention kernels.
+// No torch headers: everything here is plain CUDA C++.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+namespace pd {
+
+// dtype codes of the C ABI (kernels/binding.py mirrors them).
+enum DType : int { kF16 = 0, kBF16 = 1, kE4M3 = 2 };
+
+// Launch parameters shared by every kernel. Sizes are in elements unless named *_bytes.
+struct Params {
+  const void* q;            // [batch*q_len, hq, D] (T)
+  const void* kv;           // [num_pages, 2, page_size, hkv, D] (T or e4m3)
+  const int* page_table;    // [batch, max_pages]
+  const int* kv_lens;       // [batch]
+  void* out;                // like q
+  float* ws_o;              // [num_splits, batch*q_len*hq, D] fp32 partial outputs
+  float* ws_lse;            // [num_splits, batch*q_len*hq] log2-sum-exp of each partial
+  int batch, q_len, hq, hkv, group;
+  int page_size, page_shift, max_pages;
+  float scale_log2;         // sm_scale * k_scale * log2(e)
+  float v_scale;
+  int num_splits, split_tokens, num_row_tiles;
+};
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte async copy global -> shared; src_bytes = 0 zero-fills (keeps masked lanes finite).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  const int n = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Per-type traits: MMA, packing, and e4m3 -> T conversion by bit placement + one multiply.
+// e4m3 magnitude bits are moved under T's exponent/mantissa fields; one multiply by
+// 2^(bias_T - 7) fixes the exponent bias (exact, subnormals included, since T holds e4m3).
+template <typename T>
+struct Tr;
+
+template <>
+struct Tr<__half> {
+  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                             uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  static __device__ __forceinline__ uint32_t pack(float a, float b) {
+    __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ float2 unpack(uint32_t u) {
+    return __half22float2(*reinterpret_cast<__half2*>(&u));
+  }
+  static __device__ __forceinline__ uint32_t fix(uint32_t a) {
+    // sign stays, 7 magnitude bits -> fp16 [13:7]; multiply by 2^8.
+    uint32_t h = (a & 0x80008000u) | ((a & 0x7F007F00u) >> 1);
+    uint32_t r;
+    asm("mul.rn.f16x2 %0, %1, %2;\n" : "=r"(r) : "r"(h), "r"(0x5C005C00u));
+    return r;
+  }
+};
+
+template <>
+struct Tr<__nv_bfloat16> {
+  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                             uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  static __device__ __forceinline__ uint32_t pack(float a, float b) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ float2 unpack(uint32_t u) {
+    return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xFFFF0000u));
+  }
+  static __device__ __forceinline__ uint32_t fix(uint32_t a) {
+    // 7 magnitude bits -> bf16 [10:4]; multiply by 2^120 (fma with -0 works from sm_80 on).
+    uint32_t h = (a & 0x80008000u) | ((a & 0x7F007F00u) >> 4);
+    uint32_t r;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(h), "r"(0x7B807B80u), "r"(0x80008000u));
+    return r;
+  }
+};
+
+// Four e4m3 bytes -> four T values packed as two 32-bit words (element order kept).
+template <typename T>
+__device__ __forceinline__ void e4m3x4_to(uint32_t x, uint32_t& lo, uint32_t& hi) {
+  lo = Tr<T>::fix(__byte_perm(x, 0u, 0x1404));
+  hi = Tr<T>::fix(__byte_perm(x, 0u, 0x3424));
+}
+
+}  // namespace pd

@@ -1,0 +1,359 @@
+// `grouped` kernel: one CTA per (row tile, KV split, KV head, request) computes every
+// q_len x group row of its tile on tensor cores (mma.sync m16n8k16, fp32 accumulate),
+// so each KV page is read from HBM once per row tile instead of once per query token.
+//
+// Warp layout: WM warps along rows (16 rows each) x WN warps along the tokens of a
+// 64-token stage. Each warp keeps its own online-softmax state; the WN partial results are
+// merged through shared memory in the epilogue. K/V stream through an NS-deep cp.async
+// ring; fp8 stages are converted to T through a shared-memory buffer (so one MMA path
+// serves all KV dtypes). Shared tiles use a 16-byte XOR swizzle (chunk ^ row%8) so
+// ldmatrix is bank-conflict free.
+#pragma once
+
+#include "common.cuh"
+
+namespace pd {
+
+template <int D, bool KV8, int WM>
+struct GCfg {
+  static constexpr int NW = WM >= 4 ? WM : 4;
+  static constexpr int WN = NW / WM;
+  static constexpr int NT = NW * 32;
+  static constexpr int BN = 64;  // tokens per stage (a multiple of every page size)
+  static constexpr int TN = BN / WN;
+  static constexpr int TILE = WM * 16;
+  static constexpr int NS = D == 64 ? 4 : (D == 128 ? 3 : 2);
+  static constexpr int ES = KV8 ? 1 : 2;
+  static constexpr int HALF_STAGE = BN * D * ES;  // K or V of one stage
+  static constexpr int STAGE = 2 * HALF_STAGE;
+  static constexpr int CONV = KV8 ? 2 * BN * D * 2 : 0;
+  static constexpr bool Q_REGS = D <= 128;
+  static constexpr int QB = Q_REGS ? 0 : TILE * D * 2;
+  static constexpr int PIPE = NS * STAGE + CONV + QB;
+  static constexpr int RS = D + 8;  // padded fp32 row of the epilogue buffer
+  static constexpr int RED = WN * TILE * RS * 4 + WN * TILE * 2 * 4;
+  static constexpr int SMEM = PIPE > RED ? PIPE : RED;
+};
+
+// Byte offset of 16-byte chunk c of row r in a swizzled [rows][D] 16-bit tile.
+template <int D>
+__device__ __forceinline__ int swz(int r, int c) {
+  return r * D * 2 + ((c ^ (r & 7)) << 4);
+}
+
+template <int D, typename T, bool KV8, int WM>
+__global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const Params p) {
+  using C = GCfg<D, KV8, WM>;
+  extern __shared__ __align__(128) uint8_t smem[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm = warp % WM, wn = warp / WM;
+  const int g = lane >> 2, cq = lane & 3;
+  const int rt = blockIdx.x % p.num_row_tiles, split = blockIdx.x / p.num_row_tiles;
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int kv_len = p.kv_lens[b];
+  const int rows = p.q_len * p.group;
+  const int row0 = rt * C::TILE;
+  const int nrows = min(C::TILE, rows - row0);
+  const int i_min = row0 / p.group, i_max = (row0 + nrows - 1) / p.group;
+  const int t_begin = split * p.split_tokens;
+  const int t_end = min(t_begin + p.split_tokens, kv_len - p.q_len + i_max + 1);
+  const int mask_from = min(kv_len - p.q_len + i_min + 1, t_end);
+  const int ntiles = t_end > t_begin ? (t_end - t_begin + C::BN - 1) / C::BN : 0;
+  const bool active = wm * 16 < nrows;
+
+  const int* pt = p.page_table + (size_t)b * p.max_pages;
+  const uint8_t* kvb = static_cast<const uint8_t*>(p.kv);
+  const size_t tok_bytes = (size_t)p.hkv * D * C::ES;
+  const size_t page_bytes = 2 * (size_t)p.page_size * tok_bytes;
+  const size_t v_off = (size_t)p.page_size * tok_bytes;
+  const size_t head_off = (size_t)h * D * C::ES;
+  const int page_mask = p.page_size - 1;
+
+  uint8_t* conv = smem + C::NS * C::STAGE;  // fp8 only: converted K then V
+  uint8_t* qs = conv + C::CONV;             // D=256 only: Q tile
+
+  // Per-thread row limits: row r attends tokens <= kv_len - q_len + r/group (and < t_end).
+  const int r0 = row0 + wm * 16 + g, r1 = r0 + 8;
+  const int lim0 = min(r0 < rows ? kv_len - p.q_len + r0 / p.group : kv_len - 1, t_end - 1);
+  const int lim1 = min(r1 < rows ? kv_len - p.q_len + r1 / p.group : kv_len - 1, t_end - 1);
+
+  auto q_row_ptr = [&](int r) -> const T* {
+    const int i = r / p.group, j = r % p.group;
+    return static_cast<const T*>(p.q) + ((size_t)(b * p.q_len + i) * p.hq + h * p.group + j) * D;
+  };
+
+  // ---- Q: fragments straight from global (D <= 128) or a swizzled smem tile (D = 256).
+  uint32_t qa[C::Q_REGS ? D / 16 : 1][4];
+  if constexpr (C::Q_REGS) {
+    const T* qp0 = r0 < rows ? q_row_ptr(r0) : nullptr;
+    const T* qp1 = r1 < rows ? q_row_ptr(r1) : nullptr;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const int c0 = kk * 16 + 2 * cq;
+      qa[kk][0] = qp0 ? *reinterpret_cast<const uint32_t*>(qp0 + c0) : 0u;
+      qa[kk][1] = qp1 ? *reinterpret_cast<const uint32_t*>(qp1 + c0) : 0u;
+      qa[kk][2] = qp0 ? *reinterpret_cast<const uint32_t*>(qp0 + c0 + 8) : 0u;
+      qa[kk][3] = qp1 ? *reinterpret_cast<const uint32_t*>(qp1 + c0 + 8) : 0u;
+    }
+  } else {
+    constexpr int CPR = D / 8;
+    for (int idx = tid; idx < C::TILE * CPR; idx += C::NT) {
+      const int r = idx / CPR, c = idx % CPR;
+      const bool ok = r < nrows;
+      const T* src = ok ? q_row_ptr(row0 + r) + c * 8 : static_cast<const T*>(p.q);
+      cp_async16(smem_u32(qs + swz<D>(r, c)), src, ok);
+    }
+  }
+
+  auto load_tile = [&](int it, int stage) {
+    const int tb = t_begin + it * C::BN;
+    uint8_t* sk = smem + stage * C::STAGE;
+    constexpr int CPR = D * C::ES / 16;
+    constexpr int TOTAL = C::BN * CPR;
+    static_assert(TOTAL % C::NT == 0, "tile chunks must divide threads");
+#pragma unroll
+    for (int j = 0; j < TOTAL / C::NT; ++j) {
+      const int idx = tid + j * C::NT;
+      const int r = idx / CPR, c = idx % CPR;
+      const int tok = tb + r;
+      const bool ok = tok < t_end;
+      const int page = ok ? __ldg(pt + (tok >> p.page_shift)) : 0;
+      const uint8_t* src =
+          kvb + (size_t)page * page_bytes + (size_t)(tok & page_mask) * tok_bytes + head_off + c * 16;
+      const int off = KV8 ? r * D + c * 16 : swz<D>(r, c);
+      cp_async16(smem_u32(sk + off), src, ok);
+      cp_async16(smem_u32(sk + C::HALF_STAGE + off), src + v_off, ok);
+    }
+  };
+
+  float o[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  const float sc = p.scale_log2;
+
+#pragma unroll
+  for (int s = 0; s < C::NS - 1; ++s) {
+    if (s < ntiles) load_tile(s, s);
+    cp_async_commit();
+  }
+
+  for (int it = 0; it < ntiles; ++it) {
+    cp_async_wait<C::NS - 2>();
+    __syncthreads();
+    if (it + C::NS - 1 < ntiles) load_tile(it + C::NS - 1, (it + C::NS - 1) % C::NS);
+    cp_async_commit();
+
+    const uint8_t* stg = smem + (it % C::NS) * C::STAGE;
+    const uint8_t* sK = stg;
+    const uint8_t* sV = stg + C::HALF_STAGE;
+    if constexpr (KV8) {
+      // Convert the fp8 stage to T in the swizzled 16-bit layout.
+      constexpr int CPR8 = D / 16;
+      for (int idx = tid; idx < 2 * C::BN * CPR8; idx += C::NT) {
+        const int kvsel = idx / (C::BN * CPR8);
+        const int rem = idx % (C::BN * CPR8);
+        const int r = rem / CPR8, c = rem % CPR8;
+        const uint4 x = *reinterpret_cast<const uint4*>(stg + kvsel * C::HALF_STAGE + r * D + c * 16);
+        uint4 y0, y1;
+        e4m3x4_to<T>(x.x, y0.x, y0.y);
+        e4m3x4_to<T>(x.y, y0.z, y0.w);
+        e4m3x4_to<T>(x.z, y1.x, y1.y);
+        e4m3x4_to<T>(x.w, y1.z, y1.w);
+        uint8_t* dst = conv + kvsel * (C::BN * D * 2);
+        *reinterpret_cast<uint4*>(dst + swz<D>(r, 2 * c)) = y0;
+        *reinterpret_cast<uint4*>(dst + swz<D>(r, 2 * c + 1)) = y1;
+      }
+      __syncthreads();
+      sK = conv;
+      sV = conv + C::BN * D * 2;
+    }
+    if (!active) continue;
+
+    // ---- S = Q K^T for this warp's 16 rows x TN tokens.
+    float s[C::TN / 8][4];
+#pragma unroll
+    for (int i = 0; i < C::TN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+    const uint32_t k_base = smem_u32(sK);
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t a[4];
+      if constexpr (C::Q_REGS) {
+        a[0] = qa[kk][0]; a[1] = qa[kk][1]; a[2] = qa[kk][2]; a[3] = qa[kk][3];
+      } else {
+        const int r = wm * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+        ldmatrix_x4(a, smem_u32(qs) + swz<D>(r, 2 * kk + (lane >> 4)));
+      }
+#pragma unroll
+      for (int np = 0; np < C::TN / 16; ++np) {
+        const int r = wn * C::TN + np * 16 + (lane & 7) + (lane >> 4) * 8;
+        uint32_t bk[4];
+        ldmatrix_x4(bk, k_base + swz<D>(r, 2 * kk + ((lane >> 3) & 1)));
+        Tr<T>::mma(s[2 * np], a, bk[0], bk[1]);
+        Tr<T>::mma(s[2 * np + 1], a, bk[2], bk[3]);
+      }
+    }
+
+    // ---- causal / range mask, only on tiles that reach a row limit.
+    const int tb = t_begin + it * C::BN + wn * C::TN;
+    if (t_begin + (it + 1) * C::BN > mask_from) {
+#pragma unroll
+      for (int nt = 0; nt < C::TN / 8; ++nt) {
+        const int tok = tb + nt * 8 + 2 * cq;
+        if (tok > lim0) s[nt][0] = -INFINITY;
+        if (tok + 1 > lim0) s[nt][1] = -INFINITY;
+        if (tok > lim1) s[nt][2] = -INFINITY;
+        if (tok + 1 > lim1) s[nt][3] = -INFINITY;
+      }
+    }
+
+    // ---- online softmax (log2 domain, scaled).
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < C::TN / 8; ++nt) {
+      mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+      mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float nm0 = fmaxf(m0, mx0 * sc), nm1 = fmaxf(m1, mx1 * sc);
+    const float base0 = nm0 == -INFINITY ? 0.f : nm0;
+    const float base1 = nm1 == -INFINITY ? 0.f : nm1;
+    const float corr0 = ex2(m0 - base0), corr1 = ex2(m1 - base1);
+    m0 = nm0;
+    m1 = nm1;
+    float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < C::TN / 8; ++nt) {
+      s[nt][0] = ex2(fmaf(s[nt][0], sc, -base0));
+      s[nt][1] = ex2(fmaf(s[nt][1], sc, -base0));
+      s[nt][2] = ex2(fmaf(s[nt][2], sc, -base1));
+      s[nt][3] = ex2(fmaf(s[nt][3], sc, -base1));
+      ps0 += s[nt][0] + s[nt][1];
+      ps1 += s[nt][2] + s[nt][3];
+    }
+    l0 = l0 * corr0 + ps0;
+    l1 = l1 * corr1 + ps1;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) {
+      o[dn][0] *= corr0; o[dn][1] *= corr0;
+      o[dn][2] *= corr1; o[dn][3] *= corr1;
+    }
+
+    // ---- O += P V (P straight from the S accumulators).
+    const uint32_t v_base = smem_u32(sV);
+#pragma unroll
+    for (int kt = 0; kt < C::TN / 16; ++kt) {
+      uint32_t a[4];
+      a[0] = Tr<T>::pack(s[2 * kt][0], s[2 * kt][1]);
+      a[1] = Tr<T>::pack(s[2 * kt][2], s[2 * kt][3]);
+      a[2] = Tr<T>::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]);
+      a[3] = Tr<T>::pack(s[2 * kt + 1][2], s[2 * kt + 1][3]);
+      const int r = wn * C::TN + kt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t bv[4];
+        ldmatrix_x4_trans(bv, v_base + swz<D>(r, 2 * dp + (lane >> 4)));
+        Tr<T>::mma(o[2 * dp], a, bv[0], bv[1]);
+        Tr<T>::mma(o[2 * dp + 1], a, bv[2], bv[3]);
+      }
+    }
+  }
+
+  // ---- epilogue: merge the WN token-slices of each row through shared memory.
+  cp_async_wait<0>();
+  __syncthreads();
+  float* red = reinterpret_cast<float*>(smem);
+  float* ml = red + C::WN * C::TILE * C::RS;
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  if (active) {
+    const int rr0 = wn * C::TILE + wm * 16 + g, rr1 = rr0 + 8;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) {
+      *reinterpret_cast<float2*>(red + rr0 * C::RS + dn * 8 + 2 * cq) = make_float2(o[dn][0], o[dn][1]);
+      *reinterpret_cast<float2*>(red + rr1 * C::RS + dn * 8 + 2 * cq) = make_float2(o[dn][2], o[dn][3]);
+    }
+    if (cq == 0) {
+      ml[rr0 * 2] = m0; ml[rr0 * 2 + 1] = l0;
+      ml[rr1 * 2] = m1; ml[rr1 * 2 + 1] = l1;
+    }
+  }
+  __syncthreads();
+  const int rtot = p.batch * p.q_len * p.hq;
+  for (int idx = tid; idx < nrows * (D / 4); idx += C::NT) {
+    const int r = idx / (D / 4), d4 = idx % (D / 4);
+    float mmax = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < C::WN; ++w) mmax = fmaxf(mmax, ml[(w * C::TILE + r) * 2]);
+    float lsum = 0.f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int w = 0; w < C::WN; ++w) {
+      const float mw = ml[(w * C::TILE + r) * 2];
+      const float f = mw == -INFINITY ? 0.f : ex2(mw - mmax);
+      lsum += f * ml[(w * C::TILE + r) * 2 + 1];
+      const float4 v = *reinterpret_cast<const float4*>(red + (w * C::TILE + r) * C::RS + d4 * 4);
+      acc.x += f * v.x; acc.y += f * v.y; acc.z += f * v.z; acc.w += f * v.w;
+    }
+    const float inv = lsum > 0.f ? p.v_scale / lsum : 0.f;
+    const int gr = row0 + r;
+    const int i = gr / p.group, j = gr % p.group;
+    const size_t orow = (size_t)(b * p.q_len + i) * p.hq + h * p.group + j;
+    if (p.num_splits == 1) {
+      T* dst = static_cast<T*>(p.out) + orow * D + d4 * 4;
+      uint2 w2;
+      w2.x = Tr<T>::pack(acc.x * inv, acc.y * inv);
+      w2.y = Tr<T>::pack(acc.z * inv, acc.w * inv);
+      *reinterpret_cast<uint2*>(dst) = w2;
+    } else {
+      float* dst = p.ws_o + ((size_t)split * rtot + orow) * D + d4 * 4;
+      *reinterpret_cast<float4*>(dst) = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
+      if (d4 == 0) p.ws_lse[(size_t)split * rtot + orow] = lsum > 0.f ? mmax + __log2f(lsum) : -INFINITY;
+    }
+  }
+}
+
+// Occupancy-relevant constants of one configuration (the Python cost model mirrors them).
+template <int D, bool KV8, int WM>
+inline void grouped_config(int* threads, int* smem_bytes) {
+  using C = GCfg<D, KV8, WM>;
+  *threads = C::NT;
+  *smem_bytes = C::SMEM;
+}
+
+template <int D, typename T, bool KV8, int WM>
+cudaError_t launch_grouped_t(const Params& p, cudaStream_t st) {
+  using C = GCfg<D, KV8, WM>;
+  auto kern = grouped_kernel<D, T, KV8, WM>;
+  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
+  if (e != cudaSuccess) return e;
+  dim3 grid(p.num_row_tiles * p.num_splits, p.hkv, p.batch);
+  kern<<<grid, C::NT, C::SMEM, st>>>(p);
+  return cudaGetLastError();
+}
+
+template <int D, typename T, bool KV8, int WM>
+cudaError_t occupancy_grouped_t(int* ctas_per_sm) {
+  using C = GCfg<D, KV8, WM>;
+  auto kern = grouped_kernel<D, T, KV8, WM>;
+  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
+  if (e != cudaSuccess) return e;
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas_per_sm, kern, C::NT, C::SMEM);
+}
+
+// Dispatch on (q dtype, kv fp8?, tile rows) for one head_dim; defined per head_dim TU.
+#define PD_GROUPED_DISPATCH(D, FN, ...)                                                   \
+  switch (tile) {                                                                          \
+    case 16: return FN<D, T, KV8, 1>(__VA_ARGS__);                                         \
+    case 32: return FN<D, T, KV8, 2>(__VA_ARGS__);                                         \
+    case 64: return FN<D, T, KV8, 4>(__VA_ARGS__);                                         \
+    case 128: return FN<D, T, KV8, 8>(__VA_ARGS__);                                        \
+    default: return cudaErrorInvalidValue;                                                 \
+  }
+
+}  // namespace pd
