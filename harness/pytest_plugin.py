@@ -1,9 +1,11 @@
-"""pytest plugin: matrix files become test items, one per case x backend.
+"""pytest plugin: matrix files become test items.
 
-Each item checks its backend against the reference (output poisoned with NaN first),
-times it, and appends one result row as soon as it ends, whatever the outcome. Under
-pytest-xdist every worker pins one GPU before CUDA is initialised, and all backends of
-a case run on the same worker (`xdist_group`), so inputs and reference are built once.
+Per case, one item per backend (`CASEID[backend]`: check against the reference with the
+output poisoned with NaN, then time) and one per requested A/B pair
+(`CASEID[A-vs-B]`: both checked, then timed interleaved in one process with a verdict).
+Every item appends one result row as soon as it ends, whatever the outcome. Under
+pytest-xdist each worker pins one GPU before CUDA is initialised, and all items of a
+case run on one worker (`xdist_group`), so inputs and reference are built once.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Any
 
 import pytest
 
+from harness.checks import check_output, failure_text, passed, tolerances
 from harness.matrix import Case, MatrixError, Settings, load_matrix
 
+__all__ = ["check_output", "tolerances"]
 RESULTS_DIR_DEFAULT = "reports/results"
 
 
@@ -33,12 +37,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption(
         "--backends", default="", help="comma-separated backends to run (default: all registered)"
     )
+    g.addoption(
+        "--ab",
+        action="append",
+        default=[],
+        metavar="A:B",
+        help="time backend B against backend A interleaved in one process (repeatable)",
+    )
     g.addoption("--no-timing", action="store_true", help="check correctness only")
     g.addoption(
         "--timing-budget-ms",
         type=float,
         default=None,
-        help="timing budget per case x backend (overrides the matrix setting)",
+        help="timing budget per item (overrides the matrix setting)",
+    )
+    g.addoption(
+        "--threshold", type=float, default=None, help="A/B verdict threshold (e.g. 0.01 = 1 %%)"
+    )
+    g.addoption("--use-graphs", action="store_true", help="time CUDA-graph replays")
+    g.addoption("--warm-l2", action="store_true", help="do not flush L2 between launches")
+    g.addoption(
+        "--baseline-kernels",
+        default=None,
+        help="a kernels/ package built from another revision: adds cuda_*@base backends",
     )
     g.addoption(
         "--harness-device",
@@ -69,6 +90,10 @@ def pytest_configure(config: pytest.Config) -> None:
         from harness.gpu import pin_worker_gpu
 
         pin_worker_gpu(int(worker.removeprefix("gw") or 0))
+    if config.option.baseline_kernels:
+        from harness.backends.cuda_kernels import register_revision
+
+        register_revision(Path(config.option.baseline_kernels), suffix="@base")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -95,25 +120,48 @@ def _given_on_command_line(path: Path, config: pytest.Config) -> bool:
     return False
 
 
+def _ab_pairs(config: pytest.Config) -> list[tuple[str, str]]:
+    pairs = []
+    for spec in config.option.ab:
+        a, sep, b = spec.partition(":")
+        if not sep or not a.strip() or not b.strip():
+            raise pytest.UsageError(f"--ab {spec!r}: expected BACKEND_A:BACKEND_B")
+        pairs.append((a.strip(), b.strip()))
+    return pairs
+
+
 class MatrixFile(pytest.File):
-    """One matrix file: its cases x the selected backends, in a fixed order."""
+    """One matrix file: its cases x (backends + A/B pairs), in a fixed order."""
 
     def collect(self) -> Iterator[pytest.Item]:
         from harness.backends import all_backends, get
 
         matrix = load_matrix(self.path)
-        wanted = [b for b in self.config.option.backends.split(",") if b.strip()]
-        backends = [get(b.strip()) for b in wanted] if wanted else all_backends()
+        wanted = [b.strip() for b in self.config.option.backends.split(",") if b.strip()]
+        backends = [get(b).name for b in wanted] if wanted else [b.name for b in all_backends()]
+        pairs = _ab_pairs(self.config)
+        for a, b in pairs:
+            get(a), get(b)  # unknown names fail collection with the list of known ones
+        common = {"settings": matrix.settings, "matrix_name": matrix.name}
         for case in matrix.cases:
-            for backend in backends:
-                item = MatrixItem.from_parent(
-                    self,
-                    name=f"{case.id}[{backend.name}]",
-                    case=case,
-                    backend_name=backend.name,
-                    settings=matrix.settings,
-                    matrix_name=matrix.name,
+            items: list[pytest.Item] = [
+                BackendItem.from_parent(
+                    self, name=f"{case.id}[{name}]", case=case, backend_name=name, **common
                 )
+                for name in backends
+            ]
+            items += [
+                ABItem.from_parent(
+                    self,
+                    name=f"{case.id}[{a}-vs-{b}]",
+                    case=case,
+                    backend_name=f"{a}-vs-{b}",
+                    pair=(a, b),
+                    **common,
+                )
+                for a, b in pairs
+            ]
+            for item in items:
                 item.add_marker(pytest.mark.xdist_group(case.id))
                 yield item
 
@@ -124,7 +172,7 @@ class MatrixFile(pytest.File):
 
 
 class CaseFailure(Exception):
-    """A kernel computed the wrong answer; the message carries the error figures."""
+    """A kernel computed the wrong answer, or an A/B verdict found a regression."""
 
 
 @dataclass
@@ -167,51 +215,9 @@ def _device(config: pytest.Config) -> Any:
     return device
 
 
-def tolerances(case: Case) -> tuple[float, float]:
-    """(rtol, atol), FlashInfer-style: 1e-2 for 16-bit, doubled for q_len > 1, fp8 wider."""
-    tol = 1e-2
-    if case.q_len > 1:
-        tol *= 2
-    if case.kv_dtype == "fp8_e4m3":
-        tol *= 2
-    return tol, tol
+class HarnessItem(pytest.Item):
+    """Shared plumbing: result rows, device, timing config, failure text."""
 
-
-MISMATCH_FRACTION = 5e-5
-
-
-def check_output(out: Any, ref: Any, case: Case) -> dict[str, Any]:
-    """Compare out with the reference; NaN (an unwritten element) always mismatches."""
-    import torch
-
-    rtol, atol = tolerances(case)
-    o = out.float()
-    r = ref.float()
-    diff = (o - r).abs()
-    ok = diff <= atol + rtol * r.abs()
-    numel = o.numel()
-    nan_count = int(torch.isnan(o).sum())
-    finite = diff[torch.isfinite(diff)]
-    return {
-        "max_abs_err": float(finite.max()) if finite.numel() else float("inf"),
-        "mismatches": int(numel - int(ok.sum())),
-        "allowed_mismatches": int(MISMATCH_FRACTION * numel),
-        "nan_count": nan_count,
-        "numel": numel,
-        "rtol": rtol,
-        "atol": atol,
-    }
-
-
-def _failure_text(corr: dict[str, Any]) -> str:
-    return (
-        f"{corr['mismatches']} of {corr['numel']} elements outside rtol={corr['rtol']:g} "
-        f"atol={corr['atol']:g} (allowed {corr['allowed_mismatches']}); max abs err "
-        f"{corr['max_abs_err']:.4g}; {corr['nan_count']} NaN (unwritten or invalid)"
-    )
-
-
-class MatrixItem(pytest.Item):
     def __init__(
         self, *, case: Case, backend_name: str, settings: Settings, matrix_name: str, **kw: Any
     ) -> None:
@@ -220,6 +226,8 @@ class MatrixItem(pytest.Item):
         self.backend_name = backend_name
         self.settings = settings
         self.matrix_name = matrix_name
+
+    role = "baseline"
 
     def _write(self, device: Any, status: str, started: float, **fields: Any) -> None:
         global _writer
@@ -230,8 +238,6 @@ class MatrixItem(pytest.Item):
         if _writer is None:
             _writer = ResultWriter(Path(opt.results_dir) / f"{opt.run_id}-{_worker_id()}.jsonl")
         env = environment(device)
-        from harness.backends import get
-
         _writer.write(
             ResultRow(
                 run_id=opt.run_id,
@@ -239,7 +245,7 @@ class MatrixItem(pytest.Item):
                 case_id=self.case.id,
                 case=self.case.axes(),
                 backend=self.backend_name,
-                role=get(self.backend_name).role,
+                role=self.role,
                 status=status,
                 device=env["device"],
                 env=env,
@@ -250,30 +256,55 @@ class MatrixItem(pytest.Item):
             )
         )
 
-    def runtest(self) -> None:
-        from harness.backends import get
+    def timing_config(self, attempt: int = 0):
+        from harness.timing import TimingConfig
 
+        s, opt = self.settings, self.config.option
+        return TimingConfig(
+            warmup_ms=s.warmup_ms,
+            budget_ms=(opt.timing_budget_ms or s.budget_ms) * (2**attempt),
+            min_reps=s.min_reps,
+            max_reps=s.max_reps * (2**attempt),
+            target_rel_ci=s.target_rel_ci,
+            flush_l2=s.flush_l2 and not opt.warm_l2,
+            use_graphs=s.use_graphs or opt.use_graphs,
+            seed=attempt,
+        )
+
+    def timing_enabled(self) -> bool:
+        return self.settings.timing and not self.config.option.no_timing
+
+    def runtest(self) -> None:
         started = time.perf_counter()
         device = _device(self.config)
-        backend = get(self.backend_name)
-        reason = backend.supports(self.case, device)
-        if reason:
-            self._write(device, "skipped", started, message=reason)
-            pytest.skip(reason)
         try:
-            self._check_and_time(device, backend, started)
+            self.execute(device, started)
         except (CaseFailure, pytest.skip.Exception):
             raise
         except Exception as exc:
             self._write(device, "error", started, message=f"{type(exc).__name__}: {exc}")
             raise
 
-    def _check_and_time(self, device: Any, backend: Any, started: float) -> None:
+    def execute(self, device: Any, started: float) -> None:
+        raise NotImplementedError
+
+    def skip_unsupported(self, device: Any, started: float, names: tuple[str, ...]) -> None:
+        from harness.backends import get
+
+        for name in names:
+            reason = get(name).supports(self.case, device)
+            if reason:
+                self._write(device, "skipped", started, message=f"{name}: {reason}")
+                pytest.skip(f"{name}: {reason}")
+
+    def launch_checked(self, device: Any, started: float, name: str, inputs: Any, ref: Any):
+        """Prepare `name`, launch once into a NaN-filled output, check it; returns
+        (launcher, out, correctness, plan) or records the failure and raises."""
         import torch
 
-        from harness.timing import TimingConfig, time_fn
+        from harness.backends import get
 
-        inputs, ref = _inputs_and_reference(self.case, device)
+        backend = get(name)
         launch = backend.prepare(inputs)
         plan = backend.describe(inputs)
         out = torch.empty_like(inputs.q).fill_(float("nan"))
@@ -281,24 +312,45 @@ class MatrixItem(pytest.Item):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         corr = check_output(out, ref, self.case)
-        if corr["mismatches"] > corr["allowed_mismatches"]:
-            msg = _failure_text(corr)
+        if not passed(corr):
+            msg = f"{name}: {failure_text(corr)}"
             self._write(device, "failed", started, message=msg, correctness=corr, plan=plan)
             raise CaseFailure(msg)
-        opt = self.config.option
+        return launch, out, corr, plan
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:  # type: ignore[override]
+        if isinstance(excinfo.value, CaseFailure):
+            return f"{self.case.id} [{self.backend_name}]: {excinfo.value}"
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"{self.case.id} [{self.backend_name}]"
+
+
+class BackendItem(HarnessItem):
+    """One backend on one case: correctness, then timing."""
+
+    @property
+    def role(self) -> str:  # type: ignore[override]
+        from harness.backends import get
+
+        return get(self.backend_name).role
+
+    def execute(self, device: Any, started: float) -> None:
+        from harness.timing import time_fn
+
+        self.skip_unsupported(device, started, (self.backend_name,))
+        inputs, ref = _inputs_and_reference(self.case, device)
+        launch, out, corr, plan = self.launch_checked(
+            device, started, self.backend_name, inputs, ref
+        )
         timing: dict[str, Any] = {}
         tbps = None
-        if self.settings.timing and not opt.no_timing:
-            s = self.settings
-            cfg = TimingConfig(
-                warmup_ms=s.warmup_ms,
-                budget_ms=opt.timing_budget_ms or s.budget_ms,
-                min_reps=s.min_reps,
-                max_reps=s.max_reps,
-            )
-            stats = time_fn(lambda: launch(out), device, cfg)
+        if self.timing_enabled():
+            stats = time_fn(lambda: launch(out), device, self.timing_config())
             timing = stats.to_dict()
-            tbps = inputs.io_bytes() / (stats.median_ms * 1e-3) / 1e12
+            if stats.usable:
+                tbps = inputs.io_bytes() / (stats.median_ms * 1e-3) / 1e12
         self._write(
             device,
             "passed",
@@ -310,10 +362,76 @@ class MatrixItem(pytest.Item):
             plan=plan,
         )
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:  # type: ignore[override]
-        if isinstance(excinfo.value, CaseFailure):
-            return f"{self.case.id} [{self.backend_name}]: wrong output: {excinfo.value}"
-        return super().repr_failure(excinfo, style=style)
 
-    def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, None, f"{self.case.id} [{self.backend_name}]"
+class ABItem(HarnessItem):
+    """B against A on one case, interleaved in one process; `slower` is a failure."""
+
+    role = "comparison"
+
+    def __init__(self, *, pair: tuple[str, str], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.pair = pair
+
+    def execute(self, device: Any, started: float) -> None:
+        from harness.stats import verdict
+        from harness.timing import time_ab
+
+        a, b = self.pair
+        self.skip_unsupported(device, started, self.pair)
+        inputs, ref = _inputs_and_reference(self.case, device)
+        la, out_a, _, _ = self.launch_checked(device, started, a, inputs, ref)
+        lb, out_b, corr, plan = self.launch_checked(device, started, b, inputs, ref)
+        if not self.timing_enabled():
+            self._write(device, "passed", started, correctness=corr, plan=plan)
+            return
+        threshold = self.config.option.threshold or self.case.threshold or self.settings.threshold
+        attempts = []
+        for attempt in range(self.settings.max_reruns + 1):
+            pt = time_ab(lambda: la(out_a), lambda: lb(out_b), device, self.timing_config(attempt))
+            v = verdict(pt.ratio, threshold)
+            attempts.append(
+                {
+                    "ratio": pt.ratio.ratio,
+                    "ci_low": pt.ratio.ci_low,
+                    "ci_high": pt.ratio.ci_high,
+                    "verdict": v,
+                    "n": pt.ratio.n_a,
+                }
+            )
+            if v != "inconclusive":
+                break
+        r = pt.ratio
+        comparison = {
+            "a": a,
+            "b": b,
+            "ratio": r.ratio,
+            "ci_low": r.ci_low,
+            "ci_high": r.ci_high,
+            "confidence": r.confidence,
+            "verdict": v,
+            "threshold": threshold,
+            "attempts": attempts,
+            "stop_reason": pt.stop_reason,
+            "a_timing": pt.a.to_dict(),
+        }
+        msg = (
+            f"{b} / {a} = {r.ratio:.4f} [{r.ci_low:.4f}, {r.ci_high:.4f}] "
+            f"({r.confidence:.0%} CI, n={r.n_a} pairs, {len(attempts)} attempt(s)): {v} "
+            f"at threshold ±{threshold:.1%}"
+        )
+        status = "failed" if v == "slower" else "passed"
+        tbps = inputs.io_bytes() / (pt.b.median_ms * 1e-3) / 1e12
+        self._write(
+            device,
+            status,
+            started,
+            message=msg,
+            correctness=corr,
+            timing=pt.b.to_dict(),
+            bytes=inputs.io_bytes(),
+            tbps=tbps,
+            plan=plan,
+            comparison=comparison,
+        )
+        if status == "failed":
+            raise CaseFailure(f"regression: {msg}")

@@ -16,6 +16,7 @@ import torch
 
 VERDICTS = ("faster", "slower", "same", "inconclusive")
 DEFAULT_THRESHOLD = 0.02  # in one process; across runs a calibrated profile sets it
+MIN_SAMPLES_FOR_VERDICT = 30  # below this a bootstrap interval of a median is too optimistic
 N_BOOT = 2000
 
 
@@ -93,9 +94,14 @@ def ratio_of_medians(
     return RatioEstimate(point, min(lo, point), max(hi, point), len(a), len(b), paired, confidence)
 
 
-def verdict(est: RatioEstimate, threshold: float) -> str:
+def verdict(
+    est: RatioEstimate, threshold: float, min_samples: int = MIN_SAMPLES_FOR_VERDICT
+) -> str:
     """`slower` / `faster` when the whole interval lies beyond +-threshold, `same` when it
-    lies inside, `inconclusive` when it straddles a boundary (rerun that case)."""
+    lies inside, `inconclusive` when it straddles a boundary or rests on too few samples
+    (rerun that case)."""
+    if min(est.n_a, est.n_b) < min_samples:
+        return "inconclusive"
     if est.ci_low > 1 + threshold:
         return "slower"
     if est.ci_high < 1 - threshold:

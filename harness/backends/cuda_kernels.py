@@ -1,6 +1,19 @@
-"""Our CUDA kernels (`kernels/`) as the backends `cuda_baseline` and `cuda_grouped`."""
+"""Our CUDA kernels (`kernels/`) as the backends `cuda_baseline` and `cuda_grouped`.
+
+`register_revision(path, "@base")` adds the same two backends for a `kernels/` package
+checked out from another git revision, so a PR and its target branch can be timed
+interleaved in one process (`cuda_grouped@base` vs `cuda_grouped`).
+"""
 
 from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -28,68 +41,92 @@ def _supports(case: Case, device: torch.device) -> str | None:
     return None
 
 
+@functools.cache
 def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _plan_for(inputs: CaseInputs):
-    from kernels import plan
+def _backends(load: Callable[[], ModuleType], suffix: str = "") -> list[Backend]:
+    """The two kernels of one `kernels` package as backends."""
 
-    c = inputs.case
-    return plan(
-        c.batch,
-        c.q_len,
-        c.num_qo_heads,
-        c.num_kv_heads,
-        c.head_dim,
-        max(inputs.kv_lens_host),
-        _sm_count(inputs.device),
-        kv_dtype=c.kv_dtype,
-    )
-
-
-def _describe(inputs: CaseInputs) -> str:
-    return str(_plan_for(inputs))
-
-
-def _make_prepare(kernel: str):
-    def prepare(inputs: CaseInputs) -> Launcher:
-        from kernels import paged_decode
-
+    def plan_for(inputs: CaseInputs):
         c = inputs.case
-        chosen = _plan_for(inputs) if kernel == "grouped" else None
+        return load().plan(
+            c.batch,
+            c.q_len,
+            c.num_qo_heads,
+            c.num_kv_heads,
+            c.head_dim,
+            max(inputs.kv_lens_host),
+            _sm_count(inputs.device),
+            kv_dtype=c.kv_dtype,
+        )
 
-        def launch(out: torch.Tensor) -> None:
-            paged_decode(
-                inputs.q,
-                inputs.kv_cache,
-                inputs.page_table,
-                inputs.kv_lens,
-                q_len=c.q_len,
-                kernel=kernel,
-                sm_scale=inputs.sm_scale,
-                k_scale=inputs.k_scale,
-                v_scale=inputs.v_scale,
-                out=out,
-                plan=chosen,
-            )
+    def make_prepare(kernel: str) -> Callable[[CaseInputs], Launcher]:
+        def prepare(inputs: CaseInputs) -> Launcher:
+            mod = load()
+            c = inputs.case
+            chosen = plan_for(inputs) if kernel == "grouped" else None
 
-        return launch
+            def launch(out: torch.Tensor) -> None:
+                mod.paged_decode(
+                    inputs.q,
+                    inputs.kv_cache,
+                    inputs.page_table,
+                    inputs.kv_lens,
+                    q_len=c.q_len,
+                    kernel=kernel,
+                    sm_scale=inputs.sm_scale,
+                    k_scale=inputs.k_scale,
+                    v_scale=inputs.v_scale,
+                    out=out,
+                    plan=chosen,
+                )
 
-    return prepare
+            return launch
+
+        return prepare
+
+    return [
+        Backend(
+            name=f"cuda_baseline{suffix}",
+            role="baseline",
+            supports=_supports,
+            prepare=make_prepare("baseline"),
+        ),
+        Backend(
+            name=f"cuda_grouped{suffix}",
+            role="grouped",
+            supports=_supports,
+            prepare=make_prepare("grouped"),
+            describe=lambda inputs: str(plan_for(inputs)),
+        ),
+    ]
 
 
-CUDA_BASELINE = register(
-    Backend(
-        name="cuda_baseline", role="baseline", supports=_supports, prepare=_make_prepare("baseline")
+def load_package(path: Path, name: str) -> ModuleType:
+    """Import the `kernels` package at `path` under another module name, so two
+    revisions live side by side in one process (their modules import relatively)."""
+    init = Path(path) / "__init__.py"
+    if not init.exists():
+        raise FileNotFoundError(f"{path}: not a kernels package (no __init__.py)")
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, init, submodule_search_locations=[str(path)]
     )
-)
-CUDA_GROUPED = register(
-    Backend(
-        name="cuda_grouped",
-        role="grouped",
-        supports=_supports,
-        prepare=_make_prepare("grouped"),
-        describe=_describe,
-    )
-)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def register_revision(path: Path, suffix: str) -> list[Backend]:
+    name = "kernels_rev_" + "".join(ch if ch.isalnum() else "_" for ch in suffix)
+    loader = functools.cache(lambda: load_package(path, name))
+    return [register(b) for b in _backends(loader, suffix)]
+
+
+for _b in _backends(lambda: importlib.import_module("kernels")):
+    register(_b)

@@ -35,7 +35,7 @@ def is_cpu(row: ResultRow) -> bool:
 
 def device_label(row: ResultRow) -> str:
     """The device name as a reader needs it: a CPU run says so plainly."""
-    return f"{row.device_name} ({CPU_NOTE})" if is_cpu(row) else f"{row.device_name} (GPU)"
+    return f"{row.device_name} — {CPU_NOTE}" if is_cpu(row) else f"{row.device_name} (GPU)"
 
 
 def commit_of(row: ResultRow) -> str:

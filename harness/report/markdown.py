@@ -96,6 +96,7 @@ def _pair_table(
     rows: list[ResultRow],
     peers: dict[str, list[ResultRow]],
     title: str,
+    level: str = "###",
 ) -> str:
     """The seed's four columns first, then CI, TB/s, % of copy bandwidth, plan (and the
     best peer backend when one ran on this device)."""
@@ -131,13 +132,13 @@ def _pair_table(
             line.append(_best_peer(peers.get(cid, [])))
         body.append(line)
     table = _table(headers, body, ["left"] + ["right"] * 6 + ["left"] * (1 + show_peer))
-    parts = [f"#### {title}: `{base_name}` → `{opt_name}` (opt)", ""]
+    parts = [f"{level} {title}: `{base_name}` → `{opt_name}` (opt)", ""]
     if speedups:
         values = [s for _, s in speedups]
         geo = math.exp(sum(math.log(v) for v in values) / len(values))
         parts += [
             f"Speedup (baseline / opt median): geomean **{fmt_ratio(geo)}x** over "
-            f"{len(values)} cases, min {fmt_ratio(min(values))}x, "
+            f"{len(values)} case(s), min {fmt_ratio(min(values))}x, "
             f"max {fmt_ratio(max(values))}x.",
             "",
         ]
@@ -181,6 +182,7 @@ def _device_section(name: str, rows: list[ResultRow]) -> str:
             facts.append(f"{key} {first.env[key]}")
     out = [f"## {device_label(first)}", "", " · ".join(facts), ""]
     commits = sorted({commit_of(r) for r in rows})
+    level = "####" if len(commits) > 1 else "###"
     for commit in commits:
         crow = [r for r in rows if commit_of(r) == commit]
         if len(commits) > 1:
@@ -196,11 +198,11 @@ def _device_section(name: str, rows: list[ResultRow]) -> str:
             opts = sorted({r.backend for r in frows if r.role == "grouped"})
             if not bases or not opts:
                 only = ", ".join(f"`{b}`" for b in bases + opts)
-                out += [f"#### {fam}: only {only} ran here, no speedup to show", ""]
+                out += [f"{level} {fam}: only {only} ran here, no speedup to show", ""]
                 continue
             for b in bases:
                 for o in opts:
-                    out += [_pair_table(b, o, frows, peers, fam), ""]
+                    out += [_pair_table(b, o, frows, peers, fam, level), ""]
     return "\n".join(out)
 
 
@@ -229,7 +231,7 @@ def _headline(
     elif devices:
         text = f"**GPUs** {', '.join(gpus)}"
         if cpus:
-            text += f"; also {', '.join(cpus)} ({CPU_NOTE})"
+            text += f"; also {', '.join(cpus)} — {CPU_NOTE}"
         lines.append(text)
     else:
         lines.append("**No results found.**")

@@ -57,20 +57,22 @@ static bool valid_tile(int t) { return t == 16 || t == 32 || t == 64 || t == 128
 
 using namespace pd;
 
+#define PD_API __attribute__((visibility("default")))
+
 extern "C" {
 
 // ABI version: bump when a signature below changes (binding.py checks it).
-int pd_abi_version(void) { return 1; }
+PD_API int pd_abi_version(void) { return 1; }
 
 // Bytes of split-KV workspace the grouped kernel needs for this launch (0 when unsplit).
-size_t pd_workspace_bytes(int batch, int q_len, int num_qo_heads, int head_dim, int num_splits) {
+PD_API size_t pd_workspace_bytes(int batch, int q_len, int num_qo_heads, int head_dim, int num_splits) {
   if (num_splits <= 1) return 0;
   const size_t rtot = (size_t)batch * q_len * num_qo_heads;
   return (size_t)num_splits * rtot * ((size_t)head_dim + 1) * sizeof(float);
 }
 
 // Threads and dynamic shared memory of one grouped configuration (host-only; no GPU needed).
-int pd_grouped_config(int tile, int head_dim, int kv_dtype, int* threads, int* smem_bytes) {
+PD_API int pd_grouped_config(int tile, int head_dim, int kv_dtype, int* threads, int* smem_bytes) {
   const bool kv8 = kv_dtype == kE4M3;
 #define PD_CFG(D)                                                            \
   switch (tile) {                                                            \
@@ -95,7 +97,7 @@ int pd_grouped_config(int tile, int head_dim, int kv_dtype, int* threads, int* s
 }
 
 // Resident CTAs per SM of one grouped configuration on the current device.
-int pd_grouped_occupancy(int tile, int head_dim, int q_dtype, int kv_dtype, int* ctas_per_sm) {
+PD_API int pd_grouped_occupancy(int tile, int head_dim, int q_dtype, int kv_dtype, int* ctas_per_sm) {
   switch (head_dim) {
     case 64: return (int)occupancy_grouped_d64(q_dtype, kv_dtype, tile, ctas_per_sm);
     case 128: return (int)occupancy_grouped_d128(q_dtype, kv_dtype, tile, ctas_per_sm);
@@ -106,7 +108,7 @@ int pd_grouped_occupancy(int tile, int head_dim, int q_dtype, int kv_dtype, int*
 
 // kernel: 0 = baseline, 1 = grouped. dtype codes: 0 fp16, 1 bf16, 2 fp8 e4m3 (KV only).
 // tile_rows / num_splits / kv_tokens_per_split come from kernels.plan (grouped only).
-int pd_paged_decode(int kernel, const void* q, const void* kv_cache, const int* page_table,
+PD_API int pd_paged_decode(int kernel, const void* q, const void* kv_cache, const int* page_table,
                     const int* kv_lens, void* out, int batch, int q_len, int num_qo_heads,
                     int num_kv_heads, int head_dim, int page_size, int max_pages, int q_dtype,
                     int kv_dtype, float sm_scale, float k_scale, float v_scale, int tile_rows,
@@ -167,6 +169,6 @@ int pd_paged_decode(int kernel, const void* q, const void* kv_cache, const int* 
   return (int)launch_merge(p, head_dim, q_dtype, stream);
 }
 
-const char* pd_error_string(int code) { return cudaGetErrorString((cudaError_t)code); }
+PD_API const char* pd_error_string(int code) { return cudaGetErrorString((cudaError_t)code); }
 
 }  // extern "C"

@@ -1,0 +1,140 @@
+"""harness.timing: the median's confidence interval, the stopping rule, CPU timing."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+
+import pytest
+import torch
+
+from harness.timing import TimingConfig, TimingStats, median_ci, summarize, time_fn
+
+CPU = torch.device("cpu")
+
+
+def _coverage(draw, true_median: float, n: int, trials: int, seed: int) -> float:
+    rng = random.Random(seed)
+    hits = 0
+    for _ in range(trials):
+        lo, hi = median_ci([draw(rng) for _ in range(n)])
+        hits += lo <= true_median <= hi
+    return hits / trials
+
+
+@pytest.mark.parametrize("n", [30, 50, 100, 200])
+def test_median_ci_coverage_lognormal(n: int) -> None:
+    # lognormal(mu=0, sigma=0.6): skewed like kernel times; true median exp(0) = 1
+    cov = _coverage(lambda r: r.lognormvariate(0.0, 0.6), 1.0, n, trials=500, seed=n)
+    assert 0.90 <= cov <= 0.99, cov
+
+
+def test_median_ci_coverage_exponential_with_outliers() -> None:
+    # exponential(1) has median ln 2; a 2 % tail of 20x slow launches moves the median
+    # only slightly, so use the mixture's true median computed from its CDF.
+    def draw(r: random.Random) -> float:
+        return r.expovariate(1.0) * (20.0 if r.random() < 0.02 else 1.0)
+
+    # solve 0.98 * (1 - e^-m) + 0.02 * (1 - e^(-m/20)) = 0.5 by bisection
+    lo, hi = 0.0, 5.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        cdf = 0.98 * (1 - math.exp(-mid)) + 0.02 * (1 - math.exp(-mid / 20))
+        lo, hi = (mid, hi) if cdf < 0.5 else (lo, mid)
+    cov = _coverage(draw, lo, 80, trials=500, seed=7)
+    assert 0.90 <= cov <= 0.99, cov
+
+
+def test_median_ci_shrinks_with_n() -> None:
+    rng = random.Random(3)
+
+    def mean_width(n: int) -> float:
+        widths = []
+        for _ in range(100):
+            lo, hi = median_ci([rng.lognormvariate(0.0, 0.5) for _ in range(n)])
+            widths.append(hi - lo)
+        return statistics.fmean(widths)
+
+    w25, w100, w400 = mean_width(25), mean_width(100), mean_width(400)
+    assert w25 > w100 > w400
+    # width ~ 1/sqrt(n): 16x the samples gives about a quarter of the width
+    assert 0.15 < w400 / w25 < 0.4
+
+
+def test_median_ci_contains_median_and_is_made_of_samples() -> None:
+    rng = random.Random(11)
+    for n in range(1, 60):
+        xs = [rng.gauss(5.0, 1.0) for _ in range(n)]
+        lo, hi = median_ci(xs)
+        assert lo in xs and hi in xs
+        assert lo <= statistics.median(xs) <= hi
+    assert median_ci([2.0]) == (2.0, 2.0)
+    assert median_ci([3.0, 1.0]) == (1.0, 3.0)
+    with pytest.raises(ValueError):
+        median_ci([])
+
+
+def test_higher_confidence_is_wider() -> None:
+    xs = [random.Random(5).random() for _ in range(1)] + [i / 99 for i in range(99)]
+    lo95, hi95 = median_ci(xs, 0.95)
+    lo99, hi99 = median_ci(xs, 0.99)
+    assert lo99 <= lo95 and hi99 >= hi95 and (hi99 - lo99) > (hi95 - lo95)
+
+
+def test_summarize_and_to_dict() -> None:
+    xs = [1.0, 2.0, 3.0, 4.0, 100.0]
+    s = summarize(xs, "perf_counter", False, "budget")
+    assert (s.median_ms, s.min_ms, s.n, s.stop_reason) == (3.0, 1.0, 5, "budget")
+    assert s.mean_ms == pytest.approx(22.0)
+    d = s.to_dict()
+    assert d["samples_ms"] == xs
+    assert d["rel_ci_halfwidth"] == pytest.approx((s.ci_high_ms - s.ci_low_ms) / 2 / 3.0)
+    assert "samples_ms" not in s.to_dict(keep_samples=False)
+
+
+def test_time_fn_converges_once_the_interval_is_tight_enough() -> None:
+    # any interval is "tight" against a 1000 % target: stop as soon as min_reps is reached
+    cfg = TimingConfig(warmup_ms=0.0, budget_ms=60_000.0, min_reps=25, max_reps=1000,
+                       target_rel_ci=10.0, check_every=10)
+    s = time_fn(lambda: sum(range(100)), CPU, cfg)
+    assert s.stop_reason == "converged"
+    assert 25 <= s.n < 25 + cfg.check_every
+
+
+def test_time_fn_cpu() -> None:
+    calls = []
+
+    def fn() -> None:
+        calls.append(sum(range(200)))
+
+    cfg = TimingConfig(warmup_ms=1.0, budget_ms=30.0, min_reps=12, max_reps=500)
+    s = time_fn(fn, CPU, cfg)
+    assert isinstance(s, TimingStats)
+    assert s.n >= cfg.min_reps
+    assert s.n <= cfg.max_reps
+    assert s.stop_reason in ("converged", "budget", "max_reps")
+    assert s.ci_low_ms <= s.median_ms <= s.ci_high_ms
+    assert s.min_ms <= s.median_ms
+    assert s.method == "perf_counter" and s.l2_flush is False
+    assert len(s.samples_ms) == s.n and all(x >= 0 for x in s.samples_ms)
+    assert len(calls) >= s.n + 1  # at least one warm-up call
+
+
+def test_time_fn_stops_on_budget_when_it_cannot_converge() -> None:
+    cfg = TimingConfig(warmup_ms=0.0, budget_ms=5.0, min_reps=10, max_reps=10_000,
+                       target_rel_ci=0.0, check_every=10)
+    s = time_fn(lambda: None, CPU, cfg)
+    # target 0 can only be met by identical samples; otherwise the budget ends it
+    assert s.stop_reason in ("budget", "converged")
+    assert s.n >= 10
+
+
+def test_time_fn_never_exceeds_max_reps() -> None:
+    """max_reps is a cap. Bug: samples are taken check_every (10) at a time, so a cap that
+    is not a multiple of 10 is overshot (15 -> 20)."""
+    cfg = TimingConfig(warmup_ms=0.0, budget_ms=60_000.0, min_reps=5, max_reps=15,
+                       target_rel_ci=0.0)
+    s = time_fn(lambda: sum(range(50)), CPU, cfg)
+    assert s.stop_reason in ("max_reps", "converged")
+    assert s.n <= 15, s.n
