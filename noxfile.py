@@ -100,6 +100,20 @@ def gpu_matrix(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend=RUN_BACKEND)
+def compare(session: nox.Session) -> None:
+    """Compare two result sets: `nox -s compare -- BASE_DIR HEAD_DIR` (exit 1 = regression)."""
+    _prepare_runtime(session)
+    session.run("python", "-m", "harness", "compare", *session.posargs)
+
+
+@nox.session(venv_backend=RUN_BACKEND)
+def calibrate(session: nox.Session) -> None:
+    """A/A calibration over a matrix; writes reports/calibration/noise-profile.json."""
+    _prepare_runtime(session, "[gpu]")
+    session.run("python", "-m", "harness", "calibrate", *session.posargs)
+
+
+@nox.session(venv_backend=RUN_BACKEND)
 def report(session: nox.Session) -> None:
     """Rebuild the reports from result files on disk (default reports/results)."""
     _prepare_runtime(session)

@@ -8,14 +8,16 @@ means the run itself found failing cases.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILURES, EXIT_ERROR = 0, 1, 2
@@ -85,6 +87,42 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def baseline_checkout(rev: str | None) -> Iterator[Path | None]:
+    """A detached git worktree of `rev` (the PR's target), removed afterwards."""
+    if not rev:
+        yield None
+        return
+    root = Path(__file__).resolve().parent.parent
+    probe = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        raise UserError(f"--baseline-rev {rev!r}: no such commit in {root} (fetch it first)")
+    where = Path(tempfile.mkdtemp(prefix="harness-base-")) / "tree"
+    add = subprocess.run(
+        ["git", "worktree", "add", "--detach", str(where), probe.stdout.strip()],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    if add.returncode != 0:
+        raise UserError(f"--baseline-rev {rev!r}: git worktree add failed: {add.stderr.strip()}")
+    if not (where / "kernels" / "__init__.py").exists():
+        subprocess.run(["git", "worktree", "remove", "--force", str(where)], cwd=root)
+        raise UserError(f"--baseline-rev {rev!r}: that revision has no kernels/ package")
+    _say(f"baseline revision {rev} ({probe.stdout.strip()[:12]}) checked out at {where}")
+    try:
+        yield where
+    finally:
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(where)], cwd=root, capture_output=True
+        )
+
+
 def device_banner(force: str) -> tuple[str, int]:
     """(banner line, GPU count). Says plainly when the run will be on the CPU."""
     from harness.gpu import cuda_usable
@@ -107,15 +145,17 @@ def device_banner(force: str) -> tuple[str, int]:
     ), 0
 
 
-def _build_kernels(defines: Sequence[str]) -> None:
+def _build_kernels(defines: Sequence[str], cwd: Path | None = None) -> None:
     cmd = [sys.executable, "-m", "kernels.build", *[f"--define={d}" for d in defines]]
-    _say("building CUDA kernels: " + " ".join(cmd[1:]))
-    proc = subprocess.run(cmd)
+    _say(f"building CUDA kernels in {cwd or '.'}: " + " ".join(cmd[1:]))
+    proc = subprocess.run(cmd, cwd=cwd)
     if proc.returncode != 0:
         raise UserError("the CUDA kernel build failed (nvcc output above); no case was run")
 
 
-def pytest_command(args: argparse.Namespace, run_id: str, workers: int) -> list[str]:
+def pytest_command(
+    args: argparse.Namespace, run_id: str, workers: int, baseline_kernels: Path | None = None
+) -> list[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -124,6 +164,8 @@ def pytest_command(args: argparse.Namespace, run_id: str, workers: int) -> list[
         "harness.pytest_plugin",
         "-p",
         "no:cacheprovider",
+        "-p",
+        "no:benchmark",  # pytest-benchmark, if installed, would disable itself under xdist
         *args.matrix,
         "--results-dir",
         args.results_dir,
@@ -146,6 +188,16 @@ def pytest_command(args: argparse.Namespace, run_id: str, workers: int) -> list[
         cmd.append("--no-timing")
     if args.timing_budget_ms:
         cmd += ["--timing-budget-ms", str(args.timing_budget_ms)]
+    for pair in args.ab:
+        cmd += ["--ab", pair]
+    if args.threshold:
+        cmd += ["--threshold", str(args.threshold)]
+    if args.use_graphs:
+        cmd.append("--use-graphs")
+    if args.warm_l2:
+        cmd.append("--warm-l2")
+    if baseline_kernels:
+        cmd += ["--baseline-kernels", str(baseline_kernels)]
     return cmd + list(args.pytest_args)
 
 
@@ -158,13 +210,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     _say(f"matrix: {', '.join(args.matrix)} ({n_cases} cases)")
     if gpus and not args.no_build:
         _build_kernels(args.define)
+    with baseline_checkout(args.baseline_rev) as base_dir:
+        if base_dir is not None:
+            if gpus and not args.no_build:
+                _build_kernels(args.define, cwd=base_dir)
+            for kernel in ("cuda_baseline", "cuda_grouped"):
+                args.ab.append(f"{kernel}@base:{kernel}")
+        return _run_and_report(args, started, banner, gpus, base_dir)
+
+
+def _run_and_report(
+    args: argparse.Namespace, started: float, banner: str, gpus: int, base_dir: Path | None
+) -> int:
     workers = args.workers if args.workers is not None else max(1, gpus)
     results_dir = Path(args.results_dir)
     if results_dir.exists() and not args.keep_results:
         shutil.rmtree(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    cmd = pytest_command(args, run_id, workers)
+    cmd = pytest_command(args, run_id, workers, base_dir / "kernels" if base_dir else None)
     _say(f"run {run_id}: {workers or 'no'} xdist worker(s); results -> {results_dir}/")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     rc = subprocess.run(cmd, env=env).returncode
@@ -205,6 +269,82 @@ def _counts_text(counts: dict) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     return _report(args.paths or [DEFAULT_RESULTS], args.out, args)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Across runs: head result set vs base result set, exit 1 on a regression."""
+    from harness.report import generate
+    from harness.report.compare import NoiseProfile, compare_runs
+    from harness.results import read_results
+
+    sides = []
+    for label, path in (("base", args.base), ("head", args.head)):
+        try:
+            rows, problems = read_results([path])
+        except FileNotFoundError as exc:
+            raise UserError(f"{label}: {exc}") from None
+        for p in problems:
+            _say(f"{label}: skipped a bad results line: {p}")
+        if not rows:
+            raise UserError(f"{label}: no results in {path}")
+        sides.append(rows)
+    profile = None
+    if args.profile:
+        try:
+            profile = NoiseProfile.load(Path(args.profile))
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    outcome = compare_runs(
+        sides[0],
+        sides[1],
+        threshold=args.threshold,
+        profile=profile,
+        allow_cross_machine=args.allow_cross_machine,
+    )
+    for what, items in (
+        ("only in base", outcome.unmatched_base),
+        ("only in head", outcome.unmatched_head),
+        ("refused, different GPU (use --allow-cross-machine)", outcome.refused),
+    ):
+        for item in items:
+            _say(f"{what}: {item}")
+    if not outcome.rows:
+        raise UserError("no case was timed in both result sets: nothing to compare")
+    out = Path(args.out)
+    comp_dir = out / "compare-results"
+    comp_dir.mkdir(parents=True, exist_ok=True)
+    (comp_dir / "compare.jsonl").write_text("".join(r.to_json() + "\n" for r in outcome.rows))
+    rep = generate([comp_dir], out, meta={"note": "comparison of two runs (across runs)"})
+    verdicts: dict[str, int] = {}
+    for r in outcome.rows:
+        verdicts[r.comparison["verdict"]] = verdicts.get(r.comparison["verdict"], 0) + 1
+    _say(f"verdicts: {_counts_text(verdicts)}; report: {rep.markdown_path}, {rep.junit_path}")
+    for r in outcome.regressions:
+        _say(f"REGRESSION {r.case_id} [{r.backend}] on {r.device_name}: {r.message}")
+    return EXIT_FAILURES if outcome.regressions else EXIT_OK
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from harness.calibrate import calibrate
+
+    _load(args.matrix)
+    extra = ["--device", args.device]
+    if args.workers is not None:
+        extra += ["-n", str(args.workers)]
+    if args.k:
+        extra += ["-k", args.k]
+    if args.timing_budget_ms:
+        extra += ["--timing-budget-ms", str(args.timing_budget_ms)]
+    try:
+        cal = calibrate(args.matrix, args.backend, args.runs, args.threshold, Path(args.out), extra)
+    except RuntimeError as exc:
+        raise UserError(str(exc)) from None
+    print(cal.table)
+    _say(
+        f"A/A verdicts: {_counts_text(cal.aa_verdicts)}; false-verdict rate "
+        f"{cal.false_verdict_rate:.1%}; profile: {Path(args.out) / 'noise-profile.json'}"
+    )
+    return EXIT_FAILURES if cal.false_verdict_rate > 0 else EXIT_OK
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -277,6 +417,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="compile-time define for the kernel build (NAME=VALUE)",
     )
     pr.add_argument(
+        "--ab",
+        action="append",
+        default=[],
+        metavar="A:B",
+        help="also time backend B against A interleaved in one process, with a verdict",
+    )
+    pr.add_argument(
+        "--baseline-rev",
+        default=None,
+        metavar="REV",
+        help="build REV's kernels too (git worktree) and time each CUDA kernel against its "
+        "REV version in one process (adds --ab cuda_grouped@base:cuda_grouped, ...)",
+    )
+    pr.add_argument("--threshold", type=float, default=None, help="A/B verdict threshold")
+    pr.add_argument("--use-graphs", action="store_true", help="time CUDA-graph replays")
+    pr.add_argument("--warm-l2", action="store_true", help="keep L2 warm between launches")
+    pr.add_argument(
         "--target-branch", default=os.environ.get("CI_MERGE_REQUEST_TARGET_BRANCH_NAME", "")
     )
     pr.add_argument("pytest_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -287,6 +444,36 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default=DEFAULT_OUT)
     rp.add_argument("--target-branch", default="")
     rp.set_defaults(func=cmd_report)
+
+    pc = sub.add_parser(
+        "compare",
+        help="compare two result sets case by case (exit 1 on a regression)",
+        description="Across-run comparison: each case x backend x GPU timed in both BASE and "
+        "HEAD is judged by a bootstrap interval of median(head)/median(base). Exit codes: "
+        "0 no regression, 1 regression(s), 2 error.",
+    )
+    pc.add_argument("base", help="base (target branch) results: folder or .jsonl")
+    pc.add_argument("head", help="head (this PR) results: folder or .jsonl")
+    pc.add_argument("--threshold", type=float, default=None, help="verdict threshold")
+    pc.add_argument("--profile", default=None, help="noise profile JSON from calibrate")
+    pc.add_argument("--allow-cross-machine", action="store_true")
+    pc.add_argument("--out", default="reports/compare")
+    pc.set_defaults(func=cmd_compare)
+
+    pk = sub.add_parser(
+        "calibrate",
+        help="A/A runs: noise floor, false-verdict rate, noise profile for compare",
+    )
+    pk.add_argument("--matrix", action="append", default=None)
+    pk.add_argument("--backend", default="cuda_grouped", help="kernel timed against itself")
+    pk.add_argument("--runs", type=int, default=2)
+    pk.add_argument("--threshold", type=float, default=0.01)
+    pk.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    pk.add_argument("-n", "--workers", type=int, default=None)
+    pk.add_argument("-k", default="")
+    pk.add_argument("--timing-budget-ms", type=float, default=None)
+    pk.add_argument("--out", default="reports/calibration")
+    pk.set_defaults(func=cmd_calibrate)
 
     pe = sub.add_parser("env", help="print the environment fingerprint as JSON")
     pe.add_argument("--device", choices=("auto", "cpu"), default="auto")
