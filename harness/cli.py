@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -179,7 +180,10 @@ def pytest_command(
         "--tb=short",
     ]
     if workers > 0:
-        cmd += ["-n", str(workers), "--dist", "loadgroup"]
+        # Not loadgroup: in pytest-xdist 3.8 its scheduler deadlocks once a crashed worker is
+        # replaced (pytest-xdist #1323, #1327, #1378). `load` sends consecutive items (the
+        # backends of one case) to one worker in chunks, so inputs are still mostly reused.
+        cmd += ["-n", str(workers), "--dist", "load"]
     if args.k:
         cmd += ["-k", args.k]
     if args.backends:
@@ -198,6 +202,12 @@ def pytest_command(
         cmd.append("--warm-l2")
     if baseline_kernels:
         cmd += ["--baseline-kernels", str(baseline_kernels)]
+    if args.case_timeout:
+        cmd += ["--case-timeout", str(args.case_timeout)]
+    if args.inject_faults:
+        cmd += ["--inject-faults", args.inject_faults]
+    if workers > 0:
+        cmd += ["--max-worker-restart", "1000"]  # a crash costs one case, never the run
     return cmd + list(args.pytest_args)
 
 
@@ -231,7 +241,7 @@ def _run_and_report(
     cmd = pytest_command(args, run_id, workers, base_dir / "kernels" if base_dir else None)
     _say(f"run {run_id}: {workers or 'no'} xdist worker(s); results -> {results_dir}/")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    rc = subprocess.run(cmd, env=env).returncode
+    rc = _run_forwarding_signals(cmd, env)
     if rc == 5:
         raise UserError("no case selected (check --matrix and -k)")
     report_rc = _report([str(results_dir)], args.out, args, device_note=banner)
@@ -245,6 +255,30 @@ def _run_and_report(
     return EXIT_FAILURES if rc == 1 else report_rc
 
 
+def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
+    """Run pytest; a SIGTERM (CI cancelling the job) or Ctrl-C is passed on to it, and we
+    wait for it to stop cleanly so the report can still be written from what finished."""
+    proc = subprocess.Popen(cmd, env=env)
+
+    sent = []
+
+    def forward(signum: int, frame: object) -> None:
+        if not sent:  # once: a second signal would interrupt pytest's own clean shutdown
+            sent.append(signum)
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+
+    old = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:  # Ctrl-C reached pytest too; just wait for it
+                sent.append(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def _report(paths: Sequence[str], out: str, args: argparse.Namespace, device_note: str = "") -> int:
     from harness.report import generate
 
@@ -254,7 +288,7 @@ def _report(paths: Sequence[str], out: str, args: argparse.Namespace, device_not
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from None
     for p in outcome.problems:
-        _say(f"skipped a bad results line: {p}")
+        _say(f"problem: {p}")
     _say(
         f"report: {outcome.markdown_path} and {outcome.junit_path} ({_counts_text(outcome.counts)})"
     )
@@ -431,6 +465,18 @@ def build_parser() -> argparse.ArgumentParser:
         "REV version in one process (adds --ab cuda_grouped@base:cuda_grouped, ...)",
     )
     pr.add_argument("--threshold", type=float, default=None, help="A/B verdict threshold")
+    pr.add_argument(
+        "--case-timeout",
+        type=float,
+        default=None,
+        help="seconds before a hung case is recorded as a timeout (default: matrix, 300)",
+    )
+    pr.add_argument(
+        "--inject-faults",
+        default="",
+        metavar="KIND@CASE,...",
+        help="TEST ONLY: plant crash/hang/oom faults (with --backends fault_injector)",
+    )
     pr.add_argument("--use-graphs", action="store_true", help="time CUDA-graph replays")
     pr.add_argument("--warm-l2", action="store_true", help="keep L2 warm between launches")
     pr.add_argument(

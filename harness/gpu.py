@@ -116,21 +116,45 @@ def gpu_count_without_cuda_init() -> int:
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
-def pin_worker_gpu(worker_index: int) -> str | None:
-    """Restrict this process to one GPU picked by its xdist worker index.
+_slot_lock = None  # held for the life of the worker: the OS releases it when we die
 
-    Indexes into the caller's own CUDA_VISIBLE_DEVICES list when set (given "2,3",
-    gw0 gets "2" and gw1 gets "3"); otherwise into physical ids 0..n-1. Returns the
-    chosen id, or None when there is no GPU. Must run before CUDA is initialised.
-    """
+
+def _visible_ids() -> list[str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        ids = [v.strip() for v in visible.split(",") if v.strip() and v.strip() != "-1"]
-    else:
-        ids = [str(i) for i in range(gpu_count_without_cuda_init())]
+        return [v.strip() for v in visible.split(",") if v.strip() and v.strip() != "-1"]
+    return [str(i) for i in range(gpu_count_without_cuda_init())]
+
+
+def pin_worker_gpu(worker_index: int, lock_dir: Path | None = None) -> str | None:
+    """Restrict this process to one GPU, before CUDA is initialised.
+
+    Indexes into the caller's own CUDA_VISIBLE_DEVICES list when set (given "2,3",
+    gw0 gets "2" and gw1 gets "3"), otherwise into physical ids 0..n-1. With
+    `lock_dir`, each GPU is claimed with an exclusive file lock, trying the worker's
+    own slot first: a worker that xdist starts to replace a crashed one (it gets a new
+    gwN) takes the GPU the dead worker held, not one that is busy. Returns the chosen
+    id, or None when there is no GPU.
+    """
+    global _slot_lock
+    ids = _visible_ids()
     if not ids:
         return None
-    chosen = ids[worker_index % len(ids)]
+    order = [ids[(worker_index + k) % len(ids)] for k in range(len(ids))]
+    chosen = order[0]
+    if lock_dir is not None:
+        import fcntl
+
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        for gid in order:
+            fh = open(lock_dir / f"gpu-{gid}.lock", "w")  # noqa: SIM115 - held until exit
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.close()
+                continue
+            _slot_lock, chosen = fh, gid
+            break
     os.environ["CUDA_VISIBLE_DEVICES"] = chosen
     return chosen
 

@@ -44,6 +44,7 @@ SETTINGS_KEYS = (
     "target_rel_ci",
     "flush_l2",
     "use_graphs",
+    "timeout_s",
 )
 
 
@@ -79,6 +80,7 @@ class Settings:
     target_rel_ci: float = 0.0025
     flush_l2: bool = True
     use_graphs: bool = False
+    timeout_s: float = 300.0  # per item; a hung kernel is recorded and its worker replaced
 
 
 @dataclass(frozen=True, order=True)
@@ -158,6 +160,10 @@ class _Locator:
         pat = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
         for no in range(start, end):
             if pat.match(self.lines[no - 1]):
+                return no
+        full = f"{section}.{key}" if section else key
+        for name, _, no in self._sections():
+            if name == full or name.startswith(full + "."):
                 return no
         return start
 

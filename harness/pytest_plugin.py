@@ -10,7 +10,9 @@ case run on one worker (`xdist_group`), so inputs and reference are built once.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +23,13 @@ from typing import Any
 import pytest
 
 from harness.checks import check_output, failure_text, passed, tolerances
+from harness.faults_handling import (
+    EXIT_CUDA_FAULT,
+    EXIT_TIMEOUT,
+    cuda_context_broken,
+    free_device_memory,
+    out_of_memory,
+)
 from harness.matrix import Case, MatrixError, Settings, load_matrix
 
 __all__ = ["check_output", "tolerances"]
@@ -62,6 +71,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="a kernels/ package built from another revision: adds cuda_*@base backends",
     )
     g.addoption(
+        "--case-timeout",
+        type=float,
+        default=None,
+        help="seconds before a hung item is recorded as a timeout and its worker replaced "
+        "(default: the matrix's timeout_s, 300)",
+    )
+    g.addoption(
+        "--inject-faults",
+        default="",
+        metavar="KIND@CASE,...",
+        help="TEST ONLY: add the fault_injector backend planting crash/hang/oom in cases",
+    )
+    g.addoption(
         "--harness-device",
         choices=("auto", "cpu", "cuda"),
         default="auto",
@@ -89,11 +111,111 @@ def pytest_configure(config: pytest.Config) -> None:
     if worker and config.option.harness_device != "cpu":
         from harness.gpu import pin_worker_gpu
 
-        pin_worker_gpu(int(worker.removeprefix("gw") or 0))
+        locks = Path(config.option.results_dir) / f".gpu-locks-{config.option.run_id}"
+        pin_worker_gpu(int(worker.removeprefix("gw") or 0), lock_dir=locks)
+    if not worker:
+        _sigterm_as_interrupt()
+    if config.option.inject_faults:
+        from harness.backends.faults import enable
+
+        try:
+            enable(config.option.inject_faults)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
     if config.option.baseline_kernels:
         from harness.backends.cuda_kernels import register_revision
 
         register_revision(Path(config.option.baseline_kernels), suffix="@base")
+
+
+def _sigterm_as_interrupt() -> None:
+    """CI cancels jobs with SIGTERM: turn it into Ctrl-C so pytest (and xdist) stop
+    cleanly and the run is marked interrupted; rows already written stay."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        global _interrupted
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one interrupt; let shutdown finish
+        _interrupted = True
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    with contextlib.suppress(ValueError):  # not the main thread (embedded use)
+        signal.signal(signal.SIGTERM, handler)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Record the planned items once, so a report can tell a partial run from a full one."""
+    from harness.results import write_manifest
+
+    if session.items:
+        opt = session.config.option
+        write_manifest(Path(opt.results_dir), opt.run_id, [i.nodeid for i in session.items])
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from harness.results import write_done
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    opt = session.config.option
+    if Path(opt.results_dir).exists():
+        status = int(pytest.ExitCode.INTERRUPTED) if _interrupted else int(exitstatus)
+        write_done(Path(opt.results_dir), opt.run_id, status)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_handlecrashitem(crashitem: str, report: Any, sched: Any) -> None:
+    """xdist controller: a worker died mid-item (signal, hard exit, OOM kill). Record the
+    item as an error unless the worker managed to record it before dying."""
+    from harness.results import ResultRow, ResultWriter, rows_for
+
+    opt = report.node.config.option if hasattr(report, "node") else None
+    if opt is None:
+        return
+    path, _, name = crashitem.partition("::")
+    if "]" in name:  # xdist's loadgroup appends "@group" to node ids
+        name = name[: name.rindex("]") + 1]
+    case_id, _, backend = name.partition("[")
+    backend = backend.rstrip("]")
+    results = Path(opt.results_dir)
+    if rows_for(results, opt.run_id, case_id, backend):
+        return
+    worker = getattr(getattr(report.node, "gateway", None), "id", "?")
+    ResultWriter(results / f"{opt.run_id}-controller.jsonl").write(
+        ResultRow(
+            run_id=opt.run_id,
+            matrix=Path(path).stem,
+            case_id=case_id,
+            case=_case_axes(path, case_id),
+            backend=backend,
+            role="comparison" if "-vs-" in backend else _role(backend),
+            status="error",
+            message=f"worker {worker} died while running this case (killed by a signal or "
+            "exited hard; a host out-of-memory kill looks like this too); it was replaced "
+            "and the run went on",
+            worker="controller",
+            timestamp=time.time(),
+        )
+    )
+
+
+def _role(backend: str) -> str:
+    from harness.backends import get
+
+    try:
+        return get(backend).role
+    except KeyError:
+        return "peer"
+
+
+def _case_axes(path: str, case_id: str) -> dict[str, Any]:
+    try:
+        for case in load_matrix(path).cases:
+            if case.id == case_id:
+                return case.axes()
+    except (MatrixError, OSError):
+        pass
+    return {}
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -177,13 +299,14 @@ class CaseFailure(Exception):
 
 @dataclass
 class _Cached:
-    key: tuple[str, str]
+    key: tuple[Any, str]
     inputs: Any
     reference: Any = None
 
 
 _cache: _Cached | None = None
 _writer = None
+_interrupted = False
 
 
 def _inputs_and_reference(case: Case, device: Any) -> tuple[Any, Any]:
@@ -192,7 +315,7 @@ def _inputs_and_reference(case: Case, device: Any) -> tuple[Any, Any]:
     from harness.inputs import make_inputs
     from harness.reference import reference_attention
 
-    key = (case.id, str(device))
+    key = (case, str(device))
     if _cache is None or _cache.key != key:
         _cache = None  # free the previous case's tensors before allocating new ones
         _cache = _Cached(key, make_inputs(case, device))
@@ -277,13 +400,49 @@ class HarnessItem(pytest.Item):
     def runtest(self) -> None:
         started = time.perf_counter()
         device = _device(self.config)
+        watchdog = self._watchdog(device, started)
         try:
             self.execute(device, started)
         except (CaseFailure, pytest.skip.Exception):
             raise
         except Exception as exc:
-            self._write(device, "error", started, message=f"{type(exc).__name__}: {exc}")
-            raise
+            self._handle_exception(exc, device, started)
+        finally:
+            watchdog.cancel()
+
+    def case_timeout(self) -> float:
+        return self.config.option.case_timeout or self.settings.timeout_s
+
+    def _watchdog(self, device: Any, started: float) -> threading.Timer:
+        """A hung kernel never returns to Python, so a timer thread records the timeout
+        and ends the worker; xdist starts a replacement and the run goes on."""
+        limit = self.case_timeout()
+
+        def fire() -> None:
+            self._write(device, "error", started, message=f"timeout after {limit:g} s")
+            os._exit(EXIT_TIMEOUT)
+
+        timer = threading.Timer(limit, fire)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _handle_exception(self, exc: Exception, device: Any, started: float) -> None:
+        global _cache
+        oom = out_of_memory(exc)
+        if oom is not None:
+            _cache = None
+            free_device_memory(device)
+            self._write(device, "skipped", started, message=f"does not fit: {oom}")
+            pytest.skip(f"does not fit: {oom}")
+        msg = f"{type(exc).__name__}: {exc}"
+        self._write(device, "error", started, message=msg)
+        if device.type == "cuda" and cuda_context_broken(device):
+            # The context is unusable for every later case: let xdist replace the worker.
+            if os.environ.get("PYTEST_XDIST_WORKER"):
+                os._exit(EXIT_CUDA_FAULT)
+            pytest.exit(f"CUDA context lost in {self.nodeid}: {msg}", returncode=3)
+        raise exc
 
     def execute(self, device: Any, started: float) -> None:
         raise NotImplementedError
@@ -435,3 +594,9 @@ class ABItem(HarnessItem):
         )
         if status == "failed":
             raise CaseFailure(f"regression: {msg}")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _writer, _cache
+    _writer = None
+    _cache = None

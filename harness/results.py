@@ -92,7 +92,7 @@ def parse_line(text: str) -> ResultRow:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(
-            f"not valid JSON ({exc.msg} at column {exc.colno}): truncated or corrupt"
+            f"not valid JSON ({exc.msg}, column {exc.colno}): truncated or corrupt"
         ) from None
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
@@ -140,9 +140,11 @@ def read_results(paths: Iterable[str | Path]) -> tuple[list[ResultRow], list[Rea
     return rows, problems
 
 
-def row_key(row: ResultRow) -> tuple[str, str, str, str]:
-    """Rows with the same key describe the same measurement (case, backend, device, commit)."""
+def row_key(row: ResultRow) -> tuple[str, str, str, str, str]:
+    """Rows with the same key describe the same measurement: matrix, case, backend,
+    device, commit."""
     return (
+        row.matrix,
         row.case_id,
         row.backend,
         str(row.device.get("name", "")),
@@ -150,13 +152,16 @@ def row_key(row: ResultRow) -> tuple[str, str, str, str]:
     )
 
 
-STATUS_RANK = {"passed": 3, "failed": 2, "error": 1, "skipped": 0}
+# Worst outcome first: a rerun that passes never hides a failure of the same code.
+STATUS_RANK = {"failed": 3, "error": 2, "passed": 1, "skipped": 0}
 
 
 def merge(rows: Iterable[ResultRow]) -> tuple[list[ResultRow], int]:
-    """Resolve duplicates: per key keep the most informative row (passed > failed > error
-    > skipped), and among equals the latest timestamp. Returns (rows, duplicates dropped)."""
-    best: dict[tuple[str, str, str, str], ResultRow] = {}
+    """Resolve duplicates (same matrix, case, backend, device, commit: e.g. two shards
+    that overlapped, or results appended with --keep-results). Documented rule: keep the
+    worst outcome (failed > error > passed > skipped); among equals, the latest row.
+    Returns (rows, duplicates dropped)."""
+    best: dict[tuple[str, str, str, str, str], ResultRow] = {}
     dropped = 0
     for row in rows:
         key = row_key(row)
@@ -168,3 +173,97 @@ def merge(rows: Iterable[ResultRow]) -> tuple[list[ResultRow], int]:
         if (STATUS_RANK[row.status], row.timestamp) > (STATUS_RANK[old.status], old.timestamp):
             best[key] = row
     return sorted(best.values(), key=lambda r: (r.device_name, r.case_id, r.backend)), dropped
+
+
+# --- run bookkeeping: what was planned, whether the run ended, so partial runs show ---
+
+
+def _atomic_write(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def write_manifest(results_dir: Path, run_id: str, nodeids: list[str]) -> None:
+    """The items a run planned (every xdist worker collects the same list)."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"manifest-{run_id}.json"
+    if not path.exists():
+        _atomic_write(path, {"run_id": run_id, "items": nodeids, "schema": SCHEMA_VERSION})
+
+
+def write_done(results_dir: Path, run_id: str, exitstatus: int) -> None:
+    """Written when pytest ends: 2 (interrupted) marks the run incomplete."""
+    _atomic_write(
+        results_dir / f"done-{run_id}.json",
+        {"run_id": run_id, "exitstatus": exitstatus, "interrupted": exitstatus == 2},
+    )
+
+
+def rows_for(results_dir: Path, run_id: str, case_id: str, backend: str) -> list[ResultRow]:
+    rows, _ = read_results([results_dir]) if results_dir.exists() else ([], [])
+    return [r for r in rows if r.run_id == run_id and r.case_id == case_id and r.backend == backend]
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Whether one run finished: planned items, results present, how it ended."""
+
+    run_id: str
+    planned: int
+    recorded: int
+    ended: bool
+    interrupted: bool
+
+    @property
+    def complete(self) -> bool:
+        return self.ended and not self.interrupted and self.recorded >= self.planned
+
+    def describe(self) -> str:
+        if self.complete:
+            return f"run {self.run_id}: complete ({self.recorded} results)"
+        why = (
+            "interrupted"
+            if self.interrupted
+            else "never finished (killed or still running)"
+            if not self.ended
+            else "results missing"
+        )
+        return (
+            f"run {self.run_id}: INCOMPLETE ({why}): {self.recorded} of {self.planned} "
+            "planned items have a result"
+        )
+
+
+def run_statuses(paths: Iterable[str | Path], rows: Iterable[ResultRow]) -> list[RunStatus]:
+    """One RunStatus per manifest found in the given folders."""
+    recorded: dict[str, set[tuple[str, str]]] = {}
+    for r in rows:
+        recorded.setdefault(r.run_id, set()).add((r.case_id, r.backend))
+    out = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            continue
+        for manifest in sorted(p.rglob("manifest-*.json")):
+            try:
+                obj = json.loads(manifest.read_text())
+                run_id, planned = str(obj["run_id"]), len(obj["items"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            done_path = manifest.with_name(f"done-{run_id}.json")
+            done: dict[str, Any] = {}
+            if done_path.exists():
+                try:
+                    done = json.loads(done_path.read_text())
+                except (OSError, ValueError):
+                    done = {}
+            out.append(
+                RunStatus(
+                    run_id=run_id,
+                    planned=planned,
+                    recorded=len(recorded.get(run_id, ())),
+                    ended=bool(done),
+                    interrupted=bool(done.get("interrupted", False)),
+                )
+            )
+    return out

@@ -356,7 +356,7 @@ def time_fn(
     t0 = time.perf_counter()
     while True:
         before = watch.snapshot()
-        batch = runner.measure([unit] * cfg.check_every)
+        batch = runner.measure([unit] * min(cfg.check_every, cfg.max_reps - len(samples)))
         after = watch.snapshot()
         if watch.batch_clean(before, after, len(batch)):
             samples += batch
@@ -366,8 +366,10 @@ def time_fn(
             reason = "max_reps"
         elif _converged(samples, cfg):
             reason = "converged"
-        elif elapsed >= cfg.budget_ms and (samples or elapsed >= 2 * cfg.budget_ms):
-            reason = "budget" if len(samples) >= cfg.min_reps else "throttled"
+        elif elapsed >= cfg.budget_ms and len(samples) >= cfg.min_reps:
+            reason = "budget"
+        elif elapsed >= 2 * cfg.budget_ms and watch.excluded:
+            reason = "throttled"
         if reason:
             if reason == "throttled" or len(samples) < 2:
                 return _unusable(runner, watch.summary(), len(samples))

@@ -18,8 +18,16 @@ TORCH_BACKENDS = ("torch_baseline", "torch_grouped")
 
 
 def make_case(**kw) -> Case:
-    point = {"model": "M", "kv_dtype": "bf16", "q_dtype": "bf16", "batch": 4, "q_len": 3,
-             "kv_len": 77, "page_size": 16, "ragged": True}
+    point = {
+        "model": "M",
+        "kv_dtype": "bf16",
+        "q_dtype": "bf16",
+        "batch": 4,
+        "q_len": 3,
+        "kv_len": 77,
+        "page_size": 16,
+        "ragged": True,
+    }
     shape = {"num_qo_heads": 8, "num_kv_heads": 2, "head_dim": 32}
     for k in list(kw):
         if k in point:
@@ -35,8 +43,15 @@ CASES = {
     "bf16-q1-g4": make_case(q_len=1),
     "bf16-q4-g4-p32": make_case(q_len=4, page_size=32, kv_len=100),
     "fp16-q3-g1": make_case(kv_dtype="fp16", q_dtype="fp16", num_qo_heads=4, num_kv_heads=4),
-    "fp16-q5-g8-uniform": make_case(kv_dtype="fp16", q_dtype="fp16", q_len=5, ragged=False,
-                                    num_qo_heads=16, num_kv_heads=2, kv_len=40),
+    "fp16-q5-g8-uniform": make_case(
+        kv_dtype="fp16",
+        q_dtype="fp16",
+        q_len=5,
+        ragged=False,
+        num_qo_heads=16,
+        num_kv_heads=2,
+        kv_len=40,
+    ),
     "fp8-bf16q-q2": make_case(kv_dtype="fp8_e4m3", q_len=2),
     "fp8-fp16q-q4-p32": make_case(kv_dtype="fp8_e4m3", q_dtype="fp16", q_len=4, page_size=32),
     "kv-eq-q": make_case(q_len=6, kv_len=6, batch=3),
@@ -109,7 +124,7 @@ def test_wrong_page_table_is_detected(prepared, backend: str) -> None:
 def test_kv_beyond_length_does_not_leak(prepared, backend: str) -> None:
     """Stale KV past each request's length (the tail of its last page, the spare page)
     may hold anything, NaN included, and must not change the output."""
-    inp, ref = prepared["bf16-q4-g4-p32"]
+    inp, _ = prepared["bf16-q4-g4-p32"]
     c = inp.case
     live = torch.zeros(inp.kv_cache.shape[0], c.page_size, dtype=torch.bool)
     for b, n in enumerate(inp.kv_lens_host):

@@ -14,8 +14,16 @@ from harness.matrix import AXES, Case, case_id
 
 
 def make_case(**kw) -> Case:
-    point = {"model": "M", "kv_dtype": "bf16", "q_dtype": "bf16", "batch": 6, "q_len": 3,
-             "kv_len": 70, "page_size": 16, "ragged": True}
+    point = {
+        "model": "M",
+        "kv_dtype": "bf16",
+        "q_dtype": "bf16",
+        "batch": 6,
+        "q_len": 3,
+        "kv_len": 70,
+        "page_size": 16,
+        "ragged": True,
+    }
     shape = {"num_qo_heads": 8, "num_kv_heads": 2, "head_dim": 16}
     for k in list(kw):
         if k in point:
@@ -36,8 +44,7 @@ def _tensors(inp: CaseInputs) -> dict[str, torch.Tensor]:
 
 def _live_pages(inp: CaseInputs) -> list[list[int]]:
     ps = inp.case.page_size
-    return [inp.page_table[b, : math.ceil(n / ps)].tolist()
-            for b, n in enumerate(inp.kv_lens_host)]
+    return [inp.page_table[b, : math.ceil(n / ps)].tolist() for b, n in enumerate(inp.kv_lens_host)]
 
 
 @pytest.mark.parametrize("kv_dtype", ["bf16", "fp8_e4m3"])
@@ -47,7 +54,11 @@ def test_same_case_gives_identical_inputs(kv_dtype: str) -> None:
     for name, t in _tensors(a).items():
         assert torch.equal(t, _tensors(b)[name]), name
     assert (a.k_scale, a.v_scale, a.sm_scale, a.kv_lens_host) == (
-        b.k_scale, b.v_scale, b.sm_scale, b.kv_lens_host)
+        b.k_scale,
+        b.v_scale,
+        b.sm_scale,
+        b.kv_lens_host,
+    )
 
 
 def test_different_seed_or_case_gives_different_data() -> None:
@@ -59,12 +70,21 @@ def test_different_seed_or_case_gives_different_data() -> None:
 
 
 def test_shapes_and_dtypes() -> None:
-    case = make_case(q_dtype="fp16", kv_dtype="fp16", batch=3, q_len=2, kv_len=33,
-                     page_size=32, num_qo_heads=12, num_kv_heads=4, head_dim=32)
+    case = make_case(
+        q_dtype="fp16",
+        kv_dtype="fp16",
+        batch=3,
+        q_len=2,
+        kv_len=33,
+        page_size=32,
+        num_qo_heads=12,
+        num_kv_heads=4,
+        head_dim=32,
+    )
     inp = make_inputs(case)
     assert inp.q.shape == (3 * 2, 12, 32)
     assert inp.q.dtype == torch.float16
-    n_pages, two, ps, kvh, d = inp.kv_cache.shape
+    _, two, ps, kvh, d = inp.kv_cache.shape
     assert (two, ps, kvh, d) == (2, 32, 4, 32)
     assert inp.kv_cache.dtype == torch.float16
     assert inp.page_table.dtype == torch.int32 and inp.kv_lens.dtype == torch.int32
@@ -88,7 +108,7 @@ def test_page_table_is_a_shuffled_permutation(page_size: int) -> None:
     assert len(spare) == 1
     # slots past a request's pages point at real memory that holds no live data
     for b, row in enumerate(_live_pages(inp)):
-        assert set(inp.page_table[b, len(row):].tolist()) <= spare
+        assert set(inp.page_table[b, len(row) :].tolist()) <= spare
     # shuffled: live pages are neither in order nor contiguous
     assert live != sorted(live)
 

@@ -140,7 +140,9 @@ def test_coverage_matrix_covers_what_the_issue_lists() -> None:
 
 
 def test_cross_product_defaults_and_ids(tmp_path: Path) -> None:
-    path = _write(tmp_path, """\
+    path = _write(
+        tmp_path,
+        """\
         [matrix]
         seed = 11
         [models.A]
@@ -155,7 +157,8 @@ def test_cross_product_defaults_and_ids(tmp_path: Path) -> None:
         batch = [2, 1]
         q_len = [1, 2]
         kv_len = 4
-        """)
+        """,
+    )
     m = load_matrix(path)
     assert m.name == "m"  # defaults to the file stem
     # model defaults to every model; the other axes to AXIS_DEFAULTS
@@ -171,16 +174,23 @@ def test_cross_product_defaults_and_ids(tmp_path: Path) -> None:
     assert a.rows == a.q_len * 4
     # only the seed's axes appear when nothing else varies
     assert [c.id for c in m.cases] == [
-        "A-bf16-batchSize1-seqLenQ1", "A-bf16-batchSize1-seqLenQ2",
-        "A-bf16-batchSize2-seqLenQ1", "A-bf16-batchSize2-seqLenQ2",
-        "B-bf16-batchSize1-seqLenQ1", "B-bf16-batchSize1-seqLenQ2",
-        "B-bf16-batchSize2-seqLenQ1", "B-bf16-batchSize2-seqLenQ2",
+        "A-bf16-batchSize1-seqLenQ1",
+        "A-bf16-batchSize1-seqLenQ2",
+        "A-bf16-batchSize2-seqLenQ1",
+        "A-bf16-batchSize2-seqLenQ2",
+        "B-bf16-batchSize1-seqLenQ1",
+        "B-bf16-batchSize1-seqLenQ2",
+        "B-bf16-batchSize2-seqLenQ1",
+        "B-bf16-batchSize2-seqLenQ2",
     ]
     assert m.settings.min_reps == 10  # default settings
 
 
 def test_include_exclude_and_varying_axes_in_ids(tmp_path: Path) -> None:
-    path = _write(tmp_path, BASE + """
+    path = _write(
+        tmp_path,
+        BASE
+        + """
         [[include]]
         model = "A"
         kv_dtype = "fp8_e4m3"
@@ -204,7 +214,8 @@ def test_include_exclude_and_varying_axes_in_ids(tmp_path: Path) -> None:
         model = "A"
         batch = 3
         kv_dtype = "bf16"
-        """)
+        """,
+    )
     m = load_matrix(path)
     ids = [c.id for c in m.cases]
     assert len(ids) == 8 - 2 + 1
@@ -213,13 +224,23 @@ def test_include_exclude_and_varying_axes_in_ids(tmp_path: Path) -> None:
     assert not any(i.startswith("B-") and "seqLenQ2" in i for i in ids)
     inc = next(c for c in m.cases if c.kv_dtype == "fp8_e4m3")
     assert (inc.batch, inc.kv_len, inc.page_size, inc.ragged, inc.q_dtype) == (
-        3, 9, 32, True, "bf16")
+        3,
+        9,
+        32,
+        True,
+        "bf16",
+    )
 
 
 def test_order_is_deterministic_and_independent_of_file_order(tmp_path: Path) -> None:
     one = _write(tmp_path, BASE, "one.toml")
-    two = _write(tmp_path, BASE.replace("batch = [1, 2]", "batch = [2, 1]").replace(
-        "q_len = [1, 2]", "q_len = [2, 1]"), "two.toml")
+    two = _write(
+        tmp_path,
+        BASE.replace("batch = [1, 2]", "batch = [2, 1]").replace(
+            "q_len = [1, 2]", "q_len = [2, 1]"
+        ),
+        "two.toml",
+    )
     a, b = load_matrix(one).cases, load_matrix(one).cases
     assert a == b
     assert [c.id for c in a] == [c.id for c in load_matrix(two).cases]
@@ -231,8 +252,16 @@ def test_order_is_deterministic_and_independent_of_file_order(tmp_path: Path) ->
 
 
 def test_case_is_frozen_and_axes_round_trip() -> None:
-    point = {"model": "A", "kv_dtype": "bf16", "q_dtype": "bf16", "batch": 2, "q_len": 3,
-             "kv_len": 9, "page_size": 16, "ragged": True}
+    point = {
+        "model": "A",
+        "kv_dtype": "bf16",
+        "q_dtype": "bf16",
+        "batch": 2,
+        "q_len": 3,
+        "kv_len": 9,
+        "page_size": 16,
+        "ragged": True,
+    }
     c = Case(num_qo_heads=8, num_kv_heads=2, head_dim=16, id=case_id(point, ["ragged"]), **point)
     assert c.id == "A-bf16-batchSize2-seqLenQ3-ragged"
     with pytest.raises(AttributeError):
@@ -243,14 +272,18 @@ def test_case_is_frozen_and_axes_round_trip() -> None:
 
 
 def test_settings_are_read(tmp_path: Path) -> None:
-    path = _write(tmp_path, BASE + """
+    path = _write(
+        tmp_path,
+        BASE
+        + """
         [settings]
         timing = false
         budget_ms = 50
         warmup_ms = 2.5
         min_reps = 3
         max_reps = 7
-        """)
+        """,
+    )
     s = load_matrix(path).settings
     assert (s.timing, s.budget_ms, s.warmup_ms, s.min_reps, s.max_reps) == (False, 50, 2.5, 3, 7)
 
@@ -327,7 +360,10 @@ def test_kv_len_shorter_than_q_len(tmp_path: Path) -> None:
 
 
 def test_kv_len_shorter_than_q_len_in_second_include(tmp_path: Path) -> None:
-    path = _write(tmp_path, BASE + """
+    path = _write(
+        tmp_path,
+        BASE
+        + """
         [[include]]
         model = "A"
         batch = 1
@@ -339,12 +375,16 @@ def test_kv_len_shorter_than_q_len_in_second_include(tmp_path: Path) -> None:
         batch = 1
         q_len = 4
         kv_len = 3
-        """)
+        """,
+    )
     _assert_error(path, _line_of(path, "kv_len = 3"), "kv_len", "< q_len 4")
 
 
 def test_unknown_key_in_second_include(tmp_path: Path) -> None:
-    path = _write(tmp_path, BASE + """
+    path = _write(
+        tmp_path,
+        BASE
+        + """
         [[include]]
         batch = 1
         q_len = 1
@@ -355,7 +395,8 @@ def test_unknown_key_in_second_include(tmp_path: Path) -> None:
         q_len = 1
         kv_len = 1
         heads = 3
-        """)
+        """,
+    )
     _assert_error(path, _line_of(path, "heads = 3"), "heads", "unknown key")
 
 
@@ -380,8 +421,11 @@ def test_sixteen_bit_kv_with_default_q_dtype(tmp_path: Path) -> None:
 
 
 def test_fp8_kv_accepts_either_q_dtype(tmp_path: Path) -> None:
-    path = _mutate(tmp_path, 'kv_dtype = "bf16"\nq_dtype = "bf16"',
-                   'kv_dtype = "fp8_e4m3"\nq_dtype = ["bf16", "fp16"]')
+    path = _mutate(
+        tmp_path,
+        'kv_dtype = "bf16"\nq_dtype = "bf16"',
+        'kv_dtype = "fp8_e4m3"\nq_dtype = ["bf16", "fp16"]',
+    )
     assert {c.q_dtype for c in load_matrix(path).cases} == {"bf16", "fp16"}
 
 
@@ -411,8 +455,9 @@ def test_unknown_settings_key_and_inconsistent_reps(tmp_path: Path) -> None:
 def test_no_models_and_no_cases(tmp_path: Path) -> None:
     path = _write(tmp_path, '[matrix]\nname = "x"\n[axes]\nbatch = 1\n')
     assert "models" in _error(path)
-    path = _write(tmp_path, "[models.A]\nnum_qo_heads = 2\nnum_kv_heads = 1\nhead_dim = 8\n",
-                  "n.toml")
+    path = _write(
+        tmp_path, "[models.A]\nnum_qo_heads = 2\nnum_kv_heads = 1\nhead_dim = 8\n", "n.toml"
+    )
     assert "no cases" in _error(path)
 
 
@@ -421,3 +466,29 @@ def test_missing_file(tmp_path: Path) -> None:
     msg = _error(path)
     assert msg.startswith(f"{path}: ")
     assert "cannot read" in msg
+
+
+def test_impossible_points_can_be_excluded(tmp_path: Path) -> None:
+    # q_len 8 > kv_len 4 would be rejected, but the exclude removes it first
+    path = _mutate(tmp_path, "q_len = [1, 2]", "q_len = [1, 8]")
+    path.write_text(path.read_text() + "\n[[exclude]]\nq_len = 8\n")
+    assert {c.q_len for c in load_matrix(path).cases} == {1}
+
+
+def test_per_include_threshold(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        BASE + '\n[[include]]\nmodel = "A"\nbatch = 7\nq_len = 1\nkv_len = 4\nthreshold = 0.05\n',
+    )
+    cases = load_matrix(path).cases
+    assert {c.batch: c.threshold for c in cases if c.model == "A" and c.q_len == 1} == {
+        1: None,
+        2: None,
+        7: 0.05,
+    }
+    bad = _write(
+        tmp_path,
+        BASE + "\n[[include]]\nbatch = 7\nq_len = 1\nkv_len = 4\nthreshold = 1.5\n",
+        "bad.toml",
+    )
+    _assert_error(bad, _line_of(bad, "threshold"), "threshold", "1.5")

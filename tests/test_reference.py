@@ -14,8 +14,16 @@ from harness.reference import causal_mask, gather_kv, reference_attention
 
 
 def make_case(**kw) -> Case:
-    point = {"model": "M", "kv_dtype": "bf16", "q_dtype": "bf16", "batch": 3, "q_len": 2,
-             "kv_len": 37, "page_size": 16, "ragged": True}
+    point = {
+        "model": "M",
+        "kv_dtype": "bf16",
+        "q_dtype": "bf16",
+        "batch": 3,
+        "q_len": 2,
+        "kv_len": 37,
+        "page_size": 16,
+        "ragged": True,
+    }
     shape = {"num_qo_heads": 8, "num_kv_heads": 2, "head_dim": 16}
     for k in list(kw):
         if k in point:
@@ -72,13 +80,15 @@ CASES = {
     # kv_len == q_len: the whole cache is the new tokens
     "kv-eq-q": make_case(q_len=3, kv_len=3, batch=2, num_qo_heads=4, num_kv_heads=2),
     # page 32, uniform lengths spanning several pages
-    "q2-g2-p32-uniform": make_case(q_len=2, page_size=32, kv_len=70, ragged=False,
-                                   num_qo_heads=4, num_kv_heads=2),
+    "q2-g2-p32-uniform": make_case(
+        q_len=2, page_size=32, kv_len=70, ragged=False, num_qo_heads=4, num_kv_heads=2
+    ),
     # fp8 KV with per-tensor scales (bf16 q), ragged, page 32
     "fp8-bf16q-p32": make_case(kv_dtype="fp8_e4m3", q_len=3, page_size=32, kv_len=45),
     # fp8 KV, fp16 q, q_len 1, group 4
-    "fp8-fp16q-q1": make_case(kv_dtype="fp8_e4m3", q_dtype="fp16", q_len=1, kv_len=33,
-                              num_qo_heads=4, num_kv_heads=1),
+    "fp8-fp16q-q1": make_case(
+        kv_dtype="fp8_e4m3", q_dtype="fp16", q_len=1, kv_len=33, num_qo_heads=4, num_kv_heads=1
+    ),
 }
 
 

@@ -3,6 +3,7 @@ Jenkins show them, and a file that validates against a junit-10 style XSD."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -280,3 +281,33 @@ def test_empty_run_is_still_valid(tmp_path: Path) -> None:
 def test_sanitize_removes_dots_and_spaces() -> None:
     assert sanitize("NVIDIA H100 80GB HBM3") == "NVIDIA_H100_80GB_HBM3"
     assert sanitize("Intel(R) Xeon(R) 2.1GHz") == "Intel_R_Xeon_R_2_1GHz"
+
+
+def test_comparison_rows_carry_verdicts_and_a_slower_one_is_a_regression(tmp_path: Path) -> None:
+    base = make_row(8, 2, "cuda_baseline-vs-cuda_grouped", median=0.05)
+    comp = {
+        "a": "cuda_baseline",
+        "b": "cuda_grouped",
+        "ratio": 1.07,
+        "ci_low": 1.05,
+        "ci_high": 1.09,
+        "confidence": 0.95,
+        "verdict": "slower",
+        "threshold": 0.02,
+    }
+    row = replace(base, role="comparison", status="failed", message="1.07: slower", comparison=comp)
+    path = write_junit([row], tmp_path / "j.xml")
+    suite = next(iter(JUnitXml.fromfile(str(path))))
+    (case,) = list(suite)
+    assert case.name == "Qwen3-480B-fp8_e4m3-batchSize8-seqLenQ2[cuda_baseline-vs-cuda_grouped]"
+    (res,) = case.result
+    assert isinstance(res, Failure) and res.type == "regression"
+    assert (
+        "cuda_grouped / cuda_baseline = 1.0700 [1.0500, 1.0900] (95% CI): slower" in case.system_out
+    )
+    props = {p.name: p.value for p in suite.properties()}
+    assert props[f"{case.name}.verdict"] == "slower"
+    assert float(props[f"{case.name}.ratio_ci_low"]) == pytest.approx(1.05)
+    from lxml import etree
+
+    etree.XMLSchema(etree.parse(str(XSD))).assertValid(etree.parse(str(path)))

@@ -13,7 +13,7 @@ import pytest
 from junitparser import JUnitXml
 
 from harness.report import generate
-from harness.report.figures import fmt_ms
+from harness.report.figures import fmt_ms, fmt_pct, fmt_tbps
 from harness.report.markdown import FOLD_ROWS, SEED_COLUMNS, render_markdown
 from harness.results import ReadProblem, ResultRow, ResultWriter
 
@@ -148,7 +148,7 @@ def test_headline_names_commit_devices_counts_and_problems() -> None:
     assert "NVIDIA H100 80GB HBM3" in head
     assert "Test Xeon CPU — timed on CPU (no GPU)" in head
     assert "8 passed · 1 failed · 4 skipped · 1 error (14 case x backend results)" in head
-    assert "1 corrupt or unreadable lines" in head
+    assert "1 corrupt or unreadable line(s) skipped" in head
 
 
 def test_cpu_only_run_says_so_plainly() -> None:
@@ -189,6 +189,9 @@ def test_each_family_and_device_gets_its_own_table() -> None:
     _, cpu_body = _table(_section(cpu, "### torch"))
     assert cpu_body[0][1:8] == ["12.000", "4.000", "3.00", "±2% n=150", "0.012", "60%", "—"]
     assert "0.057" not in cpu  # no figure leaks across devices
+    # a family that only skipped here gets one line, not a table of "skipped"
+    cuda_on_cpu = _section(cpu, "### cuda")
+    assert "All 1 cases skipped" in cuda_on_cpu and "|" not in cuda_on_cpu
 
 
 def test_failures_section_lists_failed_and_error_with_figures() -> None:
@@ -284,6 +287,22 @@ def test_time_format_matches_the_seed(value: float, text: str) -> None:
     assert fmt_ms(value) == text
 
 
+@pytest.mark.parametrize(
+    ("value", "tbps", "pct"),
+    [
+        (2.4, "2.4", "2.4%"),
+        (0.0000117, "0.0000117", "0.000012%"),
+        (80.4, "80.4", "80%"),
+        (3.44, "3.44", "3.4%"),
+        (2900.4, "2900", "2900%"),
+    ],
+)
+def test_bandwidth_and_percent_formats_never_use_exponents(
+    value: float, tbps: str, pct: str
+) -> None:
+    assert (fmt_tbps(value), fmt_pct(value)) == (tbps, pct)
+
+
 def _write(path: Path, rows: list[ResultRow]) -> None:
     writer = ResultWriter(path)
     for row in rows:
@@ -325,3 +344,76 @@ def test_generate_merges_two_devices_and_reports_a_corrupt_line(tmp_path: Path) 
 def test_generate_missing_path_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such results file"):
         generate([tmp_path / "nope"], tmp_path / "out")
+
+
+def _many_rows(n: int) -> list[ResultRow]:
+    rows = []
+    for batch in range(1, n + 1):
+        rows += [
+            make_row(batch, 2, "cuda_baseline", median=0.02 * batch, plan="x" * 40),
+            make_row(batch, 2, "cuda_grouped", median=0.01 * batch, plan="y" * 40),
+        ]
+    return rows
+
+
+def test_size_limit_leaves_out_the_largest_tables_and_says_so() -> None:
+    rows = _many_rows(200) + sample_rows()
+    full = render_markdown(rows)
+    assert len(full) > 30_000
+    small = render_markdown(rows, max_chars=30_000, artifact="summary-full.md")
+    assert len(small) <= 30_000
+    assert "**Folded**" in small and "`summary-full.md`" in small
+    assert "left out to fit the comment size limit" in small
+    assert "408 passed · 1 failed" in small  # the headline still counts every row
+    assert f"{len(rows)} case x backend results" in small
+    assert "## Failures and errors" in small  # small sections survive
+    assert render_markdown(sample_rows(), max_chars=30_000) == render_markdown(sample_rows())
+
+
+def test_generate_writes_the_full_page_beside_a_folded_summary(tmp_path: Path) -> None:
+    _write(tmp_path / "res" / "a.jsonl", _many_rows(200))
+    out = generate([tmp_path / "res"], tmp_path / "rep", max_chars=20_000)
+    assert out.full_markdown_path == tmp_path / "rep" / "summary-full.md"
+    assert len(out.markdown_path.read_text(encoding="utf-8")) <= 20_000
+    full = out.full_markdown_path.read_text(encoding="utf-8")
+    assert f"{QWEN}-batchSize200-seqLenQ2" in full and "**Folded**" not in full
+    small = generate([tmp_path / "res"], tmp_path / "rep2")
+    assert small.full_markdown_path is None
+    assert not (tmp_path / "rep2" / "summary-full.md").exists()
+
+
+def _verdict_row(batch: int, verdict: str, ratio: float) -> ResultRow:
+    row = make_row(batch, 2, "cuda_baseline-vs-cuda_grouped", median=0.05)
+    return replace(
+        row,
+        role="comparison",
+        status="failed" if verdict == "slower" else "passed",
+        message=f"cuda_grouped / cuda_baseline = {ratio}: {verdict}",
+        comparison={
+            "a": "cuda_baseline",
+            "b": "cuda_grouped",
+            "ratio": ratio,
+            "ci_low": ratio - 0.01,
+            "ci_high": ratio + 0.01,
+            "confidence": 0.95,
+            "verdict": verdict,
+            "threshold": 0.02,
+        },
+    )
+
+
+def test_comparisons_section_lists_regressions_first() -> None:
+    rows = [*sample_rows(), _verdict_row(8, "faster", 0.81), _verdict_row(16, "slower", 1.07)]
+    md = render_markdown(rows)
+    head = md.split("\n## ", 1)[0]
+    assert "**Regressions** 1 slower of 2 comparisons (1 slower, 1 faster" in head
+    _, body = _table(_section(md, "## Comparisons"))
+    assert [(r[1], r[4]) for r in body] == [
+        (f"{QWEN}-batchSize16-seqLenQ2", "**slower**"),
+        (f"{QWEN}-batchSize8-seqLenQ2", "faster"),
+    ]
+    assert body[0][3] == "1.070 [1.060, 1.080]" and body[0][5] == "±2.0%"
+    # a slow verdict is a regression, not a wrong answer, and never enters the seed table
+    assert "base-vs" not in _section(md, "## Failures and errors")
+    assert "-vs-" not in _section(md, "## NVIDIA H100")
+    assert "Regressions" not in render_markdown(sample_rows())

@@ -18,24 +18,38 @@ from harness.results import (
 )
 
 
-def make_row(case_id: str = "A-bf16-batchSize1-seqLenQ1", backend: str = "torch_grouped",
-             status: str = "passed", timestamp: float = 100.0, device: str = "cpu0",
-             commit: str = "abc", **kw) -> ResultRow:
+def make_row(
+    case_id: str = "A-bf16-batchSize1-seqLenQ1",
+    backend: str = "torch_grouped",
+    status: str = "passed",
+    timestamp: float = 100.0,
+    device: str = "cpu0",
+    commit: str = "abc",
+    **kw,
+) -> ResultRow:
     return ResultRow(
-        run_id=kw.pop("run_id", "run1"), matrix="m", case_id=case_id,
-        case={"batch": 1, "q_len": 1, "kv_dtype": "bf16"}, backend=backend,
-        role="grouped" if backend.endswith("grouped") else "baseline", status=status,
-        device={"name": device, "kind": "cpu"}, env={"git_commit": commit, "hostname": "h"},
-        timing=kw.pop("timing", {"median_ms": 1.5, "ci_low_ms": 1.4, "ci_high_ms": 1.6,
-                                 "n": 10}),
-        correctness={"max_abs_err": 0.001, "mismatches": 0}, timestamp=timestamp, **kw,
+        run_id=kw.pop("run_id", "run1"),
+        matrix=kw.pop("matrix", "m"),
+        case_id=case_id,
+        case={"batch": 1, "q_len": 1, "kv_dtype": "bf16"},
+        backend=backend,
+        role="grouped" if backend.endswith("grouped") else "baseline",
+        status=status,
+        device={"name": device, "kind": "cpu"},
+        env={"git_commit": commit, "hostname": "h"},
+        timing=kw.pop("timing", {"median_ms": 1.5, "ci_low_ms": 1.4, "ci_high_ms": 1.6, "n": 10}),
+        correctness={"max_abs_err": 0.001, "mismatches": 0},
+        timestamp=timestamp,
+        **kw,
     )
 
 
 def test_write_read_round_trip(tmp_path: Path) -> None:
-    rows = [make_row(), make_row(backend="torch_baseline", status="failed", message="bad"),
-            make_row(case_id="B", status="skipped", message="no CUDA device", timing={},
-                     tbps=None)]
+    rows = [
+        make_row(),
+        make_row(backend="torch_baseline", status="failed", message="bad"),
+        make_row(case_id="B", status="skipped", message="no CUDA device", timing={}, tbps=None),
+    ]
     path = tmp_path / "deep" / "dir" / "run1-gw0.jsonl"  # parents are created
     w = ResultWriter(path)
     for r in rows:
@@ -131,22 +145,37 @@ def test_result_files(tmp_path: Path) -> None:
         result_files([tmp_path / "nope"])
 
 
-def test_merge_passed_beats_error_even_when_older() -> None:
-    rows = [make_row(status="passed", timestamp=1.0), make_row(status="error", timestamp=9.0),
-            make_row(status="skipped", timestamp=10.0)]
+def test_merge_error_beats_a_later_pass_so_failures_are_never_hidden() -> None:
+    rows = [
+        make_row(status="error", timestamp=1.0),
+        make_row(status="passed", timestamp=9.0),
+        make_row(status="skipped", timestamp=10.0),
+    ]
     for order in (rows, rows[::-1]):
         merged, dropped = merge(order)
         assert dropped == 2
-        assert [(r.status, r.timestamp) for r in merged] == [("passed", 1.0)]
+        assert [(r.status, r.timestamp) for r in merged] == [("error", 1.0)]
+
+
+def test_merge_same_case_id_from_two_matrices_is_not_a_duplicate() -> None:
+    merged, dropped = merge([make_row(matrix="m1"), make_row(matrix="m2")])
+    assert dropped == 0
+    assert sorted(r.matrix for r in merged) == ["m1", "m2"]
 
 
 def test_merge_rank_order() -> None:
-    merged, _ = merge([make_row(status="error", timestamp=5.0),
-                       make_row(status="failed", timestamp=1.0)])
+    merged, _ = merge(
+        [make_row(status="error", timestamp=5.0), make_row(status="failed", timestamp=1.0)]
+    )
     assert merged[0].status == "failed"
-    merged, _ = merge([make_row(status="skipped", timestamp=5.0),
-                       make_row(status="error", timestamp=1.0)])
+    merged, _ = merge(
+        [make_row(status="skipped", timestamp=5.0), make_row(status="error", timestamp=1.0)]
+    )
     assert merged[0].status == "error"
+    merged, _ = merge(
+        [make_row(status="passed", timestamp=5.0), make_row(status="failed", timestamp=1.0)]
+    )
+    assert merged[0].status == "failed"
 
 
 def test_merge_later_timestamp_wins_among_equals() -> None:

@@ -29,6 +29,8 @@ def _gather_padded(inputs: CaseInputs, part: int, dtype: torch.dtype) -> torch.T
     x = pages.reshape(c.batch, n_pages * c.page_size, c.num_kv_heads, c.head_dim)[:, :max_len]
     scale = inputs.k_scale if part == 0 else inputs.v_scale
     x = x.to(dtype)
+    dead = torch.arange(max_len, device=x.device)[None, :] >= inputs.kv_lens.long()[:, None]
+    x = x.masked_fill(dead[:, :, None, None], 0)
     if scale != 1.0:
         x = x * scale
     return x.permute(0, 2, 1, 3)

@@ -13,13 +13,20 @@ from pathlib import Path
 
 from harness.report.figures import count_statuses
 from harness.report.junit import write_junit
-from harness.report.markdown import render_markdown, write_markdown
-from harness.results import ReadProblem, ResultRow, merge, read_results
+from harness.report.markdown import GITHUB_COMMENT_LIMIT, render_markdown, write_markdown
+from harness.results import ReadProblem, ResultRow, merge, read_results, run_statuses
 
 JUNIT_NAME = "junit.xml"
 MARKDOWN_NAME = "summary.md"
 
-__all__ = ["ReportOutcome", "generate", "render_markdown", "write_junit", "write_markdown"]
+__all__ = [
+    "GITHUB_COMMENT_LIMIT",
+    "ReportOutcome",
+    "generate",
+    "render_markdown",
+    "write_junit",
+    "write_markdown",
+]
 
 
 @dataclass(frozen=True)
@@ -32,22 +39,41 @@ class ReportOutcome:
     markdown_path: Path
     rows: tuple[ResultRow, ...]
     duplicates: int = 0
+    full_markdown_path: Path | None = None  # written only when summary.md had to be folded
+    incomplete: tuple[str, ...] = ()  # runs that were interrupted or lack results
 
 
 def generate(
-    paths: Iterable[str | Path], out_dir: str | Path, meta: Mapping[str, str] | None = None
+    paths: Iterable[str | Path],
+    out_dir: str | Path,
+    meta: Mapping[str, str] | None = None,
+    max_chars: int = GITHUB_COMMENT_LIMIT,
 ) -> ReportOutcome:
     """Read result files (directories are searched for *.jsonl), merge duplicates with
     `results.merge`, write out_dir/junit.xml and out_dir/summary.md.
 
+    summary.md is kept under `max_chars` (GitHub's comment limit by default) by leaving
+    out the largest tables; the full page then goes to summary-full.md beside it.
+
     Raises FileNotFoundError for a path that does not exist (the CLI turns it into one
     line); corrupt lines are returned as `problems`, never raised."""
+    paths = list(paths)
     rows, problems = read_results(paths)
     merged, dropped = merge(rows)
+    incomplete = [st.describe() for st in run_statuses(paths, rows) if not st.complete]
+    if incomplete:
+        # A killed or cancelled run still reports what finished, and says loudly it is partial.
+        meta = {**(meta or {}), "incomplete": "; ".join(incomplete)}
+        problems = [*problems, *(ReadProblem("run", 0, text) for text in incomplete)]
     out = Path(out_dir)
     junit_path = write_junit(merged, out / JUNIT_NAME, problems=problems)
-    md_path = write_markdown(
-        merged, out / MARKDOWN_NAME, problems=problems, meta=meta, duplicates=dropped
+    md_path, full_path = write_markdown(
+        merged,
+        out / MARKDOWN_NAME,
+        problems=problems,
+        meta=meta,
+        duplicates=dropped,
+        max_chars=max_chars,
     )
     return ReportOutcome(
         counts=count_statuses(merged),
@@ -56,4 +82,6 @@ def generate(
         markdown_path=md_path,
         rows=tuple(merged),
         duplicates=dropped,
+        full_markdown_path=full_path,
+        incomplete=tuple(incomplete),
     )

@@ -132,6 +132,59 @@ def timing_of(row: ResultRow) -> Timing | None:
     )
 
 
+VERDICT_ORDER = ("slower", "inconclusive", "same", "faster")  # regressions first
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A verdict row's comparison block (in-run A/B or base-vs-head across runs):
+    ratio = b / a of the medians, so > 1 means b is slower."""
+
+    a: str
+    b: str
+    ratio: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    verdict: str
+    threshold: float | None
+    labels: tuple[str, ...]
+
+
+def comparison_of(row: ResultRow) -> Comparison | None:
+    """The row's comparison, or None for an ordinary case x backend row."""
+    c = getattr(row, "comparison", None)
+    if not isinstance(c, dict):
+        return None
+    ratio = _number(c.get("ratio"))
+    if ratio is None or not c.get("verdict"):
+        return None
+    low, high = _number(c.get("ci_low")), _number(c.get("ci_high"))
+    labels = c.get("labels")
+    return Comparison(
+        a=str(c.get("a", "")),
+        b=str(c.get("b", "")),
+        ratio=ratio,
+        ci_low=ratio if low is None else low,
+        ci_high=ratio if high is None else high,
+        confidence=_number(c.get("confidence")) or 0.95,
+        verdict=str(c["verdict"]),
+        threshold=_number(c.get("threshold")),
+        labels=tuple(str(x) for x in labels) if isinstance(labels, list) else (),
+    )
+
+
+def comparison_text(comp: Comparison) -> str:
+    """`b / a = 1.0312 [1.0201, 1.0420] (95% CI): slower at ±2.0%`."""
+    text = (
+        f"{comp.b} / {comp.a} = {comp.ratio:.4f} [{comp.ci_low:.4f}, {comp.ci_high:.4f}] "
+        f"({comp.confidence:.0%} CI): {comp.verdict}"
+    )
+    if comp.threshold is not None:
+        text += f" at ±{comp.threshold:.1%}"
+    return text
+
+
 def tbps_of(row: ResultRow) -> float | None:
     value = _number(row.tbps)
     return value if value is not None and value > 0 else None
@@ -157,12 +210,27 @@ def fmt_ratio(value: float) -> str:
     return f"{value:.2f}"
 
 
+def _sig(value: float, digits: int = 3) -> str:
+    """`digits` significant digits without exponent notation (CPU bandwidths are tiny)."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def fmt_tbps(value: float) -> str:
-    return f"{value:.3g}"
+    return _sig(value)
 
 
 def fmt_pct(value: float) -> str:
-    return f"{value:.0f}%"
+    """A percentage: whole numbers from 10 %, two significant digits below."""
+    return f"{value:.0f}%" if abs(value) >= 10 else f"{_sig(value, 2)}%"
+
+
+def fmt_rel_ci(timing: Timing) -> str:
+    """The CI half-width relative to the median, e.g. ±0.31% (±2900% on a noisy CPU)."""
+    return "±" + fmt_pct(100 * timing.rel_halfwidth)
 
 
 def failure_text(row: ResultRow) -> str:
@@ -191,7 +259,7 @@ def key_figures(row: ResultRow) -> str:
     if t is not None:
         lines.append(
             f"median {fmt_ms(t.median_ms)} ms, 95% CI [{fmt_ms(t.ci_low_ms)}, "
-            f"{fmt_ms(t.ci_high_ms)}] ms (±{100 * t.rel_halfwidth:.2g}%), n={t.n}, "
+            f"{fmt_ms(t.ci_high_ms)}] ms ({fmt_rel_ci(t)}), n={t.n}, "
             f"{t.method or 'clock unknown'}, stop: {t.stop_reason or 'unknown'}, "
             f"L2 {'flushed' if t.l2_flush else 'warm'}"
         )
@@ -205,6 +273,11 @@ def key_figures(row: ResultRow) -> str:
         lines.append(bw)
     if row.plan:
         lines.append(f"plan: {row.plan}")
+    comp = comparison_of(row)
+    if comp is not None:
+        lines.append(
+            "comparison: " + comparison_text(comp) + "".join(f"; {label}" for label in comp.labels)
+        )
     c = row.correctness if isinstance(row.correctness, dict) else {}
     if "mismatches" in c:
         lines.append(

@@ -8,6 +8,8 @@ Shape (checked in tests against a Jenkins junit-10 style XSD, tests/data/junit-1
         properties                   device + environment, then per test case
                                       `<name>.median_ms` etc. (timings as properties)
         testcase name=CASE[backend] classname=<matrix>.<device>  time=duration_s
+                                      (comparison rows too: CASE[a-vs-b], verdict properties,
+                                      a `slower` verdict is a failure of type regression)
           failure|error|skipped      message carries the error figures
           system-out                 the key figures again: GitLab ignores properties
       testsuite  name="result files" one error test case per corrupt result line
@@ -29,6 +31,7 @@ from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
 from harness.report.figures import (
     by_device,
     commit_of,
+    comparison_of,
     copy_tbps,
     failure_text,
     fmt_pct,
@@ -81,7 +84,8 @@ def _testcase(row: ResultRow, name: str) -> TestCase:
         round(max(float(row.duration_s or 0.0), 0.0), 3),
     )
     if row.status == "failed":
-        result = Failure(_short(failure_text(row)), "wrong_output")
+        kind = "regression" if comparison_of(row) is not None else "wrong_output"
+        result = Failure(_short(failure_text(row)), kind)
     elif row.status == "error":
         result = Error(_short(failure_text(row)), "error")
     elif row.status == "skipped":
@@ -113,6 +117,16 @@ def _figure_properties(row: ResultRow, name: str) -> list[tuple[str, str]]:
         props.append((f"{name}.pct_copy_bw", fmt_pct(pct)))
     if row.plan:
         props.append((f"{name}.plan", row.plan))
+    comp = comparison_of(row)
+    if comp is not None:
+        props += [
+            (f"{name}.verdict", comp.verdict),
+            (f"{name}.ratio", repr(comp.ratio)),
+            (f"{name}.ratio_ci_low", repr(comp.ci_low)),
+            (f"{name}.ratio_ci_high", repr(comp.ci_high)),
+        ]
+        if comp.threshold is not None:
+            props.append((f"{name}.threshold", repr(comp.threshold)))
     c = row.correctness if isinstance(row.correctness, dict) else {}
     for key in ("max_abs_err", "mismatches"):
         if key in c:

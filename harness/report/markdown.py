@@ -3,8 +3,10 @@
 Order of the page: a headline (commit, devices and whether they were GPUs, counts,
 result-file problems), then per device and backend family the seed's table
 `test case | median_time_ms | median_time_ms (opt) | speedup` (baseline role vs grouped
-role) with its extra columns, then failures, a skipped summary and the problems.
-Tables longer than FOLD_ROWS are folded into `<details>` so the comment stays short.
+role) with its extra columns and a mermaid speedup chart, then failures, a skipped
+summary (a count per reason) and the problems. Tables longer than FOLD_ROWS are folded
+into `<details>`; with `max_chars` the largest tables and charts are left out (pointing
+at the full page, a CI artifact) so the page fits a PR comment (GitHub: 65,536 chars).
 """
 
 from __future__ import annotations
@@ -12,15 +14,18 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tabulate import tabulate
 
 from harness.report.figures import (
     CPU_NOTE,
+    VERDICT_ORDER,
     by_device,
     case_order_key,
     commit_of,
+    comparison_of,
     copy_tbps,
     count_statuses,
     device_label,
@@ -29,6 +34,7 @@ from harness.report.figures import (
     fmt_ms,
     fmt_pct,
     fmt_ratio,
+    fmt_rel_ci,
     fmt_tbps,
     is_cpu,
     pct_of_copy,
@@ -44,6 +50,17 @@ EXTRA_COLUMNS = ("± CI (opt)", "TB/s (opt)", "% of copy BW (opt)", "plan")
 FOLD_ROWS = 12
 MESSAGE_CHARS = 300
 PROBLEMS_SHOWN = 50
+GITHUB_COMMENT_LIMIT = 65_536
+FULL_REPORT_NAME = "summary-full.md"
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A paragraph of the page; one with a `label` (a table, a chart) may be left out,
+    largest first, when the page must fit a comment size limit."""
+
+    text: str
+    label: str = ""
 
 
 def _cell(text: str) -> str:
@@ -61,10 +78,11 @@ def _table(headers: Sequence[str], body: list[list[str]], align: Sequence[str]) 
     )
 
 
-def _fold(summary: str, content: str, rows: int) -> str:
-    if rows <= FOLD_ROWS:
-        return content
-    return f"<details><summary>{summary}</summary>\n\n{content}\n\n</details>"
+def _fold(summary: str, content: str, rows: int) -> _Block:
+    """A table, inside `<details>` when it is longer than FOLD_ROWS."""
+    if rows > FOLD_ROWS:
+        content = f"<details><summary>{summary}</summary>\n\n{content}\n\n</details>"
+    return _Block(content, summary)
 
 
 def _median_cell(row: ResultRow | None) -> str:
@@ -97,7 +115,7 @@ def _pair_table(
     peers: dict[str, list[ResultRow]],
     title: str,
     level: str = "###",
-) -> str:
+) -> list[_Block]:
     """The seed's four columns first, then CI, TB/s, % of copy bandwidth, plan (and the
     best peer backend when one ran on this device)."""
     by_case: dict[str, dict[str, ResultRow]] = defaultdict(dict)
@@ -106,6 +124,9 @@ def _pair_table(
         if r.backend in (base_name, opt_name):
             by_case[r.case_id][r.backend] = r
             order.setdefault(r.case_id, case_order_key(r))
+    heading = f"{level} {title}: `{base_name}` → `{opt_name}` (opt)"
+    if all(r.status == "skipped" for case in by_case.values() for r in case.values()):
+        return [_Block(heading), _Block(f"All {len(by_case)} cases skipped (reasons below).")]
     show_peer = any(peers.get(cid) for cid in by_case)
     headers = [*SEED_COLUMNS, *EXTRA_COLUMNS] + (["best peer (ms)"] if show_peer else [])
     body: list[list[str]] = []
@@ -123,7 +144,7 @@ def _pair_table(
             _median_cell(base),
             _median_cell(opt),
             "—" if s is None else fmt_ratio(s),
-            "—" if t is None else f"±{100 * t.rel_halfwidth:.2g}% n={t.n}",
+            "—" if t is None else f"{fmt_rel_ci(t)} n={t.n}",
             "—" if achieved is None else fmt_tbps(achieved),
             "—" if pct is None else fmt_pct(pct),
             (opt.plan if opt is not None and opt.plan else "—"),
@@ -132,20 +153,23 @@ def _pair_table(
             line.append(_best_peer(peers.get(cid, [])))
         body.append(line)
     table = _table(headers, body, ["left"] + ["right"] * 6 + ["left"] * (1 + show_peer))
-    parts = [f"{level} {title}: `{base_name}` → `{opt_name}` (opt)", ""]
+    blocks = [_Block(heading)]
     if speedups:
         values = [s for _, s in speedups]
         geo = math.exp(sum(math.log(v) for v in values) / len(values))
-        parts += [
-            f"Speedup (baseline / opt median): geomean **{fmt_ratio(geo)}x** over "
-            f"{len(values)} case(s), min {fmt_ratio(min(values))}x, "
-            f"max {fmt_ratio(max(values))}x.",
-            "",
-        ]
+        blocks.append(
+            _Block(
+                f"Speedup (baseline / opt median): geomean **{fmt_ratio(geo)}x** over "
+                f"{len(values)} case(s), min {fmt_ratio(min(values))}x, "
+                f"max {fmt_ratio(max(values))}x."
+            )
+        )
+    what = f"{opt_name} vs {base_name} on {rows[0].device_name}"
     if len(speedups) >= 2:
-        parts += [_chart(f"{opt_name} vs {base_name}", speedups), ""]
-    parts.append(_fold(f"{len(body)} cases ({base_name} vs {opt_name})", table, len(body)))
-    return "\n".join(parts)
+        blocks.append(_Block(_chart(f"{opt_name} vs {base_name}", speedups), f"chart {what}"))
+    table_block = _fold(f"{len(body)} cases ({base_name} vs {opt_name})", table, len(body))
+    blocks.append(_Block(table_block.text, f"table {what} ({len(body)} cases)"))
+    return blocks
 
 
 def _chart(title: str, speedups: list[tuple[str, float]]) -> str:
@@ -167,7 +191,7 @@ def _chart(title: str, speedups: list[tuple[str, float]]) -> str:
     )
 
 
-def _device_section(name: str, rows: list[ResultRow]) -> str:
+def _device_section(name: str, rows: list[ResultRow]) -> list[_Block]:
     first = rows[0]
     facts = []
     sm = first.device.get("sm_count")
@@ -180,13 +204,13 @@ def _device_section(name: str, rows: list[ResultRow]) -> str:
     for key in ("driver", "cuda", "torch"):
         if first.env.get(key):
             facts.append(f"{key} {first.env[key]}")
-    out = [f"## {device_label(first)}", "", " · ".join(facts), ""]
+    out = [_Block(f"## {device_label(first)}"), _Block(" · ".join(facts))]
     commits = sorted({commit_of(r) for r in rows})
     level = "####" if len(commits) > 1 else "###"
     for commit in commits:
         crow = [r for r in rows if commit_of(r) == commit]
         if len(commits) > 1:
-            out += [f"### commit `{short_commit(commit)}`", ""]
+            out.append(_Block(f"### commit `{short_commit(commit)}`"))
         peers: dict[str, list[ResultRow]] = defaultdict(list)
         for r in crow:
             if r.role == "peer":
@@ -198,12 +222,12 @@ def _device_section(name: str, rows: list[ResultRow]) -> str:
             opts = sorted({r.backend for r in frows if r.role == "grouped"})
             if not bases or not opts:
                 only = ", ".join(f"`{b}`" for b in bases + opts)
-                out += [f"{level} {fam}: only {only} ran here, no speedup to show", ""]
+                out.append(_Block(f"{level} {fam}: only {only} ran here, no speedup to show"))
                 continue
             for b in bases:
                 for o in opts:
-                    out += [_pair_table(b, o, frows, peers, fam, level), ""]
-    return "\n".join(out)
+                    out += _pair_table(b, o, frows, peers, fam, level)
+    return out
 
 
 def _headline(
@@ -218,6 +242,8 @@ def _headline(
     else:
         commit_text = measured or "unknown"
     lines = [f"**Commit** {commit_text}"]
+    if meta.get("incomplete"):
+        lines.insert(0, f"**INCOMPLETE RUN** {meta['incomplete']}")
     if meta.get("target_branch"):
         lines[0] += f" · **target branch** `{meta['target_branch']}`"
     devices = by_device(rows)
@@ -240,9 +266,17 @@ def _headline(
         f"**Results** {c['passed']} passed · {c['failed']} failed · {c['skipped']} "
         f"skipped · {c['error']} error ({len(rows)} case x backend results)"
     )
+    verdicts = Counter(c.verdict for r in rows if (c := comparison_of(r)) is not None)
+    if verdicts:
+        lines.append(
+            f"**Regressions** {verdicts['slower']} slower of {sum(verdicts.values())} "
+            "comparisons ("
+            + ", ".join(f"{verdicts[v]} {v}" for v in VERDICT_ORDER if v in verdicts)
+            + "; see Comparisons)"
+        )
     if problems:
         lines.append(
-            f"**Result-file problems** {len(problems)} corrupt or unreadable lines "
+            f"**Result-file problems** {len(problems)} corrupt or unreadable line(s) "
             "skipped (listed below)"
         )
     else:
@@ -254,10 +288,15 @@ def _headline(
     return f"# {TITLE}\n\n" + "  \n".join(lines)
 
 
-def _failures(rows: list[ResultRow]) -> str:
-    bad = [r for _, group in by_device(rows) for r in group if r.status in ("failed", "error")]
+def _failures(rows: list[ResultRow]) -> list[_Block]:
+    bad = [
+        r
+        for _, group in by_device(rows)
+        for r in group
+        if r.status in ("failed", "error") and comparison_of(r) is None
+    ]
     if not bad:
-        return ""
+        return []
     body = []
     for r in bad:
         msg = " ".join(failure_text(r).split())
@@ -265,15 +304,48 @@ def _failures(rows: list[ResultRow]) -> str:
             msg = msg[: MESSAGE_CHARS - 1] + "…"
         body.append([r.device_name, r.case_id, r.backend, r.status, msg])
     table = _table(["device", "test case", "backend", "status", "message"], body, ["left"] * 5)
-    return "\n".join(
-        ["## Failures and errors", "", _fold(f"{len(body)} failures and errors", table, len(body))]
+    table_block = _fold(f"{len(body)} failures and errors", table, len(body))
+    return [_Block("## Failures and errors"), _Block(table_block.text, "failures table")]
+
+
+def _comparisons(rows: list[ResultRow]) -> list[_Block]:
+    """Verdict rows (in-run A/B, or this PR vs the target branch), regressions first."""
+    found = [(r, c) for r in rows if (c := comparison_of(r)) is not None]
+    if not found:
+        return []
+    rank = {v: i for i, v in enumerate(VERDICT_ORDER)}
+    found.sort(
+        key=lambda rc: (rank.get(rc[1].verdict, -1), rc[0].device_name, case_order_key(rc[0]))
     )
+    body = [
+        [
+            r.device_name,
+            r.case_id,
+            f"{c.b} vs {c.a}",
+            f"{c.ratio:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]",
+            f"**{c.verdict}**" if c.verdict == "slower" else c.verdict,
+            "—" if c.threshold is None else f"±{c.threshold:.1%}",
+            "; ".join(c.labels) or "in one run",
+        ]
+        for r, c in found
+    ]
+    headers = ["device", "test case", "b vs a", "ratio b/a [95% CI]", "verdict", "threshold", "how"]
+    table = _table(headers, body, ["left", "left", "left", "right", "left", "right", "left"])
+    table_block = _fold(f"{len(body)} comparisons", table, len(body))
+    return [
+        _Block("## Comparisons"),
+        _Block(
+            "ratio = median of b / median of a; above 1 means b is slower. A verdict is "
+            "given only when the whole interval is beyond (or within) the threshold."
+        ),
+        _Block(table_block.text, "comparisons table"),
+    ]
 
 
-def _skips(rows: list[ResultRow]) -> str:
+def _skips(rows: list[ResultRow]) -> list[_Block]:
     skipped = [r for r in rows if r.status == "skipped"]
     if not skipped:
-        return ""
+        return []
     counts = Counter(r.message or "no reason given" for r in skipped)
     backends: dict[str, set[str]] = defaultdict(set)
     devices: dict[str, set[str]] = defaultdict(set)
@@ -287,14 +359,15 @@ def _skips(rows: list[ResultRow]) -> str:
     table = _table(
         ["reason", "count", "backends", "devices"], body, ["left", "right", "left", "left"]
     )
-    return "\n".join(
-        [f"## Skipped ({len(skipped)})", "", _fold(f"{len(body)} skip reasons", table, len(body))]
-    )
+    return [
+        _Block(f"## Skipped ({len(skipped)})"),
+        _fold(f"{len(body)} skip reasons", table, len(body)),
+    ]
 
 
-def _problems(problems: Sequence[ReadProblem]) -> str:
+def _problems(problems: Sequence[ReadProblem]) -> list[_Block]:
     if not problems:
-        return ""
+        return []
     lines = [
         "## Result-file problems",
         "",
@@ -304,7 +377,43 @@ def _problems(problems: Sequence[ReadProblem]) -> str:
     lines += [f"- `{p.path}:{p.line}`: {_cell(p.message)}" for p in problems[:PROBLEMS_SHOWN]]
     if len(problems) > PROBLEMS_SHOWN:
         lines.append(f"- … and {len(problems) - PROBLEMS_SHOWN} more")
-    return "\n".join(lines)
+    return [_Block("\n".join(lines))]
+
+
+FOOTNOTE = (
+    "<sub>Times are medians in ms with 95% confidence intervals (± is the half-width, n the "
+    "sample count); speedup = baseline median / opt median measured on the same device; "
+    "% of copy BW compares achieved TB/s with that device's measured copy bandwidth.</sub>"
+)
+
+
+def _fit(blocks: list[_Block], max_chars: int, artifact: str) -> list[_Block]:
+    """Leave out the largest tables and charts until the page fits `max_chars`, and say
+    so under the headline; the full page is the artifact."""
+
+    def size(bs: list[_Block]) -> int:
+        return sum(len(b.text) + 2 for b in bs) + 200  # + the note added below
+
+    blocks = list(blocks)
+    left_out: list[str] = []
+    droppable = sorted(
+        (i for i, b in enumerate(blocks) if b.label), key=lambda i: -len(blocks[i].text)
+    )
+    for i in droppable:
+        if size(blocks) <= max_chars:
+            break
+        left_out.append(blocks[i].label)
+        blocks[i] = _Block(
+            f"_{blocks[i].label}: left out to fit the comment size limit; see `{artifact}`._"
+        )
+    if left_out:
+        note = (
+            f"**Folded** {len(left_out)} tables/charts left out to stay under "
+            f"{max_chars:,} characters; the full report is `{artifact}` in the CI "
+            "artifacts."
+        )
+        blocks.insert(1, _Block(note))
+    return blocks
 
 
 def render_markdown(
@@ -313,21 +422,27 @@ def render_markdown(
     problems: Iterable[ReadProblem] = (),
     meta: Mapping[str, str] | None = None,
     duplicates: int = 0,
+    max_chars: int | None = None,
+    artifact: str = FULL_REPORT_NAME,
 ) -> str:
     """The whole summary as markdown. `meta` may carry `commit`, `target_branch` and
-    `note`; `duplicates` is how many duplicate rows the merge dropped."""
+    `note`; `duplicates` is how many duplicate rows the merge dropped. With `max_chars`
+    (e.g. GITHUB_COMMENT_LIMIT) the largest tables are left out, pointing at `artifact`,
+    until the page fits; a page that still does not fit is cut with a note."""
     rows = list(rows)
     problems = list(problems)
-    parts = [_headline(rows, problems, meta or {}, duplicates)]
-    parts += [_device_section(name, group) for name, group in by_device(rows)]
-    parts += [_failures(rows), _skips(rows), _problems(problems)]
-    parts.append(
-        "<sub>Times are medians in ms with 95% confidence intervals (± is the "
-        "half-width, n the sample count); speedup = baseline median / opt median "
-        "measured on the same device; % of copy BW compares achieved TB/s with "
-        "that device's measured copy bandwidth.</sub>"
-    )
-    return "\n\n".join(p for p in parts if p) + "\n"
+    blocks = [_Block(_headline(rows, problems, meta or {}, duplicates))]
+    for name, group in by_device(rows):
+        blocks += _device_section(name, group)
+    blocks += _comparisons(rows) + _failures(rows) + _skips(rows) + _problems(problems)
+    blocks.append(_Block(FOOTNOTE))
+    if max_chars is not None:
+        blocks = _fit(blocks, max_chars, artifact)
+    text = "\n\n".join(b.text for b in blocks) + "\n"
+    if max_chars is not None and len(text) > max_chars:
+        cut = f"\n\n_… cut at {max_chars:,} characters; the full report is `{artifact}`._\n"
+        text = text[: max_chars - len(cut)] + cut
+    return text
 
 
 def write_markdown(
@@ -337,11 +452,29 @@ def write_markdown(
     problems: Iterable[ReadProblem] = (),
     meta: Mapping[str, str] | None = None,
     duplicates: int = 0,
-) -> Path:
-    """Write `render_markdown(...)` to `path` (parents created)."""
+    max_chars: int | None = None,
+) -> tuple[Path, Path | None]:
+    """Write the summary to `path`. With `max_chars`, a page that would be longer is
+    written in full beside it as FULL_REPORT_NAME and `path` gets the folded page.
+    Returns (path, the full page's path or None)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    rows, problems = list(rows), list(problems)
+    full = render_markdown(rows, problems=problems, meta=meta, duplicates=duplicates)
+    if max_chars is None or len(full) <= max_chars:
+        path.write_text(full, encoding="utf-8")
+        return path, None
+    full_path = path.with_name(FULL_REPORT_NAME)
+    full_path.write_text(full, encoding="utf-8")
     path.write_text(
-        render_markdown(rows, problems=problems, meta=meta, duplicates=duplicates), encoding="utf-8"
+        render_markdown(
+            rows,
+            problems=problems,
+            meta=meta,
+            duplicates=duplicates,
+            max_chars=max_chars,
+            artifact=full_path.name,
+        ),
+        encoding="utf-8",
     )
-    return path
+    return path, full_path
