@@ -20,6 +20,22 @@ import nox
 ROOT = Path(__file__).resolve().parent
 CPU_TORCH = "torch==2.13.0"
 RUNTIME_MODULES = ("torch", "pytest", "xdist", "tabulate", "junitparser")
+# Peers (`nox -s gpu_matrix -- --peers`): the FlashInfer that ../shared/anchors was measured
+# with, and the apache-tvm-ffi range it requires (Requires-Dist of its wheel).
+FLASHINFER_SPEC = "flashinfer-python==0.7.2.post1"
+TVM_FFI_SPEC = "apache-tvm-ffi>=0.1.11,<0.2"
+FLASHINFER_RUNTIME = (
+    "nvidia-ml-py",
+    "einops",
+    "tqdm",
+    "numpy",
+    "requests",
+    "packaging",
+    "ninja",
+    "click",
+    "tabulate",
+)
+PEER_WHEELS = ROOT / ".whl-peers"
 
 nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
@@ -125,28 +141,77 @@ def gpu_matrix(session: nox.Session) -> None:
 
     Arguments after -- go to `python -m harness run` (--matrix FILE, -k EXPR, -n N, ...).
     """
-    _prepare_runtime(session, "[gpu]")
+    _prepare_runtime(session, "[gpu,report]")
+    _prepare_peers(session)
     session.run("python", "-m", "harness", "run", *session.posargs)
+
+
+def _prepare_peers(session: nox.Session) -> None:
+    """`-- --peers`: make flashinfer importable, never a hard dependency.
+
+    A virtualenv gets the pinned versions (the .whl-peers/ wheels of
+    ci/fetch_peer_wheels.sh when they suit its Python, else the index) with --no-deps,
+    plus the few pure-Python modules flashinfer imports (its CUDA extras -- cutlass-dsl,
+    cudnn-frontend, nccl4py, cuda-tile -- are not used by the fa2 and xqa paths). The running interpreter (GPU runner, no index) is used as it is when it
+    imports flashinfer; else the carried .whl-peers/*.whl are unpacked into
+    .whl-peers/site and put on PYTHONPATH; else the flashinfer peers skip with a reason."""
+    if "--peers" not in session.posargs:
+        return
+    wheels = sorted(str(w) for w in PEER_WHEELS.glob("*.whl"))
+    if session.venv_backend == "none":
+        if importlib.util.find_spec("flashinfer") is not None:
+            session.log("peers: using the flashinfer this interpreter imports")
+            return
+        if not wheels:
+            session.warn(
+                "peers: flashinfer is not importable and .whl-peers/ has no wheels "
+                "(ci/fetch_peer_wheels.sh): the flashinfer peers will be skipped"
+            )
+            return
+        site = PEER_WHEELS / "site"
+        session.run(
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--no-deps",
+            "--no-compile",
+            "--upgrade",
+            "--target",
+            str(site),
+            *wheels,
+            external=True,
+            success_codes=[0, 1],
+        )
+        session.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p
+        )
+        return
+    # --find-links: the carried wheels when they suit this interpreter, else the index
+    session.install("--no-deps", "--find-links", str(PEER_WHEELS), FLASHINFER_SPEC, TVM_FFI_SPEC)
+    session.install(*FLASHINFER_RUNTIME)
 
 
 @nox.session(venv_backend=RUN_BACKEND)
 def compare(session: nox.Session) -> None:
     """Compare two result sets: `nox -s compare -- BASE_DIR HEAD_DIR` (exit 1 = regression)."""
-    _prepare_runtime(session)
+    _prepare_runtime(session, "[report]")
     session.run("python", "-m", "harness", "compare", *session.posargs)
 
 
 @nox.session(venv_backend=RUN_BACKEND)
 def calibrate(session: nox.Session) -> None:
     """A/A calibration over a matrix; writes reports/calibration/noise-profile.json."""
-    _prepare_runtime(session, "[gpu]")
+    _prepare_runtime(session, "[gpu,report]")
     session.run("python", "-m", "harness", "calibrate", *session.posargs)
 
 
 @nox.session(venv_backend=RUN_BACKEND)
 def report(session: nox.Session) -> None:
     """Rebuild the reports from result files on disk (default reports/results)."""
-    _prepare_runtime(session)
+    _prepare_runtime(session, "[report]")
     session.run("python", "-m", "harness", "report", *session.posargs)
 
 
@@ -155,8 +220,8 @@ def container(session: nox.Session) -> None:
     """Run gpu_matrix inside the harness image: `nox -s container -- ARGS` (ARGS go to
     gpu_matrix). The image is built first, or reused when its content hash is unchanged.
 
-    Set HARNESS_CONTAINER_GPUS (all | none | 0,1), _SESSION, _BASE_IMAGE, _TIMEOUT, _USER,
-    _MOUNT_REPO=1; or call `python -m harness.container run --help` for every option.
+    Set HARNESS_CONTAINER_GPUS (all | none | 0,1), _SESSION, _BASE_IMAGE, _IMAGE, _TIMEOUT,
+    _USER, _MOUNT_REPO=1; or call `python -m harness.container run --help` for every option.
     """
     session.install("docker>=7,<8")
     session.run("python", "-m", "harness.container", "run", "--", *session.posargs)
@@ -169,3 +234,21 @@ def container_smoke(session: nox.Session) -> None:
     Needs a running docker daemon (and debootstrap the first time)."""
     session.install("docker>=7,<8", "junitparser>=4,<6")
     session.run("python", "ci/container_smoke.py", *session.posargs)
+
+
+@nox.session(venv_backend=RUN_BACKEND)
+def post(session: nox.Session) -> None:
+    """Post reports/summary.md on the PR/MR, or update the comment posted before:
+    `nox -s post -- [--dry-run] [--provider github|gitlab] [--repo o/r] [--pr N] ...`.
+
+    Needs no torch: only the report's two pure-Python dependencies, and a token from the
+    environment (GITHUB_TOKEN/GH_TOKEN, GITLAB_TOKEN/CI_JOB_TOKEN). Exit 0 posted/updated,
+    2 usage/config (no token, no PR context), 3 the forge rejected it or was unreachable.
+    """
+    if session.venv_backend == "none":
+        missing = [m for m in ("tabulate", "junitparser") if importlib.util.find_spec(m) is None]
+        if missing:
+            session.error(f"this interpreter ({sys.executable}) lacks {', '.join(missing)}")
+    else:
+        session.install("tabulate>=0.9", "junitparser>=4,<6", "tomli>=2; python_version < '3.11'")
+    session.run("python", "-m", "harness", "post", *session.posargs)

@@ -154,6 +154,31 @@ def _build_kernels(defines: Sequence[str], cwd: Path | None = None) -> None:
         raise UserError("the CUDA kernel build failed (nvcc output above); no case was run")
 
 
+def backends_for_run(backends: str, peers: bool) -> str:
+    """The --backends value pytest gets. Without --backends the plugin runs every registered
+    backend except peers (role "peer"); `--peers` adds them (HARNESS_PEERS=1 in pytest's
+    environment), and with an explicit --backends list it appends the peers to that list."""
+    if not peers or not backends.strip():
+        return backends
+    from harness.backends.peers import PEER_NAMES
+
+    named = [b.strip() for b in backends.split(",") if b.strip()]
+    return ",".join(named + [p for p in PEER_NAMES if p not in named])
+
+
+def _warm_peers(matrices: Sequence[str]) -> None:
+    """FlashInfer JIT-compiles each module on first use (25-130 s on an H100). Compile every
+    module the matrix needs once, in parallel, before pytest starts: xdist workers' output
+    is not shown, and a worker compiling inside a case would look hung (and could hit the
+    case timeout). A failure here is only reported: the cases will record it."""
+    cmd = [sys.executable, "-m", "harness.backends.peers", "--warmup"]
+    for m in matrices:
+        cmd += ["--matrix", m]
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0:
+        _say("flashinfer warm-up reported problems (above); the run goes on")
+
+
 def pytest_command(
     args: argparse.Namespace, run_id: str, workers: int, baseline_kernels: Path | None = None
 ) -> list[str]:
@@ -186,8 +211,9 @@ def pytest_command(
         cmd += ["-n", str(workers), "--dist", "load"]
     if args.k:
         cmd += ["-k", args.k]
-    if args.backends:
-        cmd += ["--backends", args.backends]
+    backends = backends_for_run(args.backends, getattr(args, "peers", False))
+    if backends:
+        cmd += ["--backends", backends]
     if args.no_timing:
         cmd.append("--no-timing")
     if args.timing_budget_ms:
@@ -202,7 +228,7 @@ def pytest_command(
         cmd.append("--warm-l2")
     if baseline_kernels:
         cmd += ["--baseline-kernels", str(baseline_kernels)]
-    if args.case_timeout:
+    if args.case_timeout is not None:
         cmd += ["--case-timeout", str(args.case_timeout)]
     if args.inject_faults:
         cmd += ["--inject-faults", args.inject_faults]
@@ -220,6 +246,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     _say(f"matrix: {', '.join(args.matrix)} ({n_cases} cases)")
     if gpus and not args.no_build:
         _build_kernels(args.define)
+    if args.peers:
+        _say(
+            "peers: torch_sdpa and the flashinfer_* backends run too (skipped with a reason "
+            "where unsupported)"
+        )
+        if gpus:
+            _warm_peers(args.matrix)
     with baseline_checkout(args.baseline_rev) as base_dir:
         if base_dir is not None:
             if gpus and not args.no_build:
@@ -241,6 +274,10 @@ def _run_and_report(
     cmd = pytest_command(args, run_id, workers, base_dir / "kernels" if base_dir else None)
     _say(f"run {run_id}: {workers or 'no'} xdist worker(s); results -> {results_dir}/")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if args.peers:
+        from harness.backends.base import PEERS_ENV
+
+        env[PEERS_ENV] = "1"
     rc = _run_forwarding_signals(cmd, env)
     if rc == 5:
         raise UserError("no case selected (check --matrix and -k)")
@@ -281,14 +318,20 @@ def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
 
 def _report(paths: Sequence[str], out: str, args: argparse.Namespace, device_note: str = "") -> int:
     from harness.report import generate
+    from harness.report.artifacts import artifact_base_from_env
 
     meta = {"target_branch": getattr(args, "target_branch", "") or "", "note": device_note}
+    url = getattr(args, "artifact_url", None) or artifact_base_from_env(out)
     try:
-        outcome = generate(paths, Path(out), meta=meta)
+        outcome = generate(
+            paths, Path(out), meta=meta, png=not getattr(args, "no_png", False), artifact_url=url
+        )
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from None
     for p in outcome.problems:
         _say(f"problem: {p}")
+    if outcome.chart is not None:
+        _say(f"chart: {outcome.chart.path or outcome.chart.message}")
     _say(
         f"report: {outcome.markdown_path} and {outcome.junit_path} ({_counts_text(outcome.counts)})"
     )
@@ -303,6 +346,12 @@ def _counts_text(counts: dict) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     return _report(args.paths or [DEFAULT_RESULTS], args.out, args)
+
+
+def cmd_post(args: argparse.Namespace) -> int:
+    from harness.report.post import run
+
+    return run(args)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -425,7 +474,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="xdist workers (default: one per GPU, 1 on CPU; 0 = no xdist)",
     )
     pr.add_argument("-k", default="", help="pytest -k expression over case ids and backends")
-    pr.add_argument("--backends", default="", help="comma-separated backends (default: all)")
+    pr.add_argument(
+        "--backends",
+        default="",
+        help="comma-separated backends (default: all except the peers)",
+    )
+    pr.add_argument(
+        "--peers",
+        action="store_true",
+        help="also run the peer backends (torch_sdpa, flashinfer_fa2, flashinfer_xqa, "
+        "flashinfer_trtllm_gen) and JIT-compile FlashInfer's modules first",
+    )
     pr.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
@@ -489,7 +548,30 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("paths", nargs="*", help=f"result files or folders (default {DEFAULT_RESULTS})")
     rp.add_argument("--out", default=DEFAULT_OUT)
     rp.add_argument("--target-branch", default="")
+    rp.add_argument(
+        "--no-png", action="store_true", help="do not draw speedup.png (needs matplotlib)"
+    )
+    rp.add_argument(
+        "--artifact-url",
+        default=None,
+        help="URL where the report folder is browsable (ending in / = a folder; default "
+        "HARNESS_ARTIFACT_URL or derived from GitLab CI / Jenkins / GitHub Actions)",
+    )
     rp.set_defaults(func=cmd_report)
+
+    from harness.report.post import EXIT_CODES_TEXT, add_arguments
+
+    pp = sub.add_parser(
+        "post",
+        help="post or update the report as one comment on the GitHub PR / GitLab MR",
+        description="Posts reports/summary.md as one PR/MR comment, or updates the one it "
+        "posted before (found by a hidden marker and the token's own user). Target from "
+        "flags, HARNESS_* variables, or GitHub Actions / GitLab CI / Jenkins variables.",
+        epilog=EXIT_CODES_TEXT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(pp)
+    pp.set_defaults(func=cmd_post)
 
     pc = sub.add_parser(
         "compare",

@@ -411,12 +411,15 @@ class HarnessItem(pytest.Item):
             watchdog.cancel()
 
     def case_timeout(self) -> float:
-        return self.config.option.case_timeout or self.settings.timeout_s
+        given = self.config.option.case_timeout
+        return self.settings.timeout_s if given is None else given
 
     def _watchdog(self, device: Any, started: float) -> threading.Timer:
         """A hung kernel never returns to Python, so a timer thread records the timeout
         and ends the worker; xdist starts a replacement and the run goes on."""
         limit = self.case_timeout()
+        if limit <= 0:  # --case-timeout 0: no watchdog (debugging under a debugger)
+            return threading.Timer(0, lambda: None)
 
         def fire() -> None:
             self._write(device, "error", started, message=f"timeout after {limit:g} s")

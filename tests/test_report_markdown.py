@@ -251,10 +251,10 @@ def test_pipes_in_cells_do_not_break_the_table() -> None:
 
 
 def test_best_peer_column_when_a_peer_ran() -> None:
-    rows = [*sample_rows(), make_row(8, 2, "flashinfer_decode", median=0.040)]
+    rows = [*sample_rows(), make_row(8, 2, "flashinfer_decode", median=0.040, tbps=2.5)]
     header, body = _table(_section(render_markdown(rows), "### cuda"))
-    assert header[-1] == "best peer (ms)"
-    assert body[0][-1] == "flashinfer_decode 0.040"
+    assert header[-2:] == ["best peer (µs, TB/s, which)", "opt / best peer"]
+    assert body[0][-2] == "40.0 µs, 2.5 TB/s, flashinfer_decode"
     assert "best peer" not in render_markdown(sample_rows())
 
 
@@ -372,12 +372,12 @@ def test_size_limit_leaves_out_the_largest_tables_and_says_so() -> None:
 
 def test_generate_writes_the_full_page_beside_a_folded_summary(tmp_path: Path) -> None:
     _write(tmp_path / "res" / "a.jsonl", _many_rows(200))
-    out = generate([tmp_path / "res"], tmp_path / "rep", max_chars=20_000)
+    out = generate([tmp_path / "res"], tmp_path / "rep", max_chars=20_000, png=False)
     assert out.full_markdown_path == tmp_path / "rep" / "summary-full.md"
     assert len(out.markdown_path.read_text(encoding="utf-8")) <= 20_000
     full = out.full_markdown_path.read_text(encoding="utf-8")
     assert f"{QWEN}-batchSize200-seqLenQ2" in full and "**Folded**" not in full
-    small = generate([tmp_path / "res"], tmp_path / "rep2")
+    small = generate([tmp_path / "res"], tmp_path / "rep2", png=False)
     assert small.full_markdown_path is None
     assert not (tmp_path / "rep2" / "summary-full.md").exists()
 

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.report.artifacts import artifact_link
+from harness.report.chart import CHART_NAME, ChartResult, write_chart
 from harness.report.figures import count_statuses
 from harness.report.junit import write_junit
 from harness.report.markdown import GITHUB_COMMENT_LIMIT, render_markdown, write_markdown
@@ -41,6 +43,7 @@ class ReportOutcome:
     duplicates: int = 0
     full_markdown_path: Path | None = None  # written only when summary.md had to be folded
     incomplete: tuple[str, ...] = ()  # runs that were interrupted or lack results
+    chart: ChartResult | None = None  # the PNG (or why there is none); None: not asked for
 
 
 def generate(
@@ -48,12 +51,19 @@ def generate(
     out_dir: str | Path,
     meta: Mapping[str, str] | None = None,
     max_chars: int = GITHUB_COMMENT_LIMIT,
+    *,
+    png: bool = True,
+    artifact_url: str = "",
 ) -> ReportOutcome:
     """Read result files (directories are searched for *.jsonl), merge duplicates with
     `results.merge`, write out_dir/junit.xml and out_dir/summary.md.
 
     summary.md is kept under `max_chars` (GitHub's comment limit by default) by leaving
     out the largest tables; the full page then goes to summary-full.md beside it.
+
+    With `png`, out_dir/speedup.png is drawn when matplotlib is importable (the page links
+    it, or says it was skipped); `artifact_url` (harness.report.artifacts) turns the
+    page's references to the PNG and to summary-full.md into links a PR comment can use.
 
     Raises FileNotFoundError for a path that does not exist (the CLI turns it into one
     line); corrupt lines are returned as `problems`, never raised."""
@@ -66,6 +76,13 @@ def generate(
         meta = {**(meta or {}), "incomplete": "; ".join(incomplete)}
         problems = [*problems, *(ReadProblem("run", 0, text) for text in incomplete)]
     out = Path(out_dir)
+    chart = write_chart(merged, out / CHART_NAME) if png else None
+    if chart is not None and chart.path is not None:
+        where = artifact_link(CHART_NAME, artifact_url) or CHART_NAME
+        beside = "" if artifact_url else " (beside this report in the CI artifacts)"
+        meta = {**(meta or {}), "chart": f"[{CHART_NAME}]({where}): speedup per case{beside}"}
+    elif chart is not None and chart.skipped:
+        meta = {**(meta or {}), "chart": chart.message}
     junit_path = write_junit(merged, out / JUNIT_NAME, problems=problems)
     md_path, full_path = write_markdown(
         merged,
@@ -74,6 +91,7 @@ def generate(
         meta=meta,
         duplicates=dropped,
         max_chars=max_chars,
+        artifact_url=artifact_url,
     )
     return ReportOutcome(
         counts=count_statuses(merged),
@@ -84,4 +102,5 @@ def generate(
         duplicates=dropped,
         full_markdown_path=full_path,
         incomplete=tuple(incomplete),
+        chart=chart,
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from harness.report.artifacts import artifact_ref
 from harness.report.figures import (
     CPU_NOTE,
     VERDICT_ORDER,
@@ -100,12 +101,28 @@ def _speedup(base: ResultRow | None, opt: ResultRow | None) -> float | None:
     return None if tb is None or to is None else tb.median_ms / to.median_ms
 
 
-def _best_peer(peers: list[ResultRow]) -> str:
-    timed = [(t.median_ms, p.backend) for p in peers if (t := timing_of(p)) is not None]
-    if not timed:
-        return "—"
-    ms, name = min(timed)
-    return f"{name} {fmt_ms(ms)}"
+PEER_COLUMNS = ("best peer (µs, TB/s, which)", "opt / best peer")
+
+
+def _best_peer(peers: list[ResultRow]) -> ResultRow | None:
+    """The fastest timed peer of a case (a failed or skipped peer has no timing)."""
+    timed = [(t.median_ms, p.backend, p) for p in peers if (t := timing_of(p)) is not None]
+    return min(timed, key=lambda x: (x[0], x[1]))[2] if timed else None
+
+
+def _peer_cells(peers: list[ResultRow], opt: ResultRow | None) -> list[str]:
+    """`123.4 µs, 2.51 TB/s, flashinfer_xqa` and the ratio opt median / best-peer median
+    (above 1: our grouped kernel is slower than the best peer)."""
+    best = _best_peer(peers)
+    if best is None:
+        return ["—", "—"]
+    t = timing_of(best)
+    assert t is not None
+    achieved = tbps_of(best)
+    cell = f"{t.median_ms * 1e3:.1f} µs, {'—' if achieved is None else fmt_tbps(achieved)} TB/s, "
+    cell += best.backend
+    to = timing_of(opt) if opt is not None else None
+    return [cell, "—" if to is None else fmt_ratio(to.median_ms / t.median_ms)]
 
 
 def _pair_table(
@@ -116,8 +133,8 @@ def _pair_table(
     title: str,
     level: str = "###",
 ) -> list[_Block]:
-    """The seed's four columns first, then CI, TB/s, % of copy bandwidth, plan (and the
-    best peer backend when one ran on this device)."""
+    """The seed's four columns first, then CI, TB/s, % of copy bandwidth, plan (and, when a
+    peer ran on this device, the fastest peer per case and opt / best-peer)."""
     by_case: dict[str, dict[str, ResultRow]] = defaultdict(dict)
     order: dict[str, tuple] = {}
     for r in rows:
@@ -128,7 +145,7 @@ def _pair_table(
     if all(r.status == "skipped" for case in by_case.values() for r in case.values()):
         return [_Block(heading), _Block(f"All {len(by_case)} cases skipped (reasons below).")]
     show_peer = any(peers.get(cid) for cid in by_case)
-    headers = [*SEED_COLUMNS, *EXTRA_COLUMNS] + (["best peer (ms)"] if show_peer else [])
+    headers = [*SEED_COLUMNS, *EXTRA_COLUMNS] + (list(PEER_COLUMNS) if show_peer else [])
     body: list[list[str]] = []
     speedups: list[tuple[str, float]] = []
     for cid in sorted(by_case, key=order.__getitem__):
@@ -150,9 +167,10 @@ def _pair_table(
             (opt.plan if opt is not None and opt.plan else "—"),
         ]
         if show_peer:
-            line.append(_best_peer(peers.get(cid, [])))
+            line += _peer_cells(peers.get(cid, []), opt)
         body.append(line)
-    table = _table(headers, body, ["left"] + ["right"] * 6 + ["left"] * (1 + show_peer))
+    align = ["left"] + ["right"] * 6 + ["left"] + (["left", "right"] if show_peer else [])
+    table = _table(headers, body, align)
     blocks = [_Block(heading)]
     if speedups:
         values = [s for _, s in speedups]
@@ -285,6 +303,8 @@ def _headline(
         lines.append(f"**Duplicates merged** {duplicates} (same case, backend, device, commit)")
     if meta.get("note"):
         lines.append(f"**Note** {meta['note']}")
+    if meta.get("chart"):  # markdown from generate(): the PNG's link, or why it was skipped
+        lines.append(f"**Chart** {meta['chart']}")
     return f"# {TITLE}\n\n" + "  \n".join(lines)
 
 
@@ -389,7 +409,8 @@ FOOTNOTE = (
 
 def _fit(blocks: list[_Block], max_chars: int, artifact: str) -> list[_Block]:
     """Leave out the largest tables and charts until the page fits `max_chars`, and say
-    so under the headline; the full page is the artifact."""
+    so under the headline; the full page is the artifact (`artifact` is markdown: a link
+    when its URL is known, else the file name in backticks)."""
 
     def size(bs: list[_Block]) -> int:
         return sum(len(b.text) + 2 for b in bs) + 200  # + the note added below
@@ -404,12 +425,12 @@ def _fit(blocks: list[_Block], max_chars: int, artifact: str) -> list[_Block]:
             break
         left_out.append(blocks[i].label)
         blocks[i] = _Block(
-            f"_{blocks[i].label}: left out to fit the comment size limit; see `{artifact}`._"
+            f"_{blocks[i].label}: left out to fit the comment size limit; see {artifact}._"
         )
     if left_out:
         note = (
             f"**Folded** {len(left_out)} tables/charts left out to stay under "
-            f"{max_chars:,} characters; the full report is `{artifact}` in the CI "
+            f"{max_chars:,} characters; the full report is {artifact} in the CI "
             "artifacts."
         )
         blocks.insert(1, _Block(note))
@@ -424,11 +445,13 @@ def render_markdown(
     duplicates: int = 0,
     max_chars: int | None = None,
     artifact: str = FULL_REPORT_NAME,
+    artifact_url: str = "",
 ) -> str:
     """The whole summary as markdown. `meta` may carry `commit`, `target_branch` and
     `note`; `duplicates` is how many duplicate rows the merge dropped. With `max_chars`
     (e.g. GITHUB_COMMENT_LIMIT) the largest tables are left out, pointing at `artifact`,
-    until the page fits; a page that still does not fit is cut with a note."""
+    until the page fits; a page that still does not fit is cut with a note. With
+    `artifact_url` (see harness.report.artifacts) those notes link the full page."""
     rows = list(rows)
     problems = list(problems)
     blocks = [_Block(_headline(rows, problems, meta or {}, duplicates))]
@@ -437,10 +460,11 @@ def render_markdown(
     blocks += _comparisons(rows) + _failures(rows) + _skips(rows) + _problems(problems)
     blocks.append(_Block(FOOTNOTE))
     if max_chars is not None:
-        blocks = _fit(blocks, max_chars, artifact)
+        blocks = _fit(blocks, max_chars, artifact_ref(artifact, artifact_url))
     text = "\n\n".join(b.text for b in blocks) + "\n"
     if max_chars is not None and len(text) > max_chars:
-        cut = f"\n\n_… cut at {max_chars:,} characters; the full report is `{artifact}`._\n"
+        ref = artifact_ref(artifact, artifact_url)
+        cut = f"\n\n_… cut at {max_chars:,} characters; the full report is {ref}._\n"
         text = text[: max_chars - len(cut)] + cut
     return text
 
@@ -453,6 +477,7 @@ def write_markdown(
     meta: Mapping[str, str] | None = None,
     duplicates: int = 0,
     max_chars: int | None = None,
+    artifact_url: str = "",
 ) -> tuple[Path, Path | None]:
     """Write the summary to `path`. With `max_chars`, a page that would be longer is
     written in full beside it as FULL_REPORT_NAME and `path` gets the folded page.
@@ -474,6 +499,7 @@ def write_markdown(
             duplicates=duplicates,
             max_chars=max_chars,
             artifact=full_path.name,
+            artifact_url=artifact_url,
         ),
         encoding="utf-8",
     )
