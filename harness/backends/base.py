@@ -7,6 +7,7 @@ so the harness can poison that tensor with NaN before each launch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,11 +56,24 @@ def get(name: str) -> Backend:
         ) from None
 
 
-def all_backends() -> list[Backend]:
+PEERS_ENV = "HARNESS_PEERS"  # "1": the default selection includes role="peer" backends
+
+
+def peers_enabled() -> bool:
+    return os.environ.get(PEERS_ENV, "") not in ("", "0", "false", "no")
+
+
+def all_backends(include_peers: bool | None = None) -> list[Backend]:
+    """Every registered backend, in name order. Peers (role "peer") only when
+    `include_peers`, which defaults to HARNESS_PEERS=1 (what `run --peers` sets); a peer
+    named explicitly (`get`, `--backends`) always runs."""
     _load_builtin()
-    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+    if include_peers is None:
+        include_peers = peers_enabled()
+    names = sorted(_REGISTRY)
+    return [_REGISTRY[n] for n in names if include_peers or _REGISTRY[n].role != "peer"]
 
 
 def _load_builtin() -> None:
     # Imported for their register() side effect; kept lazy so importing the registry is cheap.
-    from harness.backends import cuda_kernels, torch_ref  # noqa: F401
+    from harness.backends import cuda_kernels, peers, torch_ref  # noqa: F401
