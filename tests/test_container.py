@@ -122,7 +122,7 @@ def test_repo_context_has_what_the_image_needs_and_nothing_else() -> None:
     for leaked in ("tests/", "reports/", ".git/", ".nox/", "kernels/_build/", "__pycache__"):
         assert not any(leaked in n for n in names), leaked
     extra = {n for n in names if n.startswith("ci/image-extra/")}
-    assert extra == {"ci/image-extra/README.md"}
+    assert extra == {"ci/image-extra/.keep"}  # the README may change without a rebuild
 
 
 # --- GPUs ---------------------------------------------------------------------------------
@@ -411,3 +411,11 @@ def test_daemon_timeout_stops_and_removes_the_container(client, tmp_path: Path, 
     (tmp_path / "r").chmod(0o1777)
     assert hc.run_container(client, spec, out=io.StringIO()) == hc.EXIT_TIMEOUT
     _assert_removed(client, capsys.readouterr().out)
+
+
+def test_daemon_unknown_image_is_one_line(client, tmp_path: Path) -> None:
+    spec = hc.RunSpec(image="decode-attn-harness:does-not-exist", reports_dir=tmp_path / "r")
+    with pytest.raises(
+        hc.ContainerError, match="image decode-attn-harness:does-not-exist not found"
+    ):
+        hc.run_container(client, spec)
