@@ -103,9 +103,7 @@ def sources(csrc: Path = CSRC) -> tuple[list[Path], list[Path]]:
     return units, headers
 
 
-def build_key(
-    csrc: Path, nvcc_ver: str, archs: tuple[str, ...], defines: tuple[str, ...]
-) -> str:
+def build_key(csrc: Path, nvcc_ver: str, archs: tuple[str, ...], defines: tuple[str, ...]) -> str:
     """Hash of everything that changes the binary."""
     h = hashlib.sha256()
     units, headers = sources(csrc)
@@ -153,14 +151,28 @@ def build(
     try:
         common = [*BASE_FLAGS, *gencode_flags(archs), *(f"-D{d}" for d in defines)]
         objs = [tmp / (u.stem + ".o") for u in units]
-        cmds = [[str(nvcc), "-c", *common, "-o", str(o), str(u)] for u, o in zip(units, objs)]
-        # Each nvcc also runs its gencode targets in parallel (--threads); jobs x threads ~ cores.
+        # Units run in parallel; each nvcc also splits its gencode targets (--threads) so
+        # that jobs x threads ~ cores (2 on CI: two units at a time, one target each).
         ncpu = os.cpu_count() or 2
-        jobs = jobs or max(1, min(len(cmds), ncpu))
+        jobs = jobs or max(1, min(len(units), ncpu))
+        threads = max(1, min(len(archs), ncpu // jobs))
+        cmds = [
+            [str(nvcc), "-c", *common, f"--threads={threads}", "-o", str(o), str(u)]
+            for u, o in zip(units, objs, strict=True)
+        ]
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             for fut in [pool.submit(_run, c) for c in cmds]:
                 fut.result()
-        _run([str(nvcc), "-shared", *gencode_flags(archs), "-o", str(tmp / LIB_NAME), *map(str, objs)])
+        _run(
+            [
+                str(nvcc),
+                "-shared",
+                *gencode_flags(archs),
+                "-o",
+                str(tmp / LIB_NAME),
+                *map(str, objs),
+            ]
+        )
         if out_dir.exists() and force:
             shutil.rmtree(out_dir)
         try:
@@ -175,21 +187,37 @@ def build(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m kernels.build", description=__doc__.splitlines()[0])
-    ap.add_argument("--archs", help="comma-separated, e.g. 80,90a,100a (default: $HARNESS_CUDA_ARCHS or 80,90a,100a)")
+    ap = argparse.ArgumentParser(
+        prog="python -m kernels.build", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument(
+        "--archs",
+        help="comma-separated, e.g. 80,90a,100a (default: $HARNESS_CUDA_ARCHS or 80,90a,100a)",
+    )
     ap.add_argument("--force", action="store_true", help="rebuild even if cached")
-    ap.add_argument("--define", action="append", default=[], metavar="NAME=VAL",
-                    help="compile-time define (repeatable)")
+    ap.add_argument(
+        "--define",
+        action="append",
+        default=[],
+        metavar="NAME=VAL",
+        help="compile-time define (repeatable)",
+    )
     ap.add_argument("--cache-dir", type=Path, default=None)
     args = ap.parse_args(argv)
-    archs = tuple(a.strip().removeprefix("sm_") for a in args.archs.split(",")) if args.archs else None
+    archs = (
+        tuple(a.strip().removeprefix("sm_") for a in args.archs.split(",")) if args.archs else None
+    )
     try:
-        res = build(archs=archs, defines=tuple(args.define), force=args.force, cache_dir=args.cache_dir)
+        res = build(
+            archs=archs, defines=tuple(args.define), force=args.force, cache_dir=args.cache_dir
+        )
     except BuildError as exc:
         print(f"build failed: {exc}", file=sys.stderr)
         return 1
     print(f"library: {res.path}")
-    print(f"key: {res.key} ({'cached' if res.cached else 'built'}; archs {','.join(res.archs)}; {res.nvcc_version})")
+    print(
+        f"key: {res.key} ({'cached' if res.cached else 'built'}; archs {','.join(res.archs)}; {res.nvcc_version})"
+    )
     return 0
 
 

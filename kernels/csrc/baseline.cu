@@ -2,8 +2,9 @@
 // query heads of ONE token, so the KV cache is read q_len times (the seed's old path).
 //
 // Simple but not silly: K/V chunks stream into shared memory with 16-byte cp.async in a
-// two-stage ring; warp w owns heads w, w+4, w+8, w+12 for the whole run, so scores, softmax
-// and P.V of a head stay inside one warp (warp shuffles, no block barriers besides the ring).
+// two-stage ring; with 8 warps, warp w owns heads w and w+8 for the whole run, so scores,
+// softmax and P.V of a head stay inside one warp (warp shuffles, no block barriers besides
+// the ring), and the per-chunk work of a warp is at most two heads.
 #include "api_internal.h"
 #include "common.cuh"
 
@@ -11,7 +12,9 @@ namespace pd {
 
 template <int D, typename T, bool KV8>
 struct BCfg {
-  static constexpr int NT = 128;
+  static constexpr int NW = 8;  // warps; heads per warp = ceil(group / NW) <= HPW
+  static constexpr int HPW = 2;
+  static constexpr int NT = NW * 32;
   static constexpr int CH = 8192 / D;  // tokens per chunk
   static constexpr int ES = KV8 ? 1 : 2;
   static constexpr int ROWB = D * ES;
@@ -42,7 +45,7 @@ __device__ __forceinline__ void load8(const uint8_t* src, float (&f)[8]) {
 }
 
 template <int D, typename T, bool KV8>
-__global__ void __launch_bounds__(128) baseline_kernel(const Params p) {
+__global__ void __launch_bounds__(256, 2) baseline_kernel(const Params p) {
   using C = BCfg<D, T, KV8>;
   extern __shared__ __align__(128) uint8_t smem[];
   float* sp = reinterpret_cast<float*>(smem + 2 * C::STAGE);  // [16][CH] scores / probs
@@ -81,10 +84,10 @@ __global__ void __launch_bounds__(128) baseline_kernel(const Params p) {
   };
 
   // q slices of this warp's heads (fp32 registers); heads beyond the group stay zero.
-  float qf[4][8], o[4][8], m[4], l[4];
+  float qf[C::HPW][8], o[C::HPW][8], m[C::HPW], l[C::HPW];
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const int gh = warp + 4 * j;
+  for (int j = 0; j < C::HPW; ++j) {
+    const int gh = warp + C::NW * j;
     m[j] = -INFINITY;
     l[j] = 0.f;
 #pragma unroll
@@ -105,7 +108,7 @@ __global__ void __launch_bounds__(128) baseline_kernel(const Params p) {
       for (int e = 0; e < 8; ++e) qf[j][e] = 0.f;
     }
   }
-  const int nh = (p.group - warp + 3) / 4;  // heads owned by this warp (0..4)
+  const int nh = (p.group - warp + C::NW - 1) / C::NW;  // heads owned by this warp (0..HPW)
 
   load_chunk(0, 0);
   cp_async_commit();
@@ -118,13 +121,14 @@ __global__ void __launch_bounds__(128) baseline_kernel(const Params p) {
     const uint8_t* sv = sk + C::CH * C::ROWB;
     if (nh > 0) {
       // scores: lanes split a row into 8-element slices, TPS tokens per step
+#pragma unroll 4
       for (int t0 = 0; t0 < C::CH; t0 += C::TPS) {
         const int t = t0 + ts;
         float kf[8];
         load8<T, KV8>(sk + t * C::ROWB + dl * 8 * C::ES, kf);
-        float d[4];
+        float d[C::HPW];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
+        for (int j = 0; j < C::HPW; ++j) {
           float acc = 0.f;
           if (j < nh) {  // warp-uniform
 #pragma unroll
@@ -137,18 +141,18 @@ __global__ void __launch_bounds__(128) baseline_kernel(const Params p) {
         if (dl == 0) {
           const bool ok = ch * C::CH + t < ntok;
 #pragma unroll
-          for (int j = 0; j < 4; ++j)
-            if (j < nh) sp[(warp + 4 * j) * C::CH + t] = ok ? d[j] * sc : -INFINITY;
+          for (int j = 0; j < C::HPW; ++j)
+            if (j < nh) sp[(warp + C::NW * j) * C::CH + t] = ok ? d[j] * sc : -INFINITY;
         }
       }
       __syncwarp();
       // online softmax per head over this chunk
-      float corr[4];
+      float corr[C::HPW];
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
+      for (int j = 0; j < C::HPW; ++j) {
         corr[j] = 1.f;
         if (j < nh) {
-          float* row = sp + (warp + 4 * j) * C::CH;
+          float* row = sp + (warp + C::NW * j) * C::CH;
           float mx = -INFINITY;
           for (int t = lane; t < C::CH; t += 32) mx = fmaxf(mx, row[t]);
 #pragma unroll
@@ -170,17 +174,18 @@ __global__ void __launch_bounds__(128) baseline_kernel(const Params p) {
       }
       __syncwarp();
 #pragma unroll
-      for (int j = 0; j < 4; ++j)
+      for (int j = 0; j < C::HPW; ++j)
 #pragma unroll
         for (int e = 0; e < 8; ++e) o[j][e] *= corr[j];
+#pragma unroll 4
       for (int t0 = 0; t0 < C::CH; t0 += C::TPS) {
         const int t = t0 + ts;
         float vf[8];
         load8<T, KV8>(sv + t * C::ROWB + dl * 8 * C::ES, vf);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
+        for (int j = 0; j < C::HPW; ++j) {
           if (j < nh) {
-            const float pv = sp[(warp + 4 * j) * C::CH + t];
+            const float pv = sp[(warp + C::NW * j) * C::CH + t];
 #pragma unroll
             for (int e = 0; e < 8; ++e) o[j][e] = fmaf(pv, vf[e], o[j][e]);
           }
@@ -192,7 +197,7 @@ __global__ void __launch_bounds__(128) baseline_kernel(const Params p) {
 
   // reduce the TPS token slots, then lanes of slot 0 write their 8-element slices
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
+  for (int j = 0; j < C::HPW; ++j) {
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
 #pragma unroll
@@ -201,11 +206,11 @@ __global__ void __launch_bounds__(128) baseline_kernel(const Params p) {
   }
   if (ts == 0) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
+    for (int j = 0; j < C::HPW; ++j) {
       if (j < nh) {
         const float inv = l[j] > 0.f ? p.v_scale / l[j] : 0.f;
         T* dst = static_cast<T*>(p.out) +
-                 ((size_t)(b * p.q_len + qi) * p.hq + h * p.group + warp + 4 * j) * D + dl * 8;
+                 ((size_t)(b * p.q_len + qi) * p.hq + h * p.group + warp + C::NW * j) * D + dl * 8;
         uint4 w;
         w.x = Tr<T>::pack(o[j][0] * inv, o[j][1] * inv);
         w.y = Tr<T>::pack(o[j][2] * inv, o[j][3] * inv);
@@ -221,7 +226,8 @@ template <int D, typename T, bool KV8>
 cudaError_t launch_baseline_t(const Params& p, cudaStream_t st) {
   using C = BCfg<D, T, KV8>;
   auto kern = baseline_kernel<D, T, KV8>;
-  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
+  static unsigned long long done = 0;
+  cudaError_t e = set_smem_once(kern, C::SMEM, done);
   if (e != cudaSuccess) return e;
   dim3 grid(p.q_len, p.hkv, p.batch);
   kern<<<grid, C::NT, C::SMEM, st>>>(p);

@@ -28,6 +28,21 @@ struct Params {
   int num_splits, split_tokens, num_row_tiles;
 };
 
+// Raise a kernel's dynamic shared-memory limit once per device: `done` is a bitmask of
+// device ordinals owned by the caller (one static per kernel instantiation), so launches
+// made later under CUDA graph capture issue no attribute calls. A racing repeat is harmless.
+template <typename Kernel>
+inline cudaError_t set_smem_once(Kernel kern, int bytes, unsigned long long& done) {
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  const unsigned long long bit = 1ull << (dev & 63);
+  if (done & bit) return cudaSuccess;
+  e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e == cudaSuccess) done |= bit;
+  return e;
+}
+
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
@@ -117,6 +132,24 @@ struct Tr<__nv_bfloat16> {
     return r;
   }
 };
+
+// Four e4m3 bytes -> four fp16 values (two words), with the hardware converter from sm_89 on.
+__device__ __forceinline__ void e4m3x4_to_half(uint32_t x, uint32_t& lo, uint32_t& hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  const uint16_t a = static_cast<uint16_t>(x & 0xFFFFu), b = static_cast<uint16_t>(x >> 16);
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(lo) : "h"(a));
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(hi) : "h"(b));
+#else
+  lo = Tr<__half>::fix(__byte_perm(x, 0u, 0x1404));
+  hi = Tr<__half>::fix(__byte_perm(x, 0u, 0x3424));
+#endif
+}
+
+// bf16x2 -> fp16x2 (the fp8-KV path computes in fp16 whatever q's dtype is).
+__device__ __forceinline__ uint32_t bf16x2_to_half2(uint32_t u) {
+  const float2 f = Tr<__nv_bfloat16>::unpack(u);
+  return Tr<__half>::pack(f.x, f.y);
+}
 
 // Four e4m3 bytes -> four T values packed as two 32-bit words (element order kept).
 template <typename T>

@@ -5,10 +5,20 @@
 // Warp layout: WM warps along rows (16 rows each) x WN warps along the tokens of a
 // 64-token stage. Each warp keeps its own online-softmax state; the WN partial results are
 // merged through shared memory in the epilogue. K/V stream through an NS-deep cp.async
-// ring; fp8 stages are converted to T through a shared-memory buffer (so one MMA path
-// serves all KV dtypes). Shared tiles use a 16-byte XOR swizzle (chunk ^ row%8) so
-// ldmatrix is bank-conflict free.
+// ring with one barrier per stage. Shared tiles use a 16-byte XOR swizzle so ldmatrix is
+// bank-conflict free.
+//
+// fp8 e4m3 KV stays fp8 in shared memory (half the bytes of every copy and ldmatrix) and is
+// converted in registers right after ldmatrix (cvt.rn.f16x2.e4m3x2, fp16 MMA):
+//  * K: a non-transposed ldmatrix of fp8 rows hands a thread 4 consecutive d of one token;
+//    the reduction index d is permuted consistently for Q and K (Q is loaded to match), so
+//    no shuffling is needed.
+//  * V: a transposed ldmatrix hands a thread d-pairs of two tokens; one byte_perm regroups
+//    them per d, which permutes the output columns (even/odd d in two n-tiles); the
+//    epilogue writes them back in order.
 #pragma once
+
+#include <type_traits>
 
 #include "common.cuh"
 
@@ -20,30 +30,52 @@ struct GCfg {
   static constexpr int WN = NW / WM;
   static constexpr int NT = NW * 32;
   static constexpr int BN = 64;  // tokens per stage (a multiple of every page size)
-  static constexpr int TN = BN / WN;
+  static constexpr int TN = BN / WN;  // tokens per warp per stage
   static constexpr int TILE = WM * 16;
-  static constexpr int NS = D == 64 ? 4 : (D == 128 ? 3 : 2);
+  static constexpr int NS = KV8 ? (D == 256 ? 3 : 4) : (D == 64 ? 4 : (D == 128 ? 3 : 2));
   static constexpr int ES = KV8 ? 1 : 2;
   static constexpr int HALF_STAGE = BN * D * ES;  // K or V of one stage
   static constexpr int STAGE = 2 * HALF_STAGE;
-  static constexpr int CONV = KV8 ? 2 * BN * D * 2 : 0;
+  static constexpr int CPR = D * ES / 16;          // 16-byte chunks per token row
+  static constexpr int J = BN * CPR / NT;          // chunks per thread per K (or V) stage
   static constexpr bool Q_REGS = D <= 128;
   static constexpr int QB = Q_REGS ? 0 : TILE * D * 2;
-  static constexpr int PIPE = NS * STAGE + CONV + QB;
+  static constexpr int PIPE = NS * STAGE + QB;
   static constexpr int RS = D + 8;  // padded fp32 row of the epilogue buffer
   static constexpr int RED = WN * TILE * RS * 4 + WN * TILE * 2 * 4;
   static constexpr int SMEM = PIPE > RED ? PIPE : RED;
 };
 
-// Byte offset of 16-byte chunk c of row r in a swizzled [rows][D] 16-bit tile.
+// Byte offset of 16-byte chunk c of row r in a swizzled 16-bit [rows][D] tile.
 template <int D>
 __device__ __forceinline__ int swz(int r, int c) {
   return r * D * 2 + ((c ^ (r & 7)) << 4);
 }
+// Same for an fp8 [rows][D] tile: 8 rows read at one chunk hit 8 distinct 16-byte banks.
+template <int D>
+__device__ __forceinline__ int swz8(int r, int c) {
+  if constexpr (D >= 128) return r * D + ((c ^ (r & 7)) << 4);
+  else return r * D + ((c ^ ((r >> 1) & 3)) << 4);
+}
 
-template <int D, typename T, bool KV8, int WM>
+// Two e4m3 (low 16 bits of x) -> fp16x2.
+__device__ __forceinline__ uint32_t e4m3x2_to_half2(uint32_t x) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  uint32_t r;
+  const uint16_t h = static_cast<uint16_t>(x);
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(r) : "h"(h));
+  return r;
+#else
+  return Tr<__half>::fix(__byte_perm(x, 0u, 0x1404));
+#endif
+}
+
+template <int D, typename TQ, bool KV8, int WM>
 __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const Params p) {
   using C = GCfg<D, KV8, WM>;
+  // MMA dtype: q's for 16-bit KV; fp16 for fp8 KV (fp16 holds every e4m3 value exactly;
+  // q is rounded to fp16 once).
+  using T = std::conditional_t<KV8, __half, TQ>;
   extern __shared__ __align__(128) uint8_t smem[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp % WM, wn = warp / WM;
@@ -68,59 +100,89 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
   const size_t v_off = (size_t)p.page_size * tok_bytes;
   const size_t head_off = (size_t)h * D * C::ES;
   const int page_mask = p.page_size - 1;
-
-  uint8_t* conv = smem + C::NS * C::STAGE;  // fp8 only: converted K then V
-  uint8_t* qs = conv + C::CONV;             // D=256 only: Q tile
+  uint8_t* qs = smem + C::NS * C::STAGE;  // D=256 only: Q tile
 
   // Per-thread row limits: row r attends tokens <= kv_len - q_len + r/group (and < t_end).
   const int r0 = row0 + wm * 16 + g, r1 = r0 + 8;
   const int lim0 = min(r0 < rows ? kv_len - p.q_len + r0 / p.group : kv_len - 1, t_end - 1);
   const int lim1 = min(r1 < rows ? kv_len - p.q_len + r1 / p.group : kv_len - 1, t_end - 1);
 
-  auto q_row_ptr = [&](int r) -> const T* {
+  auto q_row_ptr = [&](int r) -> const TQ* {
     const int i = r / p.group, j = r % p.group;
-    return static_cast<const T*>(p.q) + ((size_t)(b * p.q_len + i) * p.hq + h * p.group + j) * D;
+    return static_cast<const TQ*>(p.q) + ((size_t)(b * p.q_len + i) * p.hq + h * p.group + j) * D;
+  };
+  auto q_cvt = [](uint32_t u) -> uint32_t {
+    if constexpr (std::is_same_v<T, TQ>) return u;
+    else return bf16x2_to_half2(u);
   };
 
-  // ---- Q: fragments straight from global (D <= 128) or a swizzled smem tile (D = 256).
+  // ---- Q A-fragments: registers (D <= 128) or a swizzled smem tile (D = 256).
+  // For fp8 KV the k index is permuted to match the K fragments: within each 16-d block,
+  // lane quad cq holds d = 4cq..4cq+3 (a0/a1: first pair, a2/a3: second pair).
   uint32_t qa[C::Q_REGS ? D / 16 : 1][4];
   if constexpr (C::Q_REGS) {
-    const T* qp0 = r0 < rows ? q_row_ptr(r0) : nullptr;
-    const T* qp1 = r1 < rows ? q_row_ptr(r1) : nullptr;
+    const TQ* qp0 = r0 < rows ? q_row_ptr(r0) : nullptr;
+    const TQ* qp1 = r1 < rows ? q_row_ptr(r1) : nullptr;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      const int c0 = kk * 16 + 2 * cq;
-      qa[kk][0] = qp0 ? *reinterpret_cast<const uint32_t*>(qp0 + c0) : 0u;
-      qa[kk][1] = qp1 ? *reinterpret_cast<const uint32_t*>(qp1 + c0) : 0u;
-      qa[kk][2] = qp0 ? *reinterpret_cast<const uint32_t*>(qp0 + c0 + 8) : 0u;
-      qa[kk][3] = qp1 ? *reinterpret_cast<const uint32_t*>(qp1 + c0 + 8) : 0u;
+      const int e0 = KV8 ? kk * 16 + 4 * cq : kk * 16 + 2 * cq;
+      const int e1 = KV8 ? e0 + 2 : e0 + 8;
+      qa[kk][0] = qp0 ? q_cvt(*reinterpret_cast<const uint32_t*>(qp0 + e0)) : 0u;
+      qa[kk][1] = qp1 ? q_cvt(*reinterpret_cast<const uint32_t*>(qp1 + e0)) : 0u;
+      qa[kk][2] = qp0 ? q_cvt(*reinterpret_cast<const uint32_t*>(qp0 + e1)) : 0u;
+      qa[kk][3] = qp1 ? q_cvt(*reinterpret_cast<const uint32_t*>(qp1 + e1)) : 0u;
     }
   } else {
-    constexpr int CPR = D / 8;
-    for (int idx = tid; idx < C::TILE * CPR; idx += C::NT) {
-      const int r = idx / CPR, c = idx % CPR;
-      const bool ok = r < nrows;
-      const T* src = ok ? q_row_ptr(row0 + r) + c * 8 : static_cast<const T*>(p.q);
-      cp_async16(smem_u32(qs + swz<D>(r, c)), src, ok);
+    // Plain loads + stores (converted when needed); the first loop barrier publishes them.
+    constexpr int QC = D / 8;
+    for (int idx = tid; idx < C::TILE * QC; idx += C::NT) {
+      const int r = idx / QC, c = idx % QC;
+      uint4 v = make_uint4(0u, 0u, 0u, 0u);
+      if (r < nrows) {
+        v = *reinterpret_cast<const uint4*>(q_row_ptr(row0 + r) + c * 8);
+        v.x = q_cvt(v.x); v.y = q_cvt(v.y); v.z = q_cvt(v.z); v.w = q_cvt(v.w);
+      }
+      *reinterpret_cast<uint4*>(qs + swz<D>(r, c)) = v;
     }
   }
+  auto q_frag = [&](int kk, uint32_t (&a)[4]) {
+    if constexpr (C::Q_REGS) {
+      a[0] = qa[kk][0]; a[1] = qa[kk][1]; a[2] = qa[kk][2]; a[3] = qa[kk][3];
+    } else if constexpr (KV8) {
+      const int ra = wm * 16 + g, c = 2 * kk + (cq >> 1), o = (cq & 1) * 8;
+      const uint2 x0 = *reinterpret_cast<const uint2*>(qs + swz<D>(ra, c) + o);
+      const uint2 x1 = *reinterpret_cast<const uint2*>(qs + swz<D>(ra + 8, c) + o);
+      a[0] = x0.x; a[2] = x0.y; a[1] = x1.x; a[3] = x1.y;
+    } else {
+      const int r = wm * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+      ldmatrix_x4(a, smem_u32(qs) + swz<D>(r, 2 * kk + (lane >> 4)));
+    }
+  };
 
+  // Thread-owned 16-byte chunks: slot j is row (tid + j*NT) / CPR, chunk (tid + j*NT) % CPR of
+  // both K and V. Page numbers are fetched one tile ahead so their latency hides behind MMA.
+  static_assert(C::BN * C::CPR % C::NT == 0, "tile chunks must divide threads");
+  int pages[C::J];
+  auto fetch_pages = [&](int it) {
+    const int tb = t_begin + it * C::BN;
+#pragma unroll
+    for (int j = 0; j < C::J; ++j) {
+      const int tok = tb + (tid + j * C::NT) / C::CPR;
+      pages[j] = tok < t_end ? __ldg(pt + (tok >> p.page_shift)) : 0;
+    }
+  };
   auto load_tile = [&](int it, int stage) {
     const int tb = t_begin + it * C::BN;
     uint8_t* sk = smem + stage * C::STAGE;
-    constexpr int CPR = D * C::ES / 16;
-    constexpr int TOTAL = C::BN * CPR;
-    static_assert(TOTAL % C::NT == 0, "tile chunks must divide threads");
 #pragma unroll
-    for (int j = 0; j < TOTAL / C::NT; ++j) {
+    for (int j = 0; j < C::J; ++j) {
       const int idx = tid + j * C::NT;
-      const int r = idx / CPR, c = idx % CPR;
+      const int r = idx / C::CPR, c = idx % C::CPR;
       const int tok = tb + r;
       const bool ok = tok < t_end;
-      const int page = ok ? __ldg(pt + (tok >> p.page_shift)) : 0;
-      const uint8_t* src =
-          kvb + (size_t)page * page_bytes + (size_t)(tok & page_mask) * tok_bytes + head_off + c * 16;
-      const int off = KV8 ? r * D + c * 16 : swz<D>(r, c);
+      const uint8_t* src = kvb + (size_t)pages[j] * page_bytes + (size_t)(tok & page_mask) * tok_bytes +
+                           head_off + c * 16;
+      const int off = KV8 ? swz8<D>(r, c) : swz<D>(r, c);
       cp_async16(smem_u32(sk + off), src, ok);
       cp_async16(smem_u32(sk + C::HALF_STAGE + off), src + v_off, ok);
     }
@@ -134,63 +196,61 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
 
 #pragma unroll
   for (int s = 0; s < C::NS - 1; ++s) {
-    if (s < ntiles) load_tile(s, s);
+    if (s < ntiles) {
+      fetch_pages(s);
+      load_tile(s, s);
+    }
     cp_async_commit();
   }
+  if (C::NS - 1 < ntiles) fetch_pages(C::NS - 1);
 
   for (int it = 0; it < ntiles; ++it) {
     cp_async_wait<C::NS - 2>();
-    __syncthreads();
-    if (it + C::NS - 1 < ntiles) load_tile(it + C::NS - 1, (it + C::NS - 1) % C::NS);
-    cp_async_commit();
-
-    const uint8_t* stg = smem + (it % C::NS) * C::STAGE;
-    const uint8_t* sK = stg;
-    const uint8_t* sV = stg + C::HALF_STAGE;
-    if constexpr (KV8) {
-      // Convert the fp8 stage to T in the swizzled 16-bit layout.
-      constexpr int CPR8 = D / 16;
-      for (int idx = tid; idx < 2 * C::BN * CPR8; idx += C::NT) {
-        const int kvsel = idx / (C::BN * CPR8);
-        const int rem = idx % (C::BN * CPR8);
-        const int r = rem / CPR8, c = rem % CPR8;
-        const uint4 x = *reinterpret_cast<const uint4*>(stg + kvsel * C::HALF_STAGE + r * D + c * 16);
-        uint4 y0, y1;
-        e4m3x4_to<T>(x.x, y0.x, y0.y);
-        e4m3x4_to<T>(x.y, y0.z, y0.w);
-        e4m3x4_to<T>(x.z, y1.x, y1.y);
-        e4m3x4_to<T>(x.w, y1.z, y1.w);
-        uint8_t* dst = conv + kvsel * (C::BN * D * 2);
-        *reinterpret_cast<uint4*>(dst + swz<D>(r, 2 * c)) = y0;
-        *reinterpret_cast<uint4*>(dst + swz<D>(r, 2 * c + 1)) = y1;
-      }
-      __syncthreads();
-      sK = conv;
-      sV = conv + C::BN * D * 2;
+    __syncthreads();  // tile `it` visible to all; everyone is done with tile it-1's stage
+    if (it + C::NS - 1 < ntiles) {
+      load_tile(it + C::NS - 1, (it + C::NS - 1) % C::NS);
+      if (it + C::NS < ntiles) fetch_pages(it + C::NS);
     }
+    cp_async_commit();
     if (!active) continue;
+    const uint32_t k_base = smem_u32(smem + (it % C::NS) * C::STAGE);
+    const uint32_t v_base = k_base + C::HALF_STAGE;
 
     // ---- S = Q K^T for this warp's 16 rows x TN tokens.
     float s[C::TN / 8][4];
 #pragma unroll
     for (int i = 0; i < C::TN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
-    const uint32_t k_base = smem_u32(sK);
+    if constexpr (KV8) {
+      // one ldmatrix.x4 = 2 token n-tiles x 2 k16 blocks of fp8 K
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      uint32_t a[4];
-      if constexpr (C::Q_REGS) {
-        a[0] = qa[kk][0]; a[1] = qa[kk][1]; a[2] = qa[kk][2]; a[3] = qa[kk][3];
-      } else {
-        const int r = wm * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-        ldmatrix_x4(a, smem_u32(qs) + swz<D>(r, 2 * kk + (lane >> 4)));
+      for (int kk = 0; kk < D / 16; kk += 2) {
+        uint32_t a0[4], a1[4];
+        q_frag(kk, a0);
+        q_frag(kk + 1, a1);
+#pragma unroll
+        for (int np = 0; np < C::TN / 16; ++np) {
+          const int r = wn * C::TN + np * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+          uint32_t bk[4];
+          ldmatrix_x4(bk, k_base + swz8<D>(r, kk + (lane >> 4)));
+          Tr<T>::mma(s[2 * np], a0, e4m3x2_to_half2(bk[0]), e4m3x2_to_half2(bk[0] >> 16));
+          Tr<T>::mma(s[2 * np + 1], a0, e4m3x2_to_half2(bk[1]), e4m3x2_to_half2(bk[1] >> 16));
+          Tr<T>::mma(s[2 * np], a1, e4m3x2_to_half2(bk[2]), e4m3x2_to_half2(bk[2] >> 16));
+          Tr<T>::mma(s[2 * np + 1], a1, e4m3x2_to_half2(bk[3]), e4m3x2_to_half2(bk[3] >> 16));
+        }
       }
+    } else {
 #pragma unroll
-      for (int np = 0; np < C::TN / 16; ++np) {
-        const int r = wn * C::TN + np * 16 + (lane & 7) + (lane >> 4) * 8;
-        uint32_t bk[4];
-        ldmatrix_x4(bk, k_base + swz<D>(r, 2 * kk + ((lane >> 3) & 1)));
-        Tr<T>::mma(s[2 * np], a, bk[0], bk[1]);
-        Tr<T>::mma(s[2 * np + 1], a, bk[2], bk[3]);
+      for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t a[4];
+        q_frag(kk, a);
+#pragma unroll
+        for (int np = 0; np < C::TN / 16; ++np) {
+          const int r = wn * C::TN + np * 16 + (lane & 7) + (lane >> 4) * 8;
+          uint32_t bk[4];
+          ldmatrix_x4(bk, k_base + swz<D>(r, 2 * kk + ((lane >> 3) & 1)));
+          Tr<T>::mma(s[2 * np], a, bk[0], bk[1]);
+          Tr<T>::mma(s[2 * np + 1], a, bk[2], bk[3]);
+        }
       }
     }
 
@@ -236,14 +296,15 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
     }
     l0 = l0 * corr0 + ps0;
     l1 = l1 * corr1 + ps1;
+    if (__any_sync(0xffffffffu, corr0 != 1.f || corr1 != 1.f)) {  // maxima rarely move
 #pragma unroll
-    for (int dn = 0; dn < D / 8; ++dn) {
-      o[dn][0] *= corr0; o[dn][1] *= corr0;
-      o[dn][2] *= corr1; o[dn][3] *= corr1;
+      for (int dn = 0; dn < D / 8; ++dn) {
+        o[dn][0] *= corr0; o[dn][1] *= corr0;
+        o[dn][2] *= corr1; o[dn][3] *= corr1;
+      }
     }
 
     // ---- O += P V (P straight from the S accumulators).
-    const uint32_t v_base = smem_u32(sV);
 #pragma unroll
     for (int kt = 0; kt < C::TN / 16; ++kt) {
       uint32_t a[4];
@@ -253,11 +314,24 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
       a[3] = Tr<T>::pack(s[2 * kt + 1][2], s[2 * kt + 1][3]);
       const int r = wn * C::TN + kt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
 #pragma unroll
-      for (int dp = 0; dp < D / 16; ++dp) {
+      for (int dp = 0; dp < D / 16; dp += (KV8 ? 2 : 1)) {
         uint32_t bv[4];
-        ldmatrix_x4_trans(bv, v_base + swz<D>(r, 2 * dp + (lane >> 4)));
-        Tr<T>::mma(o[2 * dp], a, bv[0], bv[1]);
-        Tr<T>::mma(o[2 * dp + 1], a, bv[2], bv[3]);
+        if constexpr (KV8) {
+          // 16-d chunks dp, dp+1; per chunk q: even d -> o[2q], odd d -> o[2q+1]
+          ldmatrix_x4_trans(bv, v_base + swz8<D>(r, dp + (lane >> 4)));
+#pragma unroll
+          for (int hq = 0; hq < 2; ++hq) {
+            const uint32_t lo = __byte_perm(bv[2 * hq], 0u, 0x3120);
+            const uint32_t hi = __byte_perm(bv[2 * hq + 1], 0u, 0x3120);
+            const int q = dp + hq;
+            Tr<T>::mma(o[2 * q], a, e4m3x2_to_half2(lo), e4m3x2_to_half2(hi));
+            Tr<T>::mma(o[2 * q + 1], a, e4m3x2_to_half2(lo >> 16), e4m3x2_to_half2(hi >> 16));
+          }
+        } else {
+          ldmatrix_x4_trans(bv, v_base + swz<D>(r, 2 * dp + (lane >> 4)));
+          Tr<T>::mma(o[2 * dp], a, bv[0], bv[1]);
+          Tr<T>::mma(o[2 * dp + 1], a, bv[2], bv[3]);
+        }
       }
     }
   }
@@ -273,10 +347,20 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
   l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
   if (active) {
     const int rr0 = wn * C::TILE + wm * 16 + g, rr1 = rr0 + 8;
+    if constexpr (KV8) {
 #pragma unroll
-    for (int dn = 0; dn < D / 8; ++dn) {
-      *reinterpret_cast<float2*>(red + rr0 * C::RS + dn * 8 + 2 * cq) = make_float2(o[dn][0], o[dn][1]);
-      *reinterpret_cast<float2*>(red + rr1 * C::RS + dn * 8 + 2 * cq) = make_float2(o[dn][2], o[dn][3]);
+      for (int q = 0; q < D / 16; ++q) {
+        const float* e = o[2 * q];
+        const float* d = o[2 * q + 1];
+        *reinterpret_cast<float4*>(red + rr0 * C::RS + q * 16 + 4 * cq) = make_float4(e[0], d[0], e[1], d[1]);
+        *reinterpret_cast<float4*>(red + rr1 * C::RS + q * 16 + 4 * cq) = make_float4(e[2], d[2], e[3], d[3]);
+      }
+    } else {
+#pragma unroll
+      for (int dn = 0; dn < D / 8; ++dn) {
+        *reinterpret_cast<float2*>(red + rr0 * C::RS + dn * 8 + 2 * cq) = make_float2(o[dn][0], o[dn][1]);
+        *reinterpret_cast<float2*>(red + rr1 * C::RS + dn * 8 + 2 * cq) = make_float2(o[dn][2], o[dn][3]);
+      }
     }
     if (cq == 0) {
       ml[rr0 * 2] = m0; ml[rr0 * 2 + 1] = l0;
@@ -305,10 +389,10 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
     const int i = gr / p.group, j = gr % p.group;
     const size_t orow = (size_t)(b * p.q_len + i) * p.hq + h * p.group + j;
     if (p.num_splits == 1) {
-      T* dst = static_cast<T*>(p.out) + orow * D + d4 * 4;
+      TQ* dst = static_cast<TQ*>(p.out) + orow * D + d4 * 4;
       uint2 w2;
-      w2.x = Tr<T>::pack(acc.x * inv, acc.y * inv);
-      w2.y = Tr<T>::pack(acc.z * inv, acc.w * inv);
+      w2.x = Tr<TQ>::pack(acc.x * inv, acc.y * inv);
+      w2.y = Tr<TQ>::pack(acc.z * inv, acc.w * inv);
       *reinterpret_cast<uint2*>(dst) = w2;
     } else {
       float* dst = p.ws_o + ((size_t)split * rtot + orow) * D + d4 * 4;
@@ -330,7 +414,8 @@ template <int D, typename T, bool KV8, int WM>
 cudaError_t launch_grouped_t(const Params& p, cudaStream_t st) {
   using C = GCfg<D, KV8, WM>;
   auto kern = grouped_kernel<D, T, KV8, WM>;
-  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
+  static unsigned long long done = 0;
+  cudaError_t e = set_smem_once(kern, C::SMEM, done);
   if (e != cudaSuccess) return e;
   dim3 grid(p.num_row_tiles * p.num_splits, p.hkv, p.batch);
   kern<<<grid, C::NT, C::SMEM, st>>>(p);
@@ -341,7 +426,8 @@ template <int D, typename T, bool KV8, int WM>
 cudaError_t occupancy_grouped_t(int* ctas_per_sm) {
   using C = GCfg<D, KV8, WM>;
   auto kern = grouped_kernel<D, T, KV8, WM>;
-  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
+  static unsigned long long done = 0;
+  cudaError_t e = set_smem_once(kern, C::SMEM, done);
   if (e != cudaSuccess) return e;
   return cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas_per_sm, kern, C::NT, C::SMEM);
 }

@@ -1,0 +1,24 @@
+"""Paged-KV decode attention CUDA kernels (`baseline`, `grouped`) and their cost model.
+
+    from kernels import paged_decode, plan
+
+Importing needs neither a GPU, torch nor nvcc: the library is built and loaded at the
+first launch (or by `python -m kernels.build`).
+"""
+
+from typing import Any
+
+from .binding import cuda_available, library_info, paged_decode
+from .plan import Plan, plan
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that `python -m kernels.build` does not import kernels.build twice.
+    if name == "BuildError":
+        from .build import BuildError
+
+        return BuildError
+    raise AttributeError(name)
+
+
+__all__ = ["BuildError", "Plan", "cuda_available", "library_info", "paged_decode", "plan"]

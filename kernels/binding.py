@@ -1,0 +1,267 @@
+"""ctypes binding of the CUDA library: argument checks, plan, workspace, launch.
+
+torch is imported lazily so that `import kernels` (and the cost model) works on machines
+without torch, a GPU or nvcc; the library is built/loaded at the first launch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .plan import Plan, plan
+
+if TYPE_CHECKING:
+    import torch
+
+ABI_VERSION = 1
+KERNELS = {"baseline": 0, "grouped": 1}
+_F16, _BF16, _E4M3 = 0, 1, 2
+HEAD_DIMS = (64, 128, 256)
+PAGE_SIZES = (16, 32, 64)
+MAX_Q_LEN = 16
+MAX_GROUP = 16
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}
+
+
+def configure(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """Declare the C ABI's signatures on a loaded library (and check its ABI version)."""
+    lib.pd_abi_version.restype = ctypes.c_int
+    if lib.pd_abi_version() != ABI_VERSION:
+        raise RuntimeError(f"library ABI {lib.pd_abi_version()} != expected {ABI_VERSION}")
+    lib.pd_error_string.restype = ctypes.c_char_p
+    lib.pd_error_string.argtypes = [ctypes.c_int]
+    lib.pd_workspace_bytes.restype = ctypes.c_size_t
+    lib.pd_workspace_bytes.argtypes = [ctypes.c_int] * 5
+    lib.pd_grouped_config.restype = ctypes.c_int
+    lib.pd_grouped_config.argtypes = [ctypes.c_int] * 3 + [ctypes.POINTER(ctypes.c_int)] * 2
+    lib.pd_grouped_occupancy.restype = ctypes.c_int
+    lib.pd_grouped_occupancy.argtypes = [ctypes.c_int] * 4 + [ctypes.POINTER(ctypes.c_int)]
+    lib.pd_paged_decode.restype = ctypes.c_int
+    lib.pd_paged_decode.argtypes = (
+        [ctypes.c_int]
+        + [ctypes.c_void_p] * 5
+        + [ctypes.c_int] * 9
+        + [ctypes.c_float] * 3
+        + [ctypes.c_int] * 3
+        + [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    )
+    return lib
+
+
+def _load() -> tuple[ctypes.CDLL, Any]:
+    """Build (if needed) and load the library once per process."""
+    from . import build as _build
+
+    with _lock:
+        if "lib" not in _state:
+            res = _build.build()
+            _state["lib"], _state["build"] = configure(ctypes.CDLL(str(res.path))), res
+        return _state["lib"], _state["build"]
+
+
+def library_info(build: bool = True) -> dict[str, Any] | None:
+    """Path, build key, archs and nvcc version of the library; with build=False, None
+    unless this process already loaded it (so callers can report it without compiling)."""
+    if not build and "build" not in _state:
+        return None
+    _, res = _load()
+    return {
+        "path": str(res.path),
+        "key": res.key,
+        "archs": list(res.archs),
+        "nvcc_version": res.nvcc_version,
+        "defines": list(res.defines),
+        "abi": ABI_VERSION,
+    }
+
+
+def cuda_available() -> bool:
+    """True when torch is importable and sees a CUDA device."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+@functools.lru_cache(maxsize=64)
+def _sm_count(index: int) -> int:
+    import torch
+
+    return int(torch.cuda.get_device_properties(index).multi_processor_count)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_plan(*args: Any) -> Plan:
+    return plan(*args)
+
+
+def grouped_occupancy(tile_rows: int, head_dim: int, q_dtype: str, kv_dtype: str) -> int:
+    """Resident CTAs per SM of a grouped configuration on the current device (from CUDA)."""
+    lib, _ = _load()
+    codes = {"fp16": _F16, "bf16": _BF16, "fp8": _E4M3}
+    out = ctypes.c_int(0)
+    rc = lib.pd_grouped_occupancy(
+        tile_rows, head_dim, codes[q_dtype], codes[kv_dtype], ctypes.byref(out)
+    )
+    if rc:
+        raise RuntimeError(f"pd_grouped_occupancy: {lib.pd_error_string(rc).decode()}")
+    return out.value
+
+
+def paged_decode(
+    q: torch.Tensor,
+    kv_cache: torch.Tensor,
+    page_table: torch.Tensor,
+    kv_lens: torch.Tensor,
+    q_len: int,
+    kernel: str = "grouped",
+    sm_scale: float | None = None,
+    k_scale: float = 1.0,
+    v_scale: float = 1.0,
+    out: torch.Tensor | None = None,
+    plan: Plan | None = None,
+) -> torch.Tensor:
+    """Causal paged decode attention; returns `out` ([batch*q_len, hq, D], q's dtype).
+
+    Query token i of request b sits at position kv_lens[b]-q_len+i and attends KV positions
+    0..=that. The grouped plan is derived from page_table's width (max_pages*page_size is
+    the longest KV a request can have), so no device->host sync happens per call; for the
+    same reason kv_lens is not read on the host: each must satisfy
+    q_len <= kv_lens[b] <= max_pages*page_size (the caller's contract).
+    """
+    import torch
+
+    _check(kernel in KERNELS, f"kernel must be one of {sorted(KERNELS)}, got {kernel!r}")
+    tensors = {"q": q, "kv_cache": kv_cache, "page_table": page_table, "kv_lens": kv_lens}
+    for name, t in tensors.items():
+        _check(isinstance(t, torch.Tensor), f"{name} must be a torch.Tensor")
+        _check(t.is_cuda, f"{name} must be a CUDA tensor (got device {t.device})")
+        _check(t.is_contiguous(), f"{name} must be contiguous")
+    dev = q.device
+    for name, t in tensors.items():
+        _check(t.device == dev, f"{name} is on {t.device} but q is on {dev}")
+    _check(q.dtype in (torch.bfloat16, torch.float16), f"q must be bf16 or fp16, got {q.dtype}")
+    fp8 = getattr(torch, "float8_e4m3fn", None)
+    _check(
+        kv_cache.dtype == q.dtype or (fp8 is not None and kv_cache.dtype == fp8),
+        f"kv_cache dtype {kv_cache.dtype} must equal q's ({q.dtype}) or be float8_e4m3fn",
+    )
+    _check(
+        q.dim() == 3, f"q must be [batch*q_len, num_qo_heads, head_dim], got shape {tuple(q.shape)}"
+    )
+    _check(
+        kv_cache.dim() == 5 and kv_cache.shape[1] == 2,
+        f"kv_cache must be [num_pages, 2, page_size, num_kv_heads, head_dim], got {tuple(kv_cache.shape)}",
+    )
+    _check(
+        page_table.dtype == torch.int32 and page_table.dim() == 2,
+        f"page_table must be int32 [batch, max_pages], got {page_table.dtype} {tuple(page_table.shape)}",
+    )
+    _check(
+        kv_lens.dtype == torch.int32 and kv_lens.dim() == 1,
+        f"kv_lens must be int32 [batch], got {kv_lens.dtype} {tuple(kv_lens.shape)}",
+    )
+    q_len = int(q_len)
+    _check(1 <= q_len <= MAX_Q_LEN, f"q_len must be in 1..{MAX_Q_LEN}, got {q_len}")
+    batch = page_table.shape[0]
+    _check(
+        kv_lens.shape[0] == batch,
+        f"kv_lens has {kv_lens.shape[0]} entries, page_table {batch} rows",
+    )
+    _check(
+        batch >= 1 and q.shape[0] == batch * q_len,
+        f"q has {q.shape[0]} tokens, expected batch*q_len = {batch}*{q_len}",
+    )
+    _, hq, d = q.shape
+    _, _, page_size, hkv, dk = kv_cache.shape
+    _check(d in HEAD_DIMS, f"head_dim must be one of {HEAD_DIMS}, got {d}")
+    _check(dk == d, f"kv_cache head_dim {dk} != q head_dim {d}")
+    _check(page_size in PAGE_SIZES, f"page_size must be one of {PAGE_SIZES}, got {page_size}")
+    _check(
+        hkv >= 1 and hq % hkv == 0, f"num_qo_heads {hq} must be a multiple of num_kv_heads {hkv}"
+    )
+    _check(hq // hkv <= MAX_GROUP, f"GQA group {hq // hkv} > {MAX_GROUP} is not supported")
+    _check(page_table.shape[1] >= 1, "page_table needs at least one column")
+    scale = float(d) ** -0.5 if sm_scale is None else float(sm_scale)
+    _check(
+        scale > 0 and scale != float("inf"),
+        f"sm_scale must be a positive finite number, got {scale}",
+    )
+    if out is None:
+        out = torch.empty_like(q)
+    else:
+        _check(
+            isinstance(out, torch.Tensor)
+            and out.shape == q.shape
+            and out.dtype == q.dtype
+            and out.device == dev
+            and out.is_contiguous(),
+            f"out must be a contiguous {q.dtype} tensor of shape {tuple(q.shape)} on {dev}",
+        )
+
+    lib, _ = _load()
+    kv_code = _E4M3 if kv_cache.dtype != q.dtype else (_BF16 if q.dtype == torch.bfloat16 else _F16)
+    q_code = _BF16 if q.dtype == torch.bfloat16 else _F16
+    kv_name = "fp8" if kv_code == _E4M3 else ("bf16" if q_code == _BF16 else "fp16")
+    tile = splits = tokens = 0
+    workspace = None
+    ws_bytes = 0
+    with torch.cuda.device(dev):
+        if kernel == "grouped":
+            p = plan or _cached_plan(
+                batch,
+                q_len,
+                hq,
+                hkv,
+                d,
+                page_table.shape[1] * page_size,
+                _sm_count(dev.index if dev.index is not None else torch.cuda.current_device()),
+                kv_name,
+            )
+            tile, splits, tokens = p.tile_rows, p.num_splits, p.kv_tokens_per_split
+            ws_bytes = int(lib.pd_workspace_bytes(batch, q_len, hq, d, splits))
+            if ws_bytes:
+                workspace = torch.empty(ws_bytes, dtype=torch.uint8, device=dev)
+        stream = torch.cuda.current_stream(dev).cuda_stream
+        rc = lib.pd_paged_decode(
+            KERNELS[kernel],
+            q.data_ptr(),
+            kv_cache.data_ptr(),
+            page_table.data_ptr(),
+            kv_lens.data_ptr(),
+            out.data_ptr(),
+            batch,
+            q_len,
+            hq,
+            hkv,
+            d,
+            page_size,
+            page_table.shape[1],
+            q_code,
+            kv_code,
+            scale,
+            float(k_scale),
+            float(v_scale),
+            tile,
+            splits,
+            tokens,
+            workspace.data_ptr() if workspace is not None else None,
+            ws_bytes,
+            stream,
+        )
+    if rc:
+        raise RuntimeError(
+            f"paged_decode ({kernel}) failed: {lib.pd_error_string(rc).decode()} (code {rc})"
+        )
+    return out

@@ -1,0 +1,462 @@
+"""GPU self-check of both kernels against a float32 reference, and an optional benchmark.
+
+    python -m kernels.selfcheck [--quick] [--bench] [--only-bench] [--seed N]
+
+Correctness: random inputs (randn), shuffled page tables, ragged lengths (kv_len == q_len
+and non-multiples of the page included), outputs poisoned with NaN before each launch,
+every head_dim / page size / KV dtype / q_len 1..16 / GQA group 1..16 / batch 1..256, each
+grouped case also under a forced (tile, splits) plan so every tile and the split-KV merge
+run. Bench: the seed's grid (Qwen3-480B 96/8/128, GPT-OSS 64/8/64; fp8 e4m3 and bf16 KV;
+kv_len 16384, page 16; batch 8..64; q_len 2/4/8), CUDA events with an L2 flush.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import random
+import statistics
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from .binding import grouped_occupancy, library_info, paged_decode
+from .plan import TILES, ctas_per_sm, plan
+
+
+@dataclass(frozen=True)
+class Case:
+    """One correctness case."""
+
+    batch: int
+    q_len: int
+    hq: int
+    hkv: int
+    head_dim: int
+    page_size: int
+    kv: str  # "bf16" | "fp16" | "fp8"
+    q_dtype: str  # "bf16" | "fp16"
+    max_kv: int
+    exact_q_len: bool = False  # every kv_len == q_len
+    tiny: bool = False  # fp8 values in the e4m3 subnormal range, large scales
+
+    def __str__(self) -> str:
+        return (
+            f"b{self.batch} q{self.q_len} h{self.hq}/{self.hkv} d{self.head_dim} "
+            f"p{self.page_size} kv={self.kv} q={self.q_dtype} kv<={self.max_kv}"
+            f"{' kv==q' if self.exact_q_len else ''}{' subnormal' if self.tiny else ''}"
+        )
+
+
+_DT = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def make_inputs(c: Case, gen: torch.Generator, dev: torch.device) -> dict:
+    """Random q, paged KV with a shuffled page table, ragged kv_lens (each >= q_len)."""
+    qd = _DT[c.q_dtype]
+    if c.exact_q_len:
+        lens = [c.q_len] * c.batch
+    else:
+        lens = [
+            int(torch.randint(c.q_len, c.max_kv + 1, (1,), generator=gen)) for _ in range(c.batch)
+        ]
+        lens[0] = c.max_kv
+        if c.batch > 1:
+            lens[-1] = c.q_len
+    pages = [math.ceil(n / c.page_size) for n in lens]
+    max_pages = max(pages) + 1
+    total = sum(pages) + 3
+    perm = torch.randperm(total, generator=gen).tolist()
+    table = torch.full((c.batch, max_pages), 2**30, dtype=torch.int32)  # poison unused slots
+    k = 0
+    for b, n in enumerate(pages):
+        table[b, :n] = torch.tensor(perm[k : k + n], dtype=torch.int32)
+        k += n
+    q = torch.randn(c.batch * c.q_len, c.hq, c.head_dim, generator=gen).to(dev, qd)
+    kv_f = torch.randn(total, 2, c.page_size, c.hkv, c.head_dim, generator=gen)
+    k_scale = v_scale = 1.0
+    if c.kv == "fp8":
+        if c.tiny:
+            kv_f, k_scale, v_scale = kv_f * 0.004, 64.0, 48.0
+        else:
+            kv_f, k_scale, v_scale = kv_f * 2.0, 0.35, 0.6
+        kv = kv_f.to(dev).to(torch.float8_e4m3fn)
+    else:
+        kv = kv_f.to(dev, _DT[c.kv])
+    return {
+        "q": q,
+        "kv": kv,
+        "table": table.to(dev),
+        "lens": torch.tensor(lens, dtype=torch.int32, device=dev),
+        "lens_list": lens,
+        "k_scale": k_scale,
+        "v_scale": v_scale,
+    }
+
+
+def reference(c: Case, x: dict) -> torch.Tensor:
+    """float32 attention of the causal rule: token i of b attends 0..=kv_len-q_len+i."""
+    q, kv, table = x["q"].float(), x["kv"].float(), x["table"]
+    group = c.hq // c.hkv
+    out = torch.empty_like(q)
+    sm = c.head_dim**-0.5
+    for b, n in enumerate(x["lens_list"]):
+        pg = table[b, : math.ceil(n / c.page_size)].long()
+        blk = kv[pg]  # [p, 2, page, hkv, D]
+        k = blk[:, 0].reshape(-1, c.hkv, c.head_dim)[:n] * x["k_scale"]
+        v = blk[:, 1].reshape(-1, c.hkv, c.head_dim)[:n] * x["v_scale"]
+        k = k.repeat_interleave(group, dim=1)  # [n, hq, D]
+        v = v.repeat_interleave(group, dim=1)
+        qb = q[b * c.q_len : (b + 1) * c.q_len]  # [q_len, hq, D]
+        s = torch.einsum("ihd,thd->hit", qb, k) * sm
+        pos = torch.arange(n, device=q.device)[None, :]
+        lim = (n - c.q_len + torch.arange(c.q_len, device=q.device))[:, None]
+        s = s.masked_fill(pos > lim, float("-inf"))
+        out[b * c.q_len : (b + 1) * c.q_len] = torch.einsum("hit,thd->ihd", s.softmax(-1), v)
+    return out
+
+
+def tolerance(c: Case) -> tuple[float, float]:
+    """(atol, rtol): 16-bit output + 16-bit P rounding; doubled when q_len > 1; fp8 wider."""
+    atol, rtol = (1e-2, 1.6e-2) if c.q_dtype == "bf16" else (5e-3, 4e-3)
+    if c.q_len > 1:
+        atol, rtol = 2 * atol, 2 * rtol
+    if c.kv == "fp8":
+        atol, rtol = 1.5 * atol, 1.5 * rtol
+    return atol, rtol
+
+
+def cases(quick: bool, rng: random.Random) -> list[Case]:
+    """Explicit edge cases plus a seeded random sweep over the supported space."""
+    out = [
+        Case(1, 1, 8, 8, 64, 16, "bf16", "bf16", 1),
+        Case(3, 16, 128, 8, 256, 16, "fp8", "bf16", 16, exact_q_len=True),
+        Case(2, 16, 16, 1, 128, 32, "bf16", "bf16", 300),  # 256 rows
+        Case(4, 8, 96, 8, 128, 16, "fp8", "bf16", 1000),
+        Case(4, 8, 64, 8, 64, 16, "fp8", "fp16", 777),
+        Case(2, 4, 8, 2, 128, 64, "fp8", "bf16", 500, tiny=True),
+        Case(2, 4, 8, 2, 128, 64, "fp8", "fp16", 500, tiny=True),
+        Case(256, 1, 32, 8, 128, 16, "bf16", "bf16", 40),
+        Case(256, 2, 16, 4, 64, 32, "fp16", "fp16", 70),
+        Case(5, 3, 12, 1, 256, 64, "fp16", "fp16", 333),
+    ]
+    n = 30 if quick else 260
+    kvs = [("bf16", "bf16"), ("fp16", "fp16"), ("fp8", "bf16"), ("fp8", "fp16")]
+    for i in range(n):
+        d = (64, 128, 256)[i % 3]
+        page = rng.choice((16, 32, 64))
+        kv, qd = kvs[(i // 3) % 4]
+        q_len = (
+            rng.choice((1, 2, 3, 4, 5, 7, 8, 11, 12, 16))
+            if not quick
+            else rng.choice((1, 2, 4, 8, 16))
+        )
+        group = rng.choice((1, 2, 4, 8, 12, 16))
+        hkv = rng.choice((1, 2, 4, 8))
+        batch = rng.choice((1, 2, 3, 7, 16, 33)) if i % 17 else rng.choice((128, 256))
+        max_kv = (
+            rng.choice((q_len, q_len + 1, 63, 65, 129, 200, 517, 1100))
+            if batch < 64
+            else rng.choice((q_len, 37, 130))
+        )
+        out.append(
+            Case(
+                batch,
+                q_len,
+                hkv * group,
+                hkv,
+                d,
+                page,
+                kv,
+                qd,
+                max(max_kv, q_len),
+                exact_q_len=(i % 23 == 5),
+            )
+        )
+    return out
+
+
+def check(quick: bool, seed: int, max_cases: int = 0) -> bool:
+    """Run every case through both kernels (+ a forced grouped plan); print max errors."""
+    dev = torch.device("cuda")
+    gen = torch.Generator().manual_seed(seed)
+    rng = random.Random(seed)
+    sms = torch.cuda.get_device_properties(dev).multi_processor_count
+    ok_all = True
+    worst: dict[str, float] = {}
+    todo = cases(quick, rng)
+    for c in todo[:max_cases] if max_cases else todo:
+        x = make_inputs(c, gen, dev)
+        ref = reference(c, x)
+        atol, rtol = tolerance(c)
+        rows = c.q_len * (c.hq // c.hkv)
+        forced = plan(
+            c.batch,
+            c.q_len,
+            c.hq,
+            c.hkv,
+            c.head_dim,
+            x["table"].shape[1] * c.page_size,
+            sms,
+            c.kv,
+            tile_rows=rng.choice(TILES),
+            num_splits=rng.choice((1, 2, 3, 5)),
+        )
+        runs = [("baseline", None), ("grouped", None), ("grouped", forced)]
+        msgs = []
+        for kern, p in runs:
+            out = torch.full_like(x["q"], float("nan"))
+            paged_decode(
+                x["q"],
+                x["kv"],
+                x["table"],
+                x["lens"],
+                c.q_len,
+                kernel=kern,
+                k_scale=x["k_scale"],
+                v_scale=x["v_scale"],
+                out=out,
+                plan=p,
+            )
+            torch.cuda.synchronize()
+            err = (out.float() - ref).abs()
+            nan = bool(torch.isnan(out).any())
+            bad = nan or bool((err > atol + rtol * ref.abs()).any())
+            mx = float(err.max()) if not nan else float("nan")
+            rel = float((out.float() - ref).norm() / ref.norm().clamp_min(1e-30))
+            tag = f"{kern}{'/' + str(p) if p else ''}"
+            key = f"{kern} kv={c.kv}"
+            worst[key] = max(worst.get(key, 0.0), mx if not nan else float("inf"))
+            msgs.append(f"{tag}: max {mx:.2e} rel {rel:.1e}{' FAIL' if bad else ''}")
+            ok_all &= not bad
+        print(
+            f"{'FAIL' if any('FAIL' in m for m in msgs) else 'ok  '} [{c}] rows={rows} | "
+            + " | ".join(msgs)
+        )
+    print("worst max abs error:", ", ".join(f"{k}: {v:.2e}" for k, v in sorted(worst.items())))
+    # The cost model's occupancy mirror vs CUDA's own answer.
+    for d in (64, 128, 256):
+        for kv in ("bf16", "fp8"):
+            got = [grouped_occupancy(t, d, "bf16", kv) for t in TILES]
+            want = [ctas_per_sm(t, d, kv) for t in TILES]
+            print(
+                f"occupancy d{d} {kv}: cuda {got} model {want}{'' if got == want else '  (differs)'}"
+            )
+    return ok_all
+
+
+# ---------------------------------------------------------------------------- bench
+MODELS = {"Qwen3-480B": (96, 8, 128), "GPT-OSS": (64, 8, 64)}
+
+
+def copy_bandwidth(dev: torch.device) -> float:
+    """Device-to-device copy, bytes read + written per second (median of 10)."""
+    a = torch.empty(1 << 30, dtype=torch.uint8, device=dev)
+    b = torch.empty_like(a)
+    ts = []
+    for _ in range(12):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        b.copy_(a)
+        e.record()
+        e.synchronize()
+        ts.append(s.elapsed_time(e) / 1e3)
+    return 2 * a.numel() / statistics.median(ts[2:])
+
+
+def time_us(fn, flush: torch.Tensor, reps: int) -> float:
+    """Median µs of fn() with CUDA events, L2 flushed (a 256 MB write) before each rep.
+
+    A spin kernel before the start event keeps the host's launch overhead out of the time."""
+    fn()
+    ts = []
+    for _ in range(reps):
+        flush.zero_()
+        torch.cuda._sleep(400_000)  # keeps the GPU busy while Python enqueues fn (no idle gap)
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        ts.append(s.elapsed_time(e) * 1e3)
+    return statistics.median(ts)
+
+
+def bench(seed: int, only: str = "", kernels: tuple[str, ...] = ("baseline", "grouped")) -> None:
+    dev = torch.device("cuda")
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    sms = torch.cuda.get_device_properties(dev).multi_processor_count
+    bw = copy_bandwidth(dev)
+    print(f"\ncopy bandwidth: {bw / 1e12:.2f} TB/s; {torch.cuda.get_device_name(dev)}; {sms} SMs")
+    flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
+    hdr = f"{'case':<44} {'base us':>9} {'grp us':>8} {'TB/s':>5} {'%copy':>5} {'speedup':>7}  plan"
+    print(hdr)
+    for kvname in ("fp8", "bf16"):
+        for model, (hq, hkv, d) in MODELS.items():
+            for q_len in (2, 4, 8):
+                for batch in (8, 16, 32, 40, 64):
+                    name = f"{model}-{'fp8_e4m3' if kvname == 'fp8' else 'bf16'}-batchSize{batch}-seqLenQ{q_len}"
+                    if only and only not in name:
+                        continue
+                    tb, tg, tbs, p = _bench_case(
+                        batch, q_len, hq, hkv, d, kvname, sms, gen, flush, kernels
+                    )
+                    print(
+                        f"{name:<44} {tb:9.1f} {tg:8.1f} {tbs:5.2f} {100 * tbs * 1e12 / bw:5.0f} {tb / tg:7.2f}  {p}",
+                        flush=True,
+                    )
+
+
+def _bench_case(
+    batch: int,
+    q_len: int,
+    hq: int,
+    hkv: int,
+    d: int,
+    kvname: str,
+    sms: int,
+    gen: torch.Generator,
+    flush: torch.Tensor,
+    kernels: tuple[str, ...],
+) -> tuple[float, float, float, object]:
+    """(baseline µs, grouped µs, grouped TB/s, plan) for one seed-grid case."""
+    dev = flush.device
+    kv_len, page = 16384, 16
+    npg = kv_len // page
+    table = torch.randperm(batch * npg, device=dev, generator=gen).to(torch.int32).view(batch, npg)
+    lens = torch.full((batch,), kv_len, dtype=torch.int32, device=dev)
+    q = torch.randn(batch * q_len, hq, d, device=dev, generator=gen, dtype=torch.bfloat16)
+    kv = torch.randn(batch * npg, 2, page, hkv, d, device=dev, generator=gen, dtype=torch.bfloat16)
+    if kvname == "fp8":
+        kv = kv.to(torch.float8_e4m3fn)
+    out = torch.empty_like(q)
+    p = plan(batch, q_len, hq, hkv, d, kv_len, sms, kvname)
+    tg = tb = float("nan")
+    if "grouped" in kernels:
+        tg = time_us(
+            functools.partial(paged_decode, q, kv, table, lens, q_len, "grouped", out=out, plan=p),
+            flush,
+            25,
+        )
+    if "baseline" in kernels:
+        tb = time_us(
+            functools.partial(paged_decode, q, kv, table, lens, q_len, "baseline", out=out),
+            flush,
+            7,
+        )
+    nbytes = kv.numel() * kv.element_size() + 2 * q.numel() * q.element_size()
+    return tb, tg, nbytes / (tg * 1e-6) / 1e12, p
+
+
+def sweep(seed: int, only: str) -> None:
+    """Time every (tile, splits) of the grouped kernel on the seed-grid cases matching `only`
+    (data for calibrating the cost model)."""
+    dev = torch.device("cuda")
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    sms = torch.cuda.get_device_properties(dev).multi_processor_count
+    flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
+    kv_len, page = 16384, 16
+    split_opts = (1, 2, 3, 4, 6, 8)
+    for kvname in ("fp8", "bf16"):
+        for model, (hq, hkv, d) in MODELS.items():
+            for q_len in (2, 4, 8):
+                for batch in (8, 16, 32, 40, 64):
+                    name = f"{model}-{'fp8_e4m3' if kvname == 'fp8' else 'bf16'}-batchSize{batch}-seqLenQ{q_len}"
+                    if not any(o and o in name for o in only.split("|")):
+                        continue
+                    npg = kv_len // page
+                    table = (
+                        torch.randperm(batch * npg, device=dev, generator=gen)
+                        .to(torch.int32)
+                        .view(batch, npg)
+                    )
+                    lens = torch.full((batch,), kv_len, dtype=torch.int32, device=dev)
+                    q = torch.randn(
+                        batch * q_len, hq, d, device=dev, generator=gen, dtype=torch.bfloat16
+                    )
+                    kv = torch.randn(
+                        batch * npg,
+                        2,
+                        page,
+                        hkv,
+                        d,
+                        device=dev,
+                        generator=gen,
+                        dtype=torch.bfloat16,
+                    )
+                    if kvname == "fp8":
+                        kv = kv.to(torch.float8_e4m3fn)
+                    out = torch.empty_like(q)
+                    auto = plan(batch, q_len, hq, hkv, d, kv_len, sms, kvname)
+                    print(f"{name}  (auto {auto}, modelled {auto.modelled_cost:.0f})")
+                    for tile in TILES:
+                        row = []
+                        for sp in split_opts:
+                            p = plan(
+                                batch,
+                                q_len,
+                                hq,
+                                hkv,
+                                d,
+                                kv_len,
+                                sms,
+                                kvname,
+                                tile_rows=tile,
+                                num_splits=sp,
+                            )
+                            t = time_us(
+                                functools.partial(
+                                    paged_decode,
+                                    q,
+                                    kv,
+                                    table,
+                                    lens,
+                                    q_len,
+                                    "grouped",
+                                    out=out,
+                                    plan=p,
+                                ),
+                                flush,
+                                9,
+                            )
+                            row.append(f"s{sp}:{t:7.1f}/{p.modelled_cost:5.0f}")
+                        print(f"  tile{tile:<4}" + " ".join(row), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m kernels.selfcheck", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument("--quick", action="store_true", help="fewer random cases")
+    ap.add_argument("--bench", action="store_true", help="also time the seed grid")
+    ap.add_argument("--only-bench", action="store_true", help="skip the correctness sweep")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--cases", type=int, default=0, help="check only the first N cases (sanitizers)"
+    )
+    ap.add_argument("--filter", default="", help="bench only cases whose name contains this")
+    ap.add_argument(
+        "--sweep", default="", help="time every tile x splits on cases matching A|B|..."
+    )
+    ap.add_argument("--kernels", default="baseline,grouped", help="bench these kernels")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("selfcheck needs a CUDA device", file=sys.stderr)
+        return 2
+    print("library:", library_info())
+    if args.sweep:
+        sweep(args.seed, args.sweep)
+        return 0
+    ok = True
+    if not args.only_bench:
+        ok = check(args.quick, args.seed, args.cases)
+        print("CORRECTNESS:", "PASS" if ok else "FAIL")
+    if args.bench or args.only_bench:
+        bench(args.seed, args.filter, tuple(args.kernels.split(",")))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Compile every kernel source through kernels.build (this is what fails CI on a broken
+kernel), check the C ABI without a GPU, and check nvcc errors surface as BuildError."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kernels import build as kb
+from kernels.plan import TILES, kernel_shape
+
+try:
+    kb.find_nvcc()
+    HAVE_NVCC = True
+except kb.BuildError:
+    HAVE_NVCC = False
+needs_nvcc = pytest.mark.skipif(not HAVE_NVCC, reason="nvcc not found")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> kb.BuildResult:
+    """The full fat binary (default archs), built once into a temp cache."""
+    return kb.build(cache_dir=tmp_path_factory.mktemp("kcache"))
+
+
+@needs_nvcc
+def test_every_source_compiles(built: kb.BuildResult) -> None:
+    assert built.path.is_file() and not built.cached
+    units, _ = kb.sources()
+    assert {u.name for u in units} >= {"api.cu", "baseline.cu", "grouped_d64.cu"}
+    again = kb.build(cache_dir=built.path.parent.parent)
+    assert again.cached and again.key == built.key  # unchanged sources hit the cache
+
+
+@needs_nvcc
+def test_c_abi_without_gpu(built: kb.BuildResult) -> None:
+    from kernels.binding import configure
+
+    lib = configure(ctypes.CDLL(str(built.path)))
+    # Argument errors come back as cudaErrorInvalidValue (1) before any CUDA call.
+    rc = lib.pd_paged_decode(
+        1,
+        None,
+        None,
+        None,
+        None,
+        None,
+        1,
+        1,
+        8,
+        8,
+        128,
+        16,
+        4,
+        1,
+        1,
+        1.0,
+        1.0,
+        1.0,
+        64,
+        1,
+        0,
+        None,
+        0,
+        None,
+    )
+    assert rc == 1 and lib.pd_error_string(rc)
+    assert lib.pd_workspace_bytes(2, 4, 8, 128, 1) == 0
+    assert lib.pd_workspace_bytes(2, 4, 8, 128, 3) == 3 * 2 * 4 * 8 * 129 * 4
+    threads, smem = ctypes.c_int(), ctypes.c_int()
+    for tile in TILES:
+        for d in (64, 128, 256):
+            for code, kv in ((1, "bf16"), (2, "fp8")):
+                assert (
+                    lib.pd_grouped_config(tile, d, code, ctypes.byref(threads), ctypes.byref(smem))
+                    == 0
+                )
+                mirror = kernel_shape(tile, d, kv)  # the cost model's copy of GCfg
+                assert (threads.value, smem.value) == (mirror.threads, mirror.smem_bytes)
+
+
+@needs_nvcc
+def test_broken_source_raises_build_error(tmp_path: Path) -> None:
+    src = tmp_path / "csrc"
+    src.mkdir()
+    (src / "broken.cu").write_text("__global__ void k() { this_is_not_cuda; }\n")
+    with pytest.raises(kb.BuildError) as exc:
+        kb.build(archs=("90a",), cache_dir=tmp_path / "cache", csrc=src)
+    assert "this_is_not_cuda" in str(exc.value) and "error" in str(exc.value)
+
+
+def test_defines_and_archs_change_the_key(tmp_path: Path) -> None:
+    base = kb.build_key(kb.CSRC, "v1", ("90a",), ())
+    assert kb.build_key(kb.CSRC, "v1", ("90a",), ("PD_SLOW=1",)) != base
+    assert kb.build_key(kb.CSRC, "v1", ("80", "90a"), ()) != base
+    assert kb.build_key(kb.CSRC, "v2", ("90a",), ()) != base
+    copy = tmp_path / "csrc"
+    shutil.copytree(kb.CSRC, copy)
+    assert kb.build_key(copy, "v1", ("90a",), ()) == base
+    (copy / "api.cu").write_text((copy / "api.cu").read_text() + "\n// edit\n")
+    assert kb.build_key(copy, "v1", ("90a",), ()) != base
+
+
+def test_archs_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARNESS_CUDA_ARCHS", "sm_90a, 100a")
+    assert kb.default_archs() == ("90a", "100a")
+    monkeypatch.delenv("HARNESS_CUDA_ARCHS")
+    assert kb.default_archs() == kb.DEFAULT_ARCHS
+    assert kb.gencode_flags(("90a",)) == ["-gencode=arch=compute_90a,code=sm_90a"]
+    with pytest.raises(kb.BuildError, match="bad CUDA arch"):
+        kb.gencode_flags(("sm90",))
+
+
+def test_missing_nvcc_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path))
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setattr(kb.Path, "is_file", lambda self: False)
+    with pytest.raises(kb.BuildError, match="nvcc not found"):
+        kb.find_nvcc()
+
+
+def test_import_needs_no_gpu() -> None:
+    import kernels
+
+    assert callable(kernels.paged_decode) and callable(kernels.plan)
+    assert isinstance(kernels.cuda_available(), bool)

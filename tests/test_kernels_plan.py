@@ -1,0 +1,124 @@
+"""The grouped kernel's cost model (kernels/plan.py): pure Python, runs anywhere."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from kernels.plan import BLOCK_N, TILES, Plan, ctas_per_sm, kernel_shape, plan
+
+H100_SMS = 132
+SHAPES = {"qwen3-480b": (96, 8, 128), "gpt-oss": (64, 8, 64), "mha-d256": (16, 16, 256)}
+
+
+def _plan(
+    batch: int,
+    q_len: int,
+    model: str = "qwen3-480b",
+    kv: str = "bf16",
+    kv_len: int = 16384,
+    sms: int = H100_SMS,
+    **kw,
+) -> Plan:
+    hq, hkv, d = SHAPES[model]
+    return plan(batch, q_len, hq, hkv, d, kv_len, sms, kv, **kw)
+
+
+@pytest.mark.parametrize("model", sorted(SHAPES))
+@pytest.mark.parametrize("kv", ["bf16", "fp8_e4m3"])
+def test_small_batch_splits_more_than_big_batch(model: str, kv: str) -> None:
+    small = _plan(1, 2, model, kv)
+    big = _plan(256, 2, model, kv)
+    assert small.num_splits > 1, small
+    assert big.num_splits == 1, big
+    splits = [_plan(b, 2, model, kv).num_splits for b in (1, 2, 4, 8, 16, 32, 64, 128, 256)]
+    assert splits == sorted(splits, reverse=True), splits  # non-increasing in batch
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8, 16, 40, 64, 256])
+@pytest.mark.parametrize("q_len", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("model", sorted(SHAPES))
+@pytest.mark.parametrize("kv", ["bf16", "fp16", "fp8"])
+def test_invariants(batch: int, q_len: int, model: str, kv: str) -> None:
+    hq, hkv, d = SHAPES[model]
+    p = plan(batch, q_len, hq, hkv, d, 16384, H100_SMS, kv)
+    rows = q_len * hq // hkv
+    assert p.rows == rows
+    assert p.tile_rows in TILES
+    assert p.num_row_tiles == math.ceil(rows / p.tile_rows)
+    assert p.tile_rows * p.num_row_tiles >= rows  # the tiles cover every row
+    assert p.kv_tokens_per_split % BLOCK_N == 0
+    assert p.num_splits * p.kv_tokens_per_split >= 16384  # the splits cover the KV
+    assert (p.num_splits - 1) * p.kv_tokens_per_split < 16384  # and none is empty
+    assert p.ctas == batch * hkv * p.num_row_tiles * p.num_splits
+    capacity = H100_SMS * ctas_per_sm(p.tile_rows, d, kv)
+    if p.num_splits > 1:
+        assert p.ctas <= capacity  # splitting never asks for more CTAs than the GPU holds
+    assert p.waves == pytest.approx(p.ctas / capacity)
+    assert p.modelled_cost > 0
+
+
+def test_tile_grows_with_rows() -> None:
+    tiles = [_plan(64, q).tile_rows for q in (1, 2, 4, 8)]  # rows 12, 24, 48, 96
+    assert tiles == sorted(tiles)
+    assert tiles[0] == 16 and tiles[-1] == 128
+
+
+def test_str_is_short() -> None:
+    p = _plan(8, 4)
+    assert str(p) == f"tile{p.tile_rows}x{p.num_row_tiles}/split{p.num_splits}"
+
+
+def test_forced_choices_are_honoured() -> None:
+    p = _plan(64, 8, tile_rows=32, num_splits=3)
+    assert (p.tile_rows, p.num_row_tiles, p.num_splits) == (32, 3, 3)
+    assert p.kv_tokens_per_split == math.ceil(16384 / 3 / BLOCK_N) * BLOCK_N
+
+
+def test_edge_cases() -> None:
+    p = plan(1, 1, 1, 1, 64, 1, 1)  # one token, one SM
+    assert (p.num_splits, p.kv_tokens_per_split, p.ctas) == (1, BLOCK_N, 1)
+    p = plan(1, 16, 256, 16, 128, 16, H100_SMS)  # kv_len == q_len, 256 rows
+    assert p.num_splits == 1 and p.tile_rows * p.num_row_tiles >= 256
+    more_sms = _plan(4, 2, sms=264)
+    assert more_sms.num_splits >= _plan(4, 2, sms=132).num_splits
+
+
+def test_cost_monotone_in_kv_len_and_batch() -> None:
+    costs = [_plan(16, 4, kv_len=n).modelled_cost for n in (1024, 4096, 16384, 65536)]
+    assert costs == sorted(costs)
+    costs = [_plan(b, 4).modelled_cost for b in (16, 32, 64, 128)]
+    assert costs == sorted(costs)
+
+
+def test_fp8_is_modelled_cheaper_when_memory_bound() -> None:
+    assert _plan(64, 1, kv="fp8").modelled_cost < _plan(64, 1, kv="bf16").modelled_cost
+
+
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        ((0, 1, 8, 8, 64, 100, 132), "batch"),
+        ((1, 1, 12, 8, 64, 100, 132), "multiple"),
+        ((1, 1, 8, 8, 64, 100, 0), "sm_count"),
+    ],
+)
+def test_bad_arguments(args: tuple, msg: str) -> None:
+    with pytest.raises(ValueError, match=msg):
+        plan(*args)
+
+
+def test_bad_kv_dtype() -> None:
+    with pytest.raises(ValueError, match="kv dtype"):
+        plan(1, 1, 8, 8, 64, 100, 132, "int4")
+
+
+def test_kernel_shape_fits_hopper_shared_memory() -> None:
+    for t in TILES:
+        for d in (64, 128, 256):
+            for kv in ("bf16", "fp8"):
+                s = kernel_shape(t, d, kv)
+                assert s.smem_bytes <= 227 * 1024
+                assert s.threads in (128, 256)
+                assert ctas_per_sm(t, d, kv) >= 1
