@@ -228,6 +228,8 @@ def pytest_command(
         cmd.append("--warm-l2")
     if baseline_kernels:
         cmd += ["--baseline-kernels", str(baseline_kernels)]
+    if getattr(args, "planted_kernels", None):
+        cmd += ["--planted-kernels", str(args.planted_kernels)]
     if args.case_timeout is not None:
         cmd += ["--case-timeout", str(args.case_timeout)]
     if args.inject_faults:
@@ -253,13 +255,47 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         if gpus:
             _warm_peers(args.matrix)
-    with baseline_checkout(args.baseline_rev) as base_dir:
+    with (
+        baseline_checkout(args.baseline_rev) as base_dir,
+        planted_copy(args.planted_slowdown) as planted_dir,
+    ):
         if base_dir is not None:
             if gpus and not args.no_build:
                 _build_kernels(args.define, cwd=base_dir)
             for kernel in ("cuda_baseline", "cuda_grouped"):
                 args.ab.append(f"{kernel}@base:{kernel}")
+        if planted_dir is not None:
+            if gpus:
+                _build_kernels(
+                    [*args.define, _planted_define(args.planted_slowdown)], cwd=planted_dir
+                )
+            args.ab.append("cuda_grouped:cuda_grouped@planted")
+            args.planted_kernels = planted_dir / "kernels"
         return _run_and_report(args, started, banner, gpus, base_dir)
+
+
+def _planted_define(permille: int) -> str:
+    return f"HARNESS_PLANTED_SLOWDOWN={permille}"
+
+
+@contextlib.contextmanager
+def planted_copy(permille: int | None) -> Iterator[Path | None]:
+    """A throwaway copy of kernels/ whose library is built with a planted slowdown of
+    `permille` per mille (test only: proves the verdicts catch a known regression)."""
+    if not permille:
+        yield None
+        return
+    if permille < 0:
+        raise UserError("--planted-slowdown must be a positive number of per mille")
+    root = Path(tempfile.mkdtemp(prefix="harness-planted-"))
+    src = Path(__file__).resolve().parent.parent / "kernels"
+    shutil.copytree(src, root / "kernels", ignore=shutil.ignore_patterns("_build", "__pycache__"))
+    (root / "kernels" / "BUILD_DEFINES").write_text(_planted_define(permille) + "\n")
+    _say(f"planted slowdown: {permille} per mille in a copy of kernels/ at {root}")
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _run_and_report(
@@ -274,6 +310,8 @@ def _run_and_report(
     cmd = pytest_command(args, run_id, workers, base_dir / "kernels" if base_dir else None)
     _say(f"run {run_id}: {workers or 'no'} xdist worker(s); results -> {results_dir}/")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if args.define:  # the workers' kernels package loads the library built with these
+        env["HARNESS_KERNEL_DEFINES"] = ",".join(args.define)
     if args.peers:
         from harness.backends.base import PEERS_ENV
 
@@ -524,6 +562,14 @@ def build_parser() -> argparse.ArgumentParser:
         "REV version in one process (adds --ab cuda_grouped@base:cuda_grouped, ...)",
     )
     pr.add_argument("--threshold", type=float, default=None, help="A/B verdict threshold")
+    pr.add_argument(
+        "--planted-slowdown",
+        type=int,
+        default=None,
+        metavar="PERMILLE",
+        help="TEST ONLY: also build a copy of the kernels whose grouped kernel runs PERMILLE "
+        "per mille longer, and add --ab cuda_grouped:cuda_grouped@planted",
+    )
     pr.add_argument(
         "--case-timeout",
         type=float,

@@ -84,6 +84,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="TEST ONLY: add the fault_injector backend planting crash/hang/oom in cases",
     )
     g.addoption(
+        "--planted-kernels",
+        default=None,
+        help="TEST ONLY: a kernels/ copy built with a planted slowdown: adds cuda_*@planted",
+    )
+    g.addoption(
         "--harness-device",
         choices=("auto", "cpu", "cuda"),
         default="auto",
@@ -122,10 +127,12 @@ def pytest_configure(config: pytest.Config) -> None:
             enable(config.option.inject_faults)
         except ValueError as exc:
             raise pytest.UsageError(str(exc)) from None
-    if config.option.baseline_kernels:
-        from harness.backends.cuda_kernels import register_revision
+    from harness.backends.cuda_kernels import register_revision
 
+    if config.option.baseline_kernels:
         register_revision(Path(config.option.baseline_kernels), suffix="@base")
+    if config.option.planted_kernels:
+        register_revision(Path(config.option.planted_kernels), suffix="@planted")
 
 
 def _sigterm_as_interrupt() -> None:

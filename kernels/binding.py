@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .plan import Plan, plan
@@ -53,13 +55,25 @@ def configure(lib: ctypes.CDLL) -> ctypes.CDLL:
     return lib
 
 
+def package_defines() -> tuple[str, ...]:
+    """Compile-time defines of this package's library: a BUILD_DEFINES file beside the
+    package (one NAME=VALUE a line; how a planted-slowdown copy of `kernels/` is made)
+    wins over the HARNESS_KERNEL_DEFINES variable (comma-separated; set by `--define`)."""
+    path = Path(__file__).with_name("BUILD_DEFINES")
+    if path.exists():
+        lines = path.read_text().splitlines()
+    else:
+        lines = os.environ.get("HARNESS_KERNEL_DEFINES", "").split(",")
+    return tuple(sorted(x.strip() for x in lines if x.strip() and not x.startswith("#")))
+
+
 def _load() -> tuple[ctypes.CDLL, Any]:
     """Build (if needed) and load the library once per process."""
     from . import build as _build
 
     with _lock:
         if "lib" not in _state:
-            res = _build.build()
+            res = _build.build(defines=package_defines())
             _state["lib"], _state["build"] = configure(ctypes.CDLL(str(res.path))), res
         return _state["lib"], _state["build"]
 

@@ -9,6 +9,17 @@
 
 namespace pd {
 
+#ifdef HARNESS_PLANTED_SLOWDOWN
+// TEST ONLY, never in a released build: stretch each CTA's lifetime by
+// HARNESS_PLANTED_SLOWDOWN per mille of its own run time, so the harness can prove it
+// catches a known regression (python -m harness run --planted-slowdown N).
+__device__ __forceinline__ void planted_delay(long long t0) {
+  const long long t1 = clock64();
+  const long long until = t1 + (t1 - t0) * (HARNESS_PLANTED_SLOWDOWN) / 1000;
+  while (clock64() < until) __nanosleep(32);
+}
+#endif
+
 // dtype codes of the C ABI (kernels/binding.py mirrors them).
 enum DType : int { kF16 = 0, kBF16 = 1, kE4M3 = 2 };
 
