@@ -191,7 +191,7 @@ def pytest_command(
         "-p",
         "no:cacheprovider",
         "-p",
-        "no:benchmark",  # pytest-benchmark, if installed, would disable itself under xdist
+        "xdist.plugin",
         *args.matrix,
         "--results-dir",
         args.results_dir,
@@ -309,7 +309,11 @@ def _run_and_report(
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     cmd = pytest_command(args, run_id, workers, base_dir / "kernels" if base_dir else None)
     _say(f"run {run_id}: {workers or 'no'} xdist worker(s); results -> {results_dir}/")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # Only the plugins the run needs: every worker (and each replacement after a crash)
+    # starts faster, and third-party plugins (pytest-benchmark disables itself under
+    # xdist; pytest-timeout would fight our watchdog) stay out of the measurements.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+    env.update(PYTHONUNBUFFERED="1", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     if args.define:  # the workers' kernels package loads the library built with these
         env["HARNESS_KERNEL_DEFINES"] = ",".join(args.define)
     if args.peers:

@@ -19,12 +19,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness.stats import RatioEstimate, ratio_of_medians
+from harness.stats import MIN_SAMPLES_FOR_VERDICT, RatioEstimate, ratio_of_medians
 
 CONFIDENCE = 0.95
-# NVML clock-event reasons that mean the clocks were pulled down under us:
-# SW power cap 0x4, HW slowdown 0x8, SW thermal 0x20, HW thermal 0x40, power brake 0x80.
-THROTTLE_MASK = 0x4 | 0x8 | 0x20 | 0x40 | 0x80
+# NVML clock-event reasons that exclude a batch: the clocks were pulled down by heat or
+# by a hardware slowdown (HW slowdown 0x8, SW thermal 0x20, HW thermal 0x40, power brake
+# 0x80). The SW power cap (0x4) is recorded but does not exclude: on an H100 the most
+# memory-bound spec_decode case (Qwen3-480B fp8 q2 B64) held the power cap for its whole
+# measurement, at steady clocks, and excluding it made that case untimeable.
+THROTTLE_MASK = 0x8 | 0x20 | 0x40 | 0x80
+POWER_CAP = 0x4
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class ClockSummary:
     throttled_batches: int = 0
     batches: int = 0
     excluded_samples: int = 0
+    power_capped_batches: int = 0
+    reasons_seen: int = 0  # OR of every NVML clock-event reason bitmask sampled
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -174,6 +180,8 @@ class ClockWatch:
         self.throttled_batches = 0
         self.batches = 0
         self.excluded = 0
+        self.power_capped = 0
+        self.reasons = 0
         self._read = None
         if enabled and device.type == "cuda":
             from harness.gpu import nvml_snapshot
@@ -195,6 +203,9 @@ class ClockWatch:
         for s in (before, after):
             if s:
                 reasons |= int(s.get("throttle_reasons", 0))
+        self.reasons |= reasons
+        if reasons & POWER_CAP:
+            self.power_capped += 1
         if reasons & THROTTLE_MASK:
             self.throttled_batches += 1
             self.excluded += n_samples
@@ -207,6 +218,8 @@ class ClockWatch:
                 throttled_batches=self.throttled_batches,
                 batches=self.batches,
                 excluded_samples=self.excluded,
+                power_capped_batches=self.power_capped,
+                reasons_seen=self.reasons,
             )
         sm = [s["sm_clock_mhz"] for s in self.snaps]
         return ClockSummary(
@@ -218,6 +231,8 @@ class ClockWatch:
             throttled_batches=self.throttled_batches,
             batches=self.batches,
             excluded_samples=self.excluded,
+            power_capped_batches=self.power_capped,
+            reasons_seen=self.reasons,
         )
 
 
@@ -429,13 +444,16 @@ def time_ab(
         reason = None
         if len(sa) >= cfg.max_reps:
             reason = "max_reps"
-        elif len(sa) >= next_check:
+        elif len(sa) >= max(next_check, MIN_SAMPLES_FOR_VERDICT):
             est = ratio_of_medians(sa, sb, paired=True, n_boot=400, seed=cfg.seed)
             if est.halfwidth / est.ratio <= cfg.target_rel_ci:
                 reason = "converged"
             next_check = max(len(sa) + cfg.check_every, int(len(sa) * 1.25))
         if reason is None and elapsed >= cfg.budget_ms:
-            reason = "budget" if len(sa) >= cfg.min_reps else "throttled"
+            if len(sa) >= max(cfg.min_reps, MIN_SAMPLES_FOR_VERDICT):
+                reason = "budget"
+            elif elapsed >= 2 * cfg.budget_ms and watch.excluded:
+                reason = "throttled"
         if reason:
             clocks = watch.summary()
             if len(sa) < 2:
