@@ -274,3 +274,70 @@ def test_time_ab_never_exceeds_max_reps() -> None:
     pt = time_ab(_noop, _noop, torch.device("cpu"), cfg)
     assert pt.stop_reason == "max_reps"
     assert pt.ratio.n_a == 35
+
+
+# ----------------------------------- time_ab end to end with a scripted clock (no speed)
+
+
+class ScriptedClock:
+    """Replaces the CPU runner's measurement: each unit returns its own synthetic time
+    (seeded lognormal), so time_ab's loop, pairing and stopping rule run for real."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import harness.timing
+
+        monkeypatch.setattr(
+            harness.timing._Runner, "measure", lambda self, units: [u() for u in units]
+        )
+
+
+def side(seed: int, median: float, sigma: float):
+    import math
+    import random
+
+    rng = random.Random(seed)
+    return lambda: rng.lognormvariate(math.log(median), sigma)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_time_ab_catches_a_planted_2_percent_slowdown(monkeypatch, seed: int) -> None:
+    ScriptedClock(monkeypatch)
+    cfg = TimingConfig(warmup_ms=0, budget_ms=1e9, max_reps=4000, sample_clocks=False, seed=seed)
+    pt = time_ab(side(seed, 0.05, 0.01), side(seed + 100, 0.051, 0.01), torch.device("cpu"), cfg)
+    assert pt.stop_reason == "converged"
+    assert pt.ratio.halfwidth / pt.ratio.ratio <= cfg.target_rel_ci
+    assert pt.ratio.ci_low <= 1.02 <= pt.ratio.ci_high
+    assert verdict(pt.ratio, 0.01) == "slower"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_time_ab_aa_is_same(monkeypatch, seed: int) -> None:
+    ScriptedClock(monkeypatch)
+    cfg = TimingConfig(warmup_ms=0, budget_ms=1e9, max_reps=4000, sample_clocks=False, seed=seed)
+    pt = time_ab(side(seed, 0.05, 0.003), side(seed + 100, 0.05, 0.003), torch.device("cpu"), cfg)
+    assert pt.stop_reason == "converged"
+    assert verdict(pt.ratio, 0.01) == "same"
+
+
+def test_time_ab_pairs_cancel_a_shared_drift(monkeypatch) -> None:
+    """Both sides drift 20 % together over the run: the interleaved pairs still give a
+    tight interval around the planted 2 %."""
+    ScriptedClock(monkeypatch)
+    import math
+    import random
+
+    rng = random.Random(3)
+    t = [0]
+
+    def drifting(scale: float):
+        def unit() -> float:
+            t[0] += 1
+            return scale * (1 + 0.2 * math.sin(t[0] / 200)) * rng.lognormvariate(0, 0.002)
+
+        return unit
+
+    cfg = TimingConfig(warmup_ms=0, budget_ms=1e9, max_reps=3000, sample_clocks=False)
+    pt = time_ab(drifting(1.0), drifting(1.02), torch.device("cpu"), cfg)
+    assert pt.ratio.paired
+    assert pt.ratio.ci_low <= 1.02 <= pt.ratio.ci_high
+    assert verdict(pt.ratio, 0.01) == "slower"
