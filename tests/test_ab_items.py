@@ -249,9 +249,7 @@ def test_time_ab_never_stops_on_budget_below_the_verdict_floor() -> None:
 
 
 def test_time_ab_max_reps_below_the_floor_is_inconclusive() -> None:
-    cfg = TimingConfig(
-        warmup_ms=0, budget_ms=1e6, max_reps=20, check_every=10, sample_clocks=False
-    )
+    cfg = TimingConfig(warmup_ms=0, budget_ms=1e6, max_reps=20, check_every=10, sample_clocks=False)
     pt = time_ab(_noop, _noop, torch.device("cpu"), cfg)
     assert pt.stop_reason == "max_reps" and pt.ratio.n_a == 20
     assert verdict(pt.ratio, 1e9) == "inconclusive"

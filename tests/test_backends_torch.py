@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import factories
 import pytest
 import torch
 
 from harness.backends import all_backends, get
 from harness.inputs import CaseInputs, make_inputs
-from harness.matrix import AXES, Case, case_id
+from harness.matrix import Case
 from harness.pytest_plugin import check_output, tolerances
 from harness.reference import reference_attention
 
@@ -17,26 +18,24 @@ CPU = torch.device("cpu")
 TORCH_BACKENDS = ("torch_baseline", "torch_grouped")
 
 
+DEFAULTS = dict(
+    model="M",
+    kv_dtype="bf16",
+    q_dtype="bf16",
+    batch=4,
+    q_len=3,
+    kv_len=77,
+    page_size=16,
+    ragged=True,
+    num_qo_heads=8,
+    num_kv_heads=2,
+    head_dim=32,
+    seed=99,
+)
+
+
 def make_case(**kw) -> Case:
-    point = {
-        "model": "M",
-        "kv_dtype": "bf16",
-        "q_dtype": "bf16",
-        "batch": 4,
-        "q_len": 3,
-        "kv_len": 77,
-        "page_size": 16,
-        "ragged": True,
-    }
-    shape = {"num_qo_heads": 8, "num_kv_heads": 2, "head_dim": 32}
-    for k in list(kw):
-        if k in point:
-            point[k] = kw.pop(k)
-        elif k in shape:
-            shape[k] = kw.pop(k)
-    seed = kw.pop("seed", 99)
-    assert not kw, kw
-    return Case(**point, **shape, seed=seed, id=case_id(point, AXES))
+    return factories.make_case(DEFAULTS, **kw)
 
 
 CASES = {

@@ -77,7 +77,11 @@ CASES = ["c1", "c2", "c3"]
 # in-process A/A results per run and case: (ratio, half-width, verdict)
 AA = [
     {"c1": (1.000, 0.0010, "same"), "c2": (1.002, 0.0012, "same"), "c3": (0.990, 0.0020, "same")},
-    {"c1": (1.001, 0.0008, "same"), "c2": (1.011, 0.0009, "slower"), "c3": (1.0, 0.02, "inconclusive")},
+    {
+        "c1": (1.001, 0.0008, "same"),
+        "c2": (1.011, 0.0009, "slower"),
+        "c3": (1.0, 0.02, "inconclusive"),
+    },
     {"c1": (0.999, 0.0011, "same"), "c2": (1.000, 0.0010, "same"), "c3": (0.985, 0.0014, "faster")},
 ]
 # standalone medians per run and case: the across-run drift
@@ -90,7 +94,7 @@ MEDIANS = [
 
 def runs() -> list[list[ResultRow]]:
     out = []
-    for i, (aa, med) in enumerate(zip(AA, MEDIANS)):
+    for i, (aa, med) in enumerate(zip(AA, MEDIANS, strict=True)):
         rows = [comparison_row(c, *aa[c], run=i) for c in CASES]
         rows += [timed_row(c, med[c], run=i, seed=100 * i + j) for j, c in enumerate(CASES)]
         out.append(rows)
@@ -123,9 +127,7 @@ def test_across_run_drift_from_standalone_rows_only() -> None:
     # three runs: three pairs per case, drift = |median ratio - 1|
     assert len(cal.across_abs_diffs) == 3 * len(CASES)
     expected = sorted(
-        abs(MEDIANS[j][c] / MEDIANS[i][c] - 1)
-        for c in CASES
-        for i, j in [(0, 1), (0, 2), (1, 2)]
+        abs(MEDIANS[j][c] / MEDIANS[i][c] - 1) for c in CASES for i, j in [(0, 1), (0, 2), (1, 2)]
     )
     assert sorted(cal.across_abs_diffs) == pytest.approx(expected, abs=2e-4)
     assert max(cal.across_abs_diffs) == pytest.approx(0.03, abs=2e-4)  # c2: 0.200 -> 0.206
@@ -199,3 +201,67 @@ def test_written_profile_is_loadable_by_compare(tmp_path: Path) -> None:
     assert prof.in_process == pytest.approx(0.08)
     assert prof.threshold_for("c2", BACKEND) == pytest.approx(0.06, abs=4e-4)
     assert prof.threshold_for("unknown", BACKEND) == prof.across_runs
+
+
+# ------------------------------------------- calibrate() / `python -m harness calibrate`
+
+
+def fake_runs(monkeypatch, scripted: list[list[ResultRow]], rcs: list[int] | None = None):
+    """Replace the pytest subprocess of each calibration run with synthetic rows."""
+    import harness.calibrate
+    from harness.results import ResultWriter
+
+    calls = []
+
+    def run_once(matrices, backend, threshold, out, extra):
+        i = len(calls)
+        calls.append((list(matrices), backend, threshold, list(extra)))
+        w = ResultWriter(out / "results" / "main.jsonl")
+        for r in scripted[i]:
+            w.write(r)
+        return (rcs or [0] * len(scripted))[i]
+
+    monkeypatch.setattr(harness.calibrate, "run_once", run_once)
+    return calls
+
+
+def test_cli_calibrate_writes_a_profile_and_exits_1_on_false_verdicts(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from harness.cli import main
+
+    calls = fake_runs(monkeypatch, runs())
+    out = tmp_path / "cal"
+    rc = main(["calibrate", "--runs", "3", "--backend", BACKEND, "--out", str(out)])
+    stdout = capsys.readouterr().out
+    assert rc == 1, stdout  # 2 false verdicts in 9
+    assert len(calls) == 3 and all(c[1:3] == (BACKEND, 0.01) for c in calls)
+    assert "false-verdict rate 22.2%" in stdout
+    prof = json.loads((out / "noise-profile.json").read_text())
+    assert prof["in_process"]["threshold"] == pytest.approx(0.08)
+    assert NoiseProfile.load(out / "noise-profile.json").device == GPU
+    assert "A/A calibration" in (out / "calibration.md").read_text()
+
+
+def test_cli_calibrate_clean_aa_exits_0(tmp_path: Path, monkeypatch, capsys) -> None:
+    from harness.cli import main
+
+    quiet = [
+        [comparison_row(c, 1.0, 0.0005, "same", run=i) for c in CASES]
+        + [timed_row(c, 0.1, run=i, seed=10 * i + j) for j, c in enumerate(CASES)]
+        for i in range(2)
+    ]
+    fake_runs(monkeypatch, quiet)
+    rc = main(["calibrate", "--out", str(tmp_path / "cal")])
+    assert rc == 0, capsys.readouterr().out
+
+
+def test_cli_calibrate_broken_run_exits_2_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    from harness.cli import main
+
+    fake_runs(monkeypatch, runs()[:2], rcs=[0, 3])
+    rc = main(["calibrate", "--out", str(tmp_path / "cal")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err == "error: calibration run 2 failed with exit code 3\n"
+    assert not (tmp_path / "cal" / "noise-profile.json").exists()

@@ -5,34 +5,32 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import factories
 import pytest
 import torch
 
 from harness.inputs import CaseInputs, make_inputs
-from harness.matrix import AXES, Case, case_id
+from harness.matrix import Case
 from harness.reference import causal_mask, gather_kv, reference_attention
+
+DEFAULTS = dict(
+    model="M",
+    kv_dtype="bf16",
+    q_dtype="bf16",
+    batch=3,
+    q_len=2,
+    kv_len=37,
+    page_size=16,
+    ragged=True,
+    num_qo_heads=8,
+    num_kv_heads=2,
+    head_dim=16,
+    seed=17,
+)
 
 
 def make_case(**kw) -> Case:
-    point = {
-        "model": "M",
-        "kv_dtype": "bf16",
-        "q_dtype": "bf16",
-        "batch": 3,
-        "q_len": 2,
-        "kv_len": 37,
-        "page_size": 16,
-        "ragged": True,
-    }
-    shape = {"num_qo_heads": 8, "num_kv_heads": 2, "head_dim": 16}
-    for k in list(kw):
-        if k in point:
-            point[k] = kw.pop(k)
-        elif k in shape:
-            shape[k] = kw.pop(k)
-    seed = kw.pop("seed", 17)
-    assert not kw, kw
-    return Case(**point, **shape, seed=seed, id=case_id(point, AXES))
+    return factories.make_case(DEFAULTS, **kw)
 
 
 def naive_attention(inp: CaseInputs) -> torch.Tensor:

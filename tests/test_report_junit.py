@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
+from factories import seed_case_axes
 from junitparser import Error, Failure, JUnitXml, Skipped
 
 from harness.report.junit import PROBLEMS_SUITE, build_junit, sanitize, write_junit
@@ -44,20 +44,7 @@ def make_row(
     correctness: dict | None = None,
 ) -> ResultRow:
     role = backend.split("_", 1)[1] if backend.endswith(("baseline", "grouped")) else "peer"
-    case: dict[str, Any] = {
-        "model": "Qwen3-480B",
-        "kv_dtype": "fp8_e4m3",
-        "batch": batch,
-        "q_len": q_len,
-        "kv_len": 16384,
-        "page_size": 16,
-        "q_dtype": "bf16",
-        "ragged": False,
-        "num_qo_heads": 96,
-        "num_kv_heads": 8,
-        "head_dim": 128,
-        "seed": 0,
-    }
+    case = seed_case_axes(batch, q_len)
     timing = {}
     if median is not None:
         timing = {

@@ -84,12 +84,8 @@ def test_pairing_defaults_to_equal_counts() -> None:
 def test_seeded_and_deterministic() -> None:
     rng = random.Random(2)
     a, b = lognormal(rng, 50, 1, 0.1), lognormal(rng, 50, 1.1, 0.1)
-    assert ratio_of_medians(a, b, seed=3, n_boot=300) == ratio_of_medians(
-        a, b, seed=3, n_boot=300
-    )
-    assert ratio_of_medians(a, b, seed=3, n_boot=300) != ratio_of_medians(
-        a, b, seed=4, n_boot=300
-    )
+    assert ratio_of_medians(a, b, seed=3, n_boot=300) == ratio_of_medians(a, b, seed=3, n_boot=300)
+    assert ratio_of_medians(a, b, seed=3, n_boot=300) != ratio_of_medians(a, b, seed=4, n_boot=300)
 
 
 def test_higher_confidence_is_not_narrower() -> None:

@@ -534,44 +534,26 @@ def _register(backend: Backend) -> Backend:
     return backend if __name__ == "__main__" else register(backend)
 
 
-TORCH_SDPA = _register(
-    Backend(
-        name="torch_sdpa",
-        role="peer",
-        supports=_sdpa_supports,
-        prepare=_prepare_sdpa,
-        describe=_describe_sdpa,
+def _peer(name: str, supports, prepare, describe) -> Backend:
+    return _register(
+        Backend(name=name, role="peer", supports=supports, prepare=prepare, describe=describe)
     )
+
+
+TORCH_SDPA = _peer("torch_sdpa", _sdpa_supports, _prepare_sdpa, _describe_sdpa)
+FLASHINFER_FA2 = _peer(
+    "flashinfer_fa2", _flashinfer_supports(fa2_case_problem), _prepare_fa2, _describe_fa2
 )
-FLASHINFER_FA2 = _register(
-    Backend(
-        name="flashinfer_fa2",
-        role="peer",
-        supports=_flashinfer_supports(fa2_case_problem),
-        prepare=_prepare_fa2,
-        describe=_describe_fa2,
-    )
+FLASHINFER_XQA = _peer(
+    "flashinfer_xqa", _flashinfer_supports(xqa_case_problem), _prepare_xqa, _describe_xqa
 )
-FLASHINFER_XQA = _register(
-    Backend(
-        name="flashinfer_xqa",
-        role="peer",
-        supports=_flashinfer_supports(xqa_case_problem),
-        prepare=_prepare_xqa,
-        describe=_describe_xqa,
-    )
-)
-FLASHINFER_TRTLLM_GEN = _register(
-    Backend(
-        name="flashinfer_trtllm_gen",
-        role="peer",
-        supports=_flashinfer_supports(trtllm_gen_case_problem),
-        prepare=_prepare_trtllm_gen,
-        describe=lambda inputs: (
-            f"trtllm_batch_decode_with_kv_cache backend=trtllm-gen; "
-            f"flashinfer {flashinfer_version()}"
-        ),
-    )
+FLASHINFER_TRTLLM_GEN = _peer(
+    "flashinfer_trtllm_gen",
+    _flashinfer_supports(trtllm_gen_case_problem),
+    _prepare_trtllm_gen,
+    lambda inputs: (
+        f"trtllm_batch_decode_with_kv_cache backend=trtllm-gen; flashinfer {flashinfer_version()}"
+    ),
 )
 
 

@@ -1,0 +1,41 @@
+// The grouped kernel's instantiations for one head_dim, PD_HEAD_DIM, defined by the
+// including .cu file (one translation unit per head_dim so nvcc builds them in parallel).
+#pragma once
+#ifndef PD_HEAD_DIM
+#error "define PD_HEAD_DIM before including grouped_inst.cuh"
+#endif
+#include "api_internal.h"
+#include "grouped.cuh"
+
+#define PD_CAT_(a, b) a##b
+#define PD_CAT(a, b) PD_CAT_(a, b)
+
+namespace pd {
+
+template <typename T, bool KV8>
+static cudaError_t launch_tile(const Params& p, int tile, cudaStream_t st) {
+  PD_GROUPED_DISPATCH(PD_HEAD_DIM, launch_grouped_t, p, st)
+}
+
+template <typename T, bool KV8>
+static cudaError_t occupancy_tile(int tile, int* ctas) {
+  PD_GROUPED_DISPATCH(PD_HEAD_DIM, occupancy_grouped_t, ctas)
+}
+
+cudaError_t PD_CAT(launch_grouped_d, PD_HEAD_DIM)(const Params& p, int q_dtype, int kv_dtype, int tile, cudaStream_t st) {
+  const bool kv8 = kv_dtype == kE4M3;
+  if (q_dtype == kF16)
+    return kv8 ? launch_tile<__half, true>(p, tile, st) : launch_tile<__half, false>(p, tile, st);
+  return kv8 ? launch_tile<__nv_bfloat16, true>(p, tile, st)
+             : launch_tile<__nv_bfloat16, false>(p, tile, st);
+}
+
+cudaError_t PD_CAT(occupancy_grouped_d, PD_HEAD_DIM)(int q_dtype, int kv_dtype, int tile, int* ctas) {
+  const bool kv8 = kv_dtype == kE4M3;
+  if (q_dtype == kF16)
+    return kv8 ? occupancy_tile<__half, true>(tile, ctas) : occupancy_tile<__half, false>(tile, ctas);
+  return kv8 ? occupancy_tile<__nv_bfloat16, true>(tile, ctas)
+             : occupancy_tile<__nv_bfloat16, false>(tile, ctas);
+}
+
+}  // namespace pd
