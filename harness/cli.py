@@ -659,6 +659,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_threshold(args: argparse.Namespace) -> None:
+    thr = getattr(args, "threshold", None)
+    if thr is not None and not 0 < thr < 1:
+        raise UserError(f"--threshold {thr}: must be a fraction in (0, 1), e.g. 0.01 for 1 %")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "matrix", "unset") is None:
@@ -666,6 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "pytest_args", None) and args.pytest_args[0] == "--":
         args.pytest_args = args.pytest_args[1:]
     try:
+        _check_threshold(args)
         return args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

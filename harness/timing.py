@@ -351,7 +351,8 @@ def _warm_up(runner: _Runner, units: Sequence[Callable[[], None]], cfg: TimingCo
 
 
 def _converged(samples: Sequence[float], cfg: TimingConfig) -> bool:
-    if len(samples) < cfg.min_reps:
+    # never "converged" on fewer samples than a verdict (across runs) can use
+    if len(samples) < max(cfg.min_reps, MIN_SAMPLES_FOR_VERDICT):
         return False
     lo, hi = median_ci(samples)
     med = statistics.median(samples)
@@ -430,7 +431,7 @@ def time_ab(
     t0 = time.perf_counter()
     next_check = cfg.min_reps
     while True:
-        order = [rng.random() < 0.5 for _ in range(cfg.check_every)]
+        order = [rng.random() < 0.5 for _ in range(min(cfg.check_every, cfg.max_reps - len(sa)))]
         units = [u for a_first in order for u in ((ua, ub) if a_first else (ub, ua))]
         before = watch.snapshot()
         batch = runner.measure(units)

@@ -255,11 +255,6 @@ def test_time_ab_max_reps_below_the_floor_is_inconclusive() -> None:
     assert verdict(pt.ratio, 1e9) == "inconclusive"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG harness/timing.py:433 time_ab: each batch is check_every pairs whatever is "
-    "left under max_reps, so it overshoots (time_fn caps its batch)",
-)
 def test_time_ab_never_exceeds_max_reps() -> None:
     cfg = TimingConfig(
         warmup_ms=0,

@@ -430,14 +430,9 @@ def test_python_m_harness_compare_exit_codes(tmp_path: Path) -> None:
     assert p.stderr.startswith("error: ") and p.stderr.count("\n") == 1, p.stderr
 
 
-# ------------------------------------------------------------------ bugs (strict xfail)
+# ------------------------------------------------------------------ regressions of fixed bugs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG harness/report/compare.py:47 NoiseProfile.load: a non-object `cases` raises "
-    "AttributeError, which escapes (traceback, exit code 1 = 'regression')",
-)
 @pytest.mark.parametrize("cases", [[], "c1|cuda_grouped", 3])
 def test_profile_with_non_object_cases_is_a_value_error(tmp_path: Path, cases) -> None:
     p = tmp_path / "p.json"
@@ -455,11 +450,6 @@ def test_profile_with_non_object_cases_is_a_value_error(tmp_path: Path, cases) -
         NoiseProfile.load(p)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG harness/cli.py:419 cmd_compare: a corrupt profile's AttributeError is not "
-    "turned into `error:` + exit 2; the traceback exits 1, read by CI as a regression",
-)
 def test_cli_profile_with_list_cases_exits_2(tmp_path: Path, capsys) -> None:
     b, _ = side(tmp_path, "base")
     h, _ = side(tmp_path, "head", seed0=100)
@@ -481,11 +471,6 @@ def test_cli_profile_with_list_cases_exits_2(tmp_path: Path, capsys) -> None:
     assert rc == 2 and stderr.startswith("error: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG harness/report/compare.py:40-45 NoiseProfile.load accepts any float "
-    "threshold: a negative one calls A/A `slower`, NaN makes every verdict inconclusive",
-)
 @pytest.mark.parametrize("bad", [-0.01, 0.0, 1.5, float("nan")])
 def test_profile_threshold_must_be_a_fraction(tmp_path: Path, bad: float) -> None:
     p = tmp_path / "p.json"
@@ -498,11 +483,6 @@ def test_profile_threshold_must_be_a_fraction(tmp_path: Path, bad: float) -> Non
         NoiseProfile.load(p)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG harness/cli.py:635 `compare --threshold` is not validated: with -0.01 two "
-    "identical runs are a REGRESSION (exit 1) instead of an error (exit 2)",
-)
 def test_cli_negative_threshold_is_an_error(tmp_path: Path, capsys) -> None:
     b, _ = side(tmp_path, "base")
     h, _ = side(tmp_path, "head", seed0=100)
@@ -511,12 +491,6 @@ def test_cli_negative_threshold_is_an_error(tmp_path: Path, capsys) -> None:
     assert rc == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG harness/timing.py:353-357 _converged (time_fn) stops at min_reps (10) "
-    "samples, below MIN_SAMPLES_FOR_VERDICT (30): such a row can never get an across-run "
-    "verdict, so a 10 % slowdown of a stable kernel is `inconclusive` and exits 0",
-)
 def test_stable_kernel_rows_are_comparable_across_runs(monkeypatch) -> None:
     import harness.timing
     from harness.timing import TimingConfig, time_fn
@@ -552,12 +526,6 @@ def test_stable_kernel_rows_are_comparable_across_runs(monkeypatch) -> None:
     assert out.rows[0].comparison["verdict"] == "slower", out.rows[0].message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG harness/report/compare.py:75 _timed keys rows by (case_id, backend, device) "
-    "without the matrix: two matrices with the same case id (the id has no kv_len) "
-    "overwrite each other and base of one is judged against head of the other",
-)
 def test_same_case_id_in_two_matrices_is_not_mixed_up() -> None:
     from dataclasses import replace
 

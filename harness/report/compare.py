@@ -10,6 +10,7 @@ on different GPUs are refused unless explicitly allowed, then labelled cross-mac
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,14 +39,26 @@ class NoiseProfile:
     def load(cls, path: Path) -> NoiseProfile:
         try:
             obj = json.loads(Path(path).read_text())
+            cases = obj.get("cases", {})
+            if not isinstance(cases, dict):
+                raise ValueError("'cases' must be an object of case|backend -> threshold")
             return cls(
                 device=str(obj["device"]),
-                across_runs=float(obj["across_runs"]["threshold"]),
-                in_process=float(obj["in_process"]["threshold"]),
-                cases={str(k): float(v) for k, v in obj.get("cases", {}).items()},
+                across_runs=_fraction(obj["across_runs"]["threshold"], "across_runs.threshold"),
+                in_process=_fraction(obj["in_process"]["threshold"], "in_process.threshold"),
+                cases={str(k): _fraction(v, f"cases[{k}]") for k, v in cases.items()},
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{path}: not a readable noise profile ({exc})") from None
+
+
+def _fraction(value: Any, what: str) -> float:
+    """A threshold is a finite fraction in (0, 1): a negative one would call identical
+    runs regressions, NaN would make every verdict inconclusive."""
+    x = float(value)
+    if not (0 < x < 1) or math.isnan(x):
+        raise ValueError(f"{what} = {value!r} is not a fraction in (0, 1)")
+    return x
 
 
 @dataclass(frozen=True)
@@ -68,11 +81,12 @@ def _label(row: ResultRow) -> str:
     return f"{row.case_id}[{row.backend}] on {row.device_name}"
 
 
-def _timed(rows: Iterable[ResultRow]) -> dict[tuple[str, str, str], ResultRow]:
+def _timed(rows: Iterable[ResultRow]) -> dict[tuple[str, str, str, str], ResultRow]:
+    """Timed rows by (matrix, case, backend, device): two matrices may share a case id."""
     out = {}
     for r in rows:
         if r.role != "comparison" and r.status == "passed" and r.timing.get("samples_ms"):
-            out[(r.case_id, r.backend, r.device_name)] = r
+            out[(r.matrix, r.case_id, r.backend, r.device_name)] = r
     return out
 
 
@@ -87,25 +101,25 @@ def compare_runs(
     """Judge head against base for every timed row both sides have."""
     b_rows = _timed(merge(base)[0])
     h_rows = _timed(merge(head)[0])
-    by_case_backend = {(k[0], k[1]): v for k, v in b_rows.items()}
+    by_case_backend = {k[:3]: v for k, v in b_rows.items()}
     out: list[ResultRow] = []
     refused: list[str] = []
-    matched_base: set[tuple[str, str, str]] = set()
+    matched_base: set[tuple[str, str, str, str]] = set()
     unmatched_head: list[str] = []
     for key, h in sorted(h_rows.items()):
         b = b_rows.get(key)
         cross = False
         if b is None:
-            other = by_case_backend.get((key[0], key[1]))
+            other = by_case_backend.get(key[:3])
             if other is None:
                 unmatched_head.append(_label(h))
                 continue
             if not allow_cross_machine:
                 refused.append(f"{_label(h)} vs {other.device_name}")
-                matched_base.add((other.case_id, other.backend, other.device_name))
+                matched_base.add((other.matrix, other.case_id, other.backend, other.device_name))
                 continue
             b, cross = other, True
-        matched_base.add((b.case_id, b.backend, b.device_name))
+        matched_base.add((b.matrix, b.case_id, b.backend, b.device_name))
         out.append(_judge(b, h, threshold, profile, cross))
     unmatched_base = [_label(r) for k, r in sorted(b_rows.items()) if k not in matched_base]
     return CompareOutcome(tuple(out), tuple(unmatched_base), tuple(unmatched_head), tuple(refused))
