@@ -338,7 +338,9 @@ def test_same_case_id_in_two_matrices_uses_each_matrixs_inputs(selected_run: Run
 def test_xdist_two_workers(tmp_path: Path) -> None:
     pytest.importorskip("xdist")
     matrix = TINY.replace("q_len = [1, 2]", "q_len = [1, 2, 3, 4]")
-    run = run_pytest(tmp_path, "-n", "2", "--dist", "loadgroup", "--no-timing", matrix=matrix)
+    # --dist load, as `python -m harness run` uses (xdist 3.8's loadgroup deadlocks after
+    # a worker restart); the per-process input cache makes any split of a case correct.
+    run = run_pytest(tmp_path, "-n", "2", "--dist", "load", "--no-timing", matrix=matrix)
     assert run.rc == 0, run.out
     assert "8 passed, 8 skipped" in run.out
     files = sorted(p.name for p in run.results.glob("*.jsonl"))
@@ -350,9 +352,6 @@ def test_xdist_two_workers(tmp_path: Path) -> None:
     assert len({(r.case_id, r.backend) for r in rows}) == 16
     assert len({r.run_id for r in rows}) == 1
     assert {r.worker for r in rows} == {"gw0", "gw1"}
-    # xdist_group: all backends of a case ran on one worker (inputs built once)
-    for cid in {r.case_id for r in rows}:
-        assert len({r.worker for r in rows if r.case_id == cid}) == 1, cid
     assert all(f.name.startswith(rows[0].run_id) for f in run.results.glob("*.jsonl"))
 
 
