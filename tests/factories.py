@@ -37,3 +37,66 @@ def seed_case_axes(batch: int, q_len: int) -> dict[str, Any]:
         "head_dim": 128,
         "seed": 0,
     }
+
+
+def seed_row(
+    batch: int,
+    q_len: int,
+    backend: str,
+    status: str = "passed",
+    *,
+    device: dict[str, Any],
+    commit: str,
+    median: float | None = None,
+    tbps: float | None = None,
+    message: str = "",
+    plan: str = "",
+    correctness: dict[str, Any] | None = None,
+    ci_rel: float = 0.01,
+    n: int = 200,
+    duration: float = 0.25,
+    timestamp: float = 1.7e9,
+    env_extra: dict[str, Any] | None = None,
+) -> Any:
+    """A result row of the seed table's Qwen3-480B fp8 case on `device`, as a worker
+    writes it; `median` (ms) adds timing with a +-`ci_rel` interval."""
+    from harness.results import ResultRow
+
+    role = backend.split("_", 1)[1] if backend.endswith(("baseline", "grouped")) else "peer"
+    timing: dict[str, Any] = {}
+    if median is not None:
+        timing = {
+            "median_ms": median,
+            "ci_low_ms": median * (1 - ci_rel),
+            "ci_high_ms": median * (1 + ci_rel),
+            "n": n,
+            "method": "cuda_events",
+            "l2_flush": True,
+            "stop_reason": "converged",
+        }
+    env = {
+        "device": device,
+        "git_commit": commit,
+        "hostname": "h1",
+        "copy_tbps": 3.0 if device["kind"] == "cuda" else 0.02,
+        **(env_extra or {}),
+    }
+    return ResultRow(
+        run_id="run1",
+        matrix="spec_decode",
+        case_id=f"Qwen3-480B-fp8_e4m3-batchSize{batch}-seqLenQ{q_len}",
+        case=seed_case_axes(batch, q_len),
+        backend=backend,
+        role=role,
+        status=status,
+        message=message,
+        device=device,
+        correctness=correctness or {},
+        timing=timing,
+        tbps=tbps,
+        plan=plan,
+        env=env,
+        worker="gw0",
+        timestamp=timestamp,
+        duration_s=duration,
+    )

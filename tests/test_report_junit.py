@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from factories import seed_case_axes
+from factories import seed_row
 from junitparser import Error, Failure, JUnitXml, Skipped
 
 from harness.report.junit import PROBLEMS_SUITE, build_junit, sanitize, write_junit
@@ -29,59 +29,18 @@ CORR = {
 
 
 def make_row(
-    batch: int,
-    q_len: int,
-    backend: str,
-    status: str = "passed",
-    *,
-    device: dict = H100,
-    median: float | None = None,
-    tbps: float | None = None,
-    message: str = "",
-    plan: str = "",
-    commit: str = COMMIT,
-    duration: float = 0.25,
-    correctness: dict | None = None,
+    batch: int, q_len: int, backend: str, status: str = "passed", *, device: dict = H100, **kw
 ) -> ResultRow:
-    role = backend.split("_", 1)[1] if backend.endswith(("baseline", "grouped")) else "peer"
-    case = seed_case_axes(batch, q_len)
-    timing = {}
-    if median is not None:
-        timing = {
-            "median_ms": median,
-            "ci_low_ms": median * 0.99,
-            "ci_high_ms": median * 1.01,
-            "n": 200,
-            "method": "cuda_events",
-            "l2_flush": True,
-            "stop_reason": "converged",
-        }
-    copy = 3.0 if device["kind"] == "cuda" else 0.02
-    return ResultRow(
-        run_id="run1",
-        matrix="spec_decode",
-        case_id=f"Qwen3-480B-fp8_e4m3-batchSize{batch}-seqLenQ{q_len}",
-        case=case,
-        backend=backend,
-        role=role,
-        status=status,
-        message=message,
+    cuda = "12.8" if device["kind"] == "cuda" else ""
+    return seed_row(
+        batch,
+        q_len,
+        backend,
+        status,
         device=device,
-        correctness=correctness or {},
-        timing=timing,
-        tbps=tbps,
-        plan=plan,
-        env={
-            "device": device,
-            "git_commit": commit,
-            "copy_tbps": copy,
-            "hostname": "h1",
-            "torch": "2.13.0",
-            "cuda": "12.8" if device["kind"] == "cuda" else "",
-        },
-        worker="gw0",
-        timestamp=1.7e9,
-        duration_s=duration,
+        commit=kw.pop("commit", COMMIT),
+        env_extra={"torch": "2.13.0", "cuda": cuda},
+        **kw,
     )
 
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from factories import seed_case_axes
+from factories import seed_row
 from junitparser import JUnitXml
 
 from harness.report import generate
@@ -24,54 +24,19 @@ QWEN = "Qwen3-480B-fp8_e4m3"
 
 
 def make_row(
-    batch: int,
-    q_len: int,
-    backend: str,
-    status: str = "passed",
-    *,
-    device: dict = H100,
-    median: float | None = None,
-    tbps: float | None = None,
-    message: str = "",
-    plan: str = "",
-    commit: str = COMMIT,
-    timestamp: float = 1.7e9,
+    batch: int, q_len: int, backend: str, status: str = "passed", *, device: dict = H100, **kw
 ) -> ResultRow:
-    role = backend.split("_", 1)[1] if backend.endswith(("baseline", "grouped")) else "peer"
-    case = seed_case_axes(batch, q_len)
-    timing = {}
-    if median is not None:
-        timing = {
-            "median_ms": median,
-            "ci_low_ms": median * 0.98,
-            "ci_high_ms": median * 1.02,
-            "n": 150,
-            "method": "cuda_events",
-            "l2_flush": True,
-            "stop_reason": "converged",
-        }
-    return ResultRow(
-        run_id="run1",
-        matrix="spec_decode",
-        case_id=f"{QWEN}-batchSize{batch}-seqLenQ{q_len}",
-        case=case,
-        backend=backend,
-        role=role,
-        status=status,
-        message=message,
+    return seed_row(
+        batch,
+        q_len,
+        backend,
+        status,
         device=device,
-        timing=timing,
-        tbps=tbps,
-        plan=plan,
-        env={
-            "device": device,
-            "git_commit": commit,
-            "hostname": "h1",
-            "copy_tbps": 3.0 if device["kind"] == "cuda" else 0.02,
-        },
-        worker="gw0",
-        timestamp=timestamp,
-        duration_s=0.5,
+        commit=kw.pop("commit", COMMIT),
+        ci_rel=0.02,
+        n=150,
+        duration=0.5,
+        **kw,
     )
 
 
