@@ -204,7 +204,7 @@ def pytest_command(
         "-rfEs",
         "--tb=short",
     ]
-    if workers > 0:
+    if workers > 1:
         # Not loadgroup: in pytest-xdist 3.8 its scheduler deadlocks once a crashed worker is
         # replaced (pytest-xdist #1323, #1327, #1378). `load` sends consecutive items (the
         # backends of one case) to one worker in chunks, so inputs are still mostly reused.
@@ -234,7 +234,7 @@ def pytest_command(
         cmd += ["--case-timeout", str(args.case_timeout)]
     if args.inject_faults:
         cmd += ["--inject-faults", args.inject_faults]
-    if workers > 0:
+    if workers > 1:
         cmd += ["--max-worker-restart", "1000"]  # a crash costs one case, never the run
     return cmd + list(args.pytest_args)
 
@@ -308,7 +308,13 @@ def _run_and_report(
     results_dir.mkdir(parents=True, exist_ok=True)
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     cmd = pytest_command(args, run_id, workers, base_dir / "kernels" if base_dir else None)
-    _say(f"run {run_id}: {workers or 'no'} xdist worker(s); results -> {results_dir}/")
+    if workers > 1:
+        _say(f"run {run_id}: {workers} xdist workers, one GPU each; results -> {results_dir}/")
+    else:
+        _say(
+            f"run {run_id}: one test process, resumed in a new one if a case kills it; "
+            f"results -> {results_dir}/"
+        )
     # Only the plugins the run needs: every worker (and each replacement after a crash)
     # starts faster, and third-party plugins (pytest-benchmark disables itself under
     # xdist; pytest-timeout would fight our watchdog) stay out of the measurements.
@@ -320,7 +326,11 @@ def _run_and_report(
         from harness.backends.base import PEERS_ENV
 
         env[PEERS_ENV] = "1"
-    rc = _run_forwarding_signals(cmd, env)
+    rc = (
+        _run_forwarding_signals(cmd, env)
+        if workers > 1
+        else _supervise(cmd, env, results_dir, run_id)
+    )
     if rc == 5:
         raise UserError("no case selected (check --matrix and -k)")
     report_rc = _report([str(results_dir)], args.out, args, device_note=banner)
@@ -334,6 +344,49 @@ def _run_and_report(
     return EXIT_FAILURES if rc == 1 else report_rc
 
 
+MAX_RESUMES = 1000
+_stopping: list[int] = []  # signals received: no resuming after the user or CI said stop
+
+
+def _supervise(cmd: list[str], env: dict[str, str], results: Path, run_id: str) -> int:
+    """One test process (no xdist start-up cost) that is resumed in a fresh process when
+    a case kills it (segfault, CUDA fault, watchdog timeout): the dead process's case is
+    recorded as an error and the finished ones are skipped. Returns pytest's exit code,
+    or, after resuming, 1 if any case failed or errored and 0 otherwise."""
+    from harness.pytest_plugin import inflight_path, record_dead_item
+    from harness.results import read_results
+
+    resumes = 0
+    while True:
+        rc = _run_forwarding_signals(cmd + (["--resume"] if resumes else []), env)
+        if _stopping or rc in (0, 1, 2, 4) or (rc == 5 and not resumes):
+            break
+        if rc == 5:  # a resume found nothing left to run
+            rc = 0
+            break
+        marker = inflight_path(results, run_id)
+        nodeid = marker.read_text().strip() if marker.exists() else ""
+        marker.unlink(missing_ok=True)
+        if nodeid:
+            record_dead_item(
+                results, run_id, nodeid, "the test process", "the run was resumed in a new process"
+            )
+        elif rc != 3:  # it died outside any case: resuming would not get further
+            break
+        resumes += 1
+        if resumes > MAX_RESUMES:
+            break
+        _say(
+            f"test process ended with {rc} in {nodeid or 'a case'}; resuming the run "
+            "without the cases already recorded"
+        )
+    if not resumes or _stopping:
+        return rc
+    rows, _ = read_results([results])
+    mine = [r for r in rows if r.run_id == run_id]
+    return 1 if any(r.status in ("failed", "error") for r in mine) else 0
+
+
 def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
     """Run pytest; a SIGTERM (CI cancelling the job) or Ctrl-C is passed on to it, and we
     wait for it to stop cleanly so the report can still be written from what finished."""
@@ -342,6 +395,7 @@ def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
     sent = []
 
     def forward(signum: int, frame: object) -> None:
+        _stopping.append(signum)
         if not sent:  # once: a second signal would interrupt pytest's own clean shutdown
             sent.append(signum)
             with contextlib.suppress(ProcessLookupError):
@@ -354,6 +408,7 @@ def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
                 return proc.wait()
             except KeyboardInterrupt:  # Ctrl-C reached pytest too; just wait for it
                 sent.append(signal.SIGINT)
+                _stopping.append(signal.SIGINT)
     finally:
         signal.signal(signal.SIGTERM, old)
 
@@ -513,7 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help="xdist workers (default: one per GPU, 1 on CPU; 0 = no xdist)",
+        help="xdist workers, one GPU each (default: one per GPU); 0 or 1: one test process, "
+        "resumed in a new one after a crash (the default on one GPU or a CPU)",
     )
     pr.add_argument("-k", default="", help="pytest -k expression over case ids and backends")
     pr.add_argument(

@@ -78,6 +78,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(default: the matrix's timeout_s, 300)",
     )
     g.addoption(
+        "--resume",
+        action="store_true",
+        help="skip items that already have a result in this run (--run-id): how the CLI "
+        "goes on after a crashed single-process run",
+    )
+    g.addoption(
         "--inject-faults",
         default="",
         metavar="KIND@CASE,...",
@@ -158,6 +164,31 @@ def _sigterm_as_interrupt() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """--resume: drop the items this run already recorded (before a crash)."""
+    if not config.option.resume:
+        return
+    from harness.results import read_results
+
+    results = Path(config.option.results_dir)
+    rows, _ = read_results([results]) if results.exists() else ([], [])
+    done = {(r.case_id, r.backend) for r in rows if r.run_id == config.option.run_id}
+    keep, drop = [], []
+    for item in items:
+        key = (getattr(item, "case", None) and item.case.id, getattr(item, "backend_name", ""))
+        (drop if key in done else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def inflight_path(results_dir: Path, run_id: str) -> Path:
+    """The item a single-process run is on; the CLI reads it when that process dies."""
+    return results_dir / f"inflight-{run_id}.json"
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Record the planned items once, so a report can tell a partial run from a full one."""
     from harness.results import write_manifest
@@ -180,38 +211,49 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_handlecrashitem(crashitem: str, report: Any, sched: Any) -> None:
-    """xdist controller: a worker died mid-item (signal, hard exit, OOM kill). Record the
-    item as an error unless the worker managed to record it before dying."""
+    """xdist controller: a worker died mid-item (signal, hard exit, OOM kill)."""
+    if not hasattr(report, "node"):
+        return
+    opt = report.node.config.option
+    worker = getattr(getattr(report.node, "gateway", None), "id", "?")
+    record_dead_item(
+        Path(opt.results_dir),
+        opt.run_id,
+        crashitem,
+        f"worker {worker}",
+        "it was replaced and the run went on",
+    )
+
+
+def record_dead_item(results: Path, run_id: str, nodeid: str, who: str, then: str) -> bool:
+    """Record the item a dead process was running as an error, unless that process
+    managed to record it before dying. Returns True when a row was written."""
     from harness.results import ResultRow, ResultWriter, rows_for
 
-    opt = report.node.config.option if hasattr(report, "node") else None
-    if opt is None:
-        return
-    path, _, name = crashitem.partition("::")
+    path, _, name = nodeid.partition("::")
     if "]" in name:  # xdist's loadgroup appends "@group" to node ids
         name = name[: name.rindex("]") + 1]
     case_id, _, backend = name.partition("[")
     backend = backend.rstrip("]")
-    results = Path(opt.results_dir)
-    if rows_for(results, opt.run_id, case_id, backend):
-        return
-    worker = getattr(getattr(report.node, "gateway", None), "id", "?")
-    ResultWriter(results / f"{opt.run_id}-controller.jsonl").write(
+    if rows_for(results, run_id, case_id, backend):
+        return False
+    matrix, axes = _matrix_info(path, case_id)
+    ResultWriter(results / f"{run_id}-controller.jsonl").write(
         ResultRow(
-            run_id=opt.run_id,
-            matrix=Path(path).stem,
+            run_id=run_id,
+            matrix=matrix,
             case_id=case_id,
-            case=_case_axes(path, case_id),
+            case=axes,
             backend=backend,
             role="comparison" if "-vs-" in backend else _role(backend),
             status="error",
-            message=f"worker {worker} died while running this case (killed by a signal or "
-            "exited hard; a host out-of-memory kill looks like this too); it was replaced "
-            "and the run went on",
+            message=f"{who} died while running this case (killed by a signal or exited "
+            f"hard; a host out-of-memory kill looks like this too); {then}",
             worker="controller",
             timestamp=time.time(),
         )
     )
+    return True
 
 
 def _role(backend: str) -> str:
@@ -223,14 +265,16 @@ def _role(backend: str) -> str:
         return "peer"
 
 
-def _case_axes(path: str, case_id: str) -> dict[str, Any]:
+def _matrix_info(path: str, case_id: str) -> tuple[str, dict[str, Any]]:
+    """(matrix name, case axes) for a node id's matrix file, as well as can be read."""
     try:
-        for case in load_matrix(path).cases:
-            if case.id == case_id:
-                return case.axes()
+        matrix = load_matrix(path)
     except (MatrixError, OSError):
-        pass
-    return {}
+        return Path(path).stem, {}
+    for case in matrix.cases:
+        if case.id == case_id:
+            return matrix.name, case.axes()
+    return matrix.name, {}
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -417,6 +461,12 @@ class HarnessItem(pytest.Item):
     def runtest(self) -> None:
         started = time.perf_counter()
         device = _device(self.config)
+        inflight = None
+        if not _is_worker(self.config):  # under xdist the controller knows the item
+            opt = self.config.option
+            inflight = inflight_path(Path(opt.results_dir), opt.run_id)
+            inflight.parent.mkdir(parents=True, exist_ok=True)
+            inflight.write_text(self.nodeid)
         watchdog = self._watchdog(device, started)
         try:
             self.execute(device, started)
@@ -426,6 +476,8 @@ class HarnessItem(pytest.Item):
             self._handle_exception(exc, device, started)
         finally:
             watchdog.cancel()
+            if inflight is not None:
+                inflight.unlink(missing_ok=True)
 
     def case_timeout(self) -> float:
         given = self.config.option.case_timeout

@@ -154,7 +154,7 @@ def test_cpu_run_says_so_and_a_corrupt_line_does_not_stop_the_report(tmp_path: P
     assert {r["status"] for r in rows} == {"passed", "skipped"}
     assert all(r["message"].endswith("no CUDA device") for r in rows if r["status"] == "skipped")
     # damage the results: a truncated line and garbage; the report still comes out
-    worker_file = next(results.glob("*-gw0.jsonl"))
+    worker_file = next(results.glob("*-main.jsonl"))  # one test process on a CPU
     worker_file.write_text(worker_file.read_text() + '{"schema": 1, "case_id": "trunc\ngarbage\n')
     rep = harness("report", str(results), "--out", str(tmp_path / "again"))
     assert rep.returncode == 0, rep.stderr

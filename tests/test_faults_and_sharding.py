@@ -79,6 +79,39 @@ def test_twenty_cases_with_crash_hang_and_oom_lose_nothing(tmp_path: Path) -> No
     assert status.complete
 
 
+def test_single_process_run_is_resumed_after_crash_and_hang(tmp_path: Path) -> None:
+    """The default on one GPU or a CPU: one test process (no xdist start-up), resumed in a
+    new process after a case kills it; nothing is lost and nothing runs twice."""
+    ids = [c.id for c in load_matrix(FAULTS20).cases]
+    crash, hang, oom = ids[1], ids[9], ids[15]
+    proc = _run(
+        tmp_path,
+        "--matrix",
+        str(FAULTS20),
+        "--backends",
+        "fault_injector",
+        "--inject-faults",
+        f"crash@{crash},hang@{hang},oom@{oom}",
+        "--case-timeout",
+        "8",
+        "-n",
+        "1",
+    )
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("resuming the run") == 2
+    rows, problems = read_results([tmp_path / "results"])
+    assert not problems
+    assert sorted(r.case_id for r in rows) == sorted(ids)
+    by_case = {r.case_id: r for r in rows}
+    assert by_case[crash].status == "error" and "died" in by_case[crash].message
+    assert by_case[hang].message == "timeout after 8 s"
+    assert by_case[oom].status == "skipped"
+    assert sum(r.status == "passed" for r in rows) == 17
+    [status] = run_statuses([tmp_path / "results"], rows)
+    assert status.complete
+    assert not list((tmp_path / "results").glob("inflight-*"))
+
+
 def test_workers_pin_the_callers_visible_devices(tmp_path: Path) -> None:
     """Given CUDA_VISIBLE_DEVICES=5,7, gw0 runs on 5 and gw1 on 7 (never physical ids)."""
     proc = _run(
@@ -98,7 +131,7 @@ def test_workers_pin_the_callers_visible_devices(tmp_path: Path) -> None:
     assert seen == {("gw0", "5"), ("gw1", "7")}
 
 
-def test_a_replacement_worker_takes_a_free_gpu_and_the_run_goes_on(tmp_path: Path) -> None:
+def test_a_crashed_xdist_worker_is_replaced_on_the_callers_gpus(tmp_path: Path) -> None:
     ids = [c.id for c in load_matrix(FAULTS20).cases]
     proc = _run(
         tmp_path,
@@ -109,16 +142,17 @@ def test_a_replacement_worker_takes_a_free_gpu_and_the_run_goes_on(tmp_path: Pat
         "--inject-faults",
         f"crash@{ids[2]}",
         "-n",
-        "1",
+        "2",
         "--no-timing",
         env={"CUDA_VISIBLE_DEVICES": "5,7"},
     )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "replacing crashed worker" in proc.stdout
     rows, _ = read_results([tmp_path / "results"])
-    assert len(rows) == 20
-    workers = {r.worker for r in rows} - {"controller"}
-    assert "gw0" in workers and len(workers) == 2, workers
-    assert {r.device.get("visible_devices") for r in rows if r.worker != "controller"} <= {"5", "7"}
+    assert sorted(r.case_id for r in rows) == sorted(ids)
+    seen = {(r.worker, r.device.get("visible_devices")) for r in rows if r.worker != "controller"}
+    assert {d for _, d in seen} <= {"5", "7"}
+    assert ("gw0", "7") not in seen and ("gw1", "5") not in seen
 
 
 def test_gpu_slot_locks_never_give_one_gpu_to_two_live_workers(
