@@ -4,8 +4,9 @@ Per case, one item per backend (`CASEID[backend]`: check against the reference w
 output poisoned with NaN, then time) and one per requested A/B pair
 (`CASEID[A-vs-B]`: both checked, then timed interleaved in one process with a verdict).
 Every item appends one result row as soon as it ends, whatever the outcome. Under
-pytest-xdist each worker pins one GPU before CUDA is initialised, and all items of a
-case run on one worker (`xdist_group`), so inputs and reference are built once.
+pytest-xdist each worker pins one GPU before CUDA is initialised; a per-process cache
+builds each case's inputs and reference once per process (items also carry an
+`xdist_group` marker for callers who choose `--dist loadgroup`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from harness.checks import check_output, failure_text, passed, tolerances
+from harness.checks import check_output, failure_text, passed
 from harness.faults_handling import (
     EXIT_CUDA_FAULT,
     EXIT_TIMEOUT,
@@ -32,7 +33,6 @@ from harness.faults_handling import (
 )
 from harness.matrix import Case, MatrixError, Settings, load_matrix
 
-__all__ = ["check_output", "tolerances"]
 RESULTS_DIR_DEFAULT = "reports/results"
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from harness.backends import all_backends, get
+from harness.checks import check_output, tolerances
 from harness.inputs import CaseInputs, make_inputs
 from harness.matrix import Case
-from harness.pytest_plugin import check_output, tolerances
 from harness.reference import reference_attention
 
 CPU = torch.device("cpu")

@@ -44,10 +44,19 @@ def _run(tmp: Path, *args: str, env: dict[str, str] | None = None, timeout: floa
     )
 
 
-def test_twenty_cases_with_crash_hang_and_oom_lose_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("workers", "picks"),
+    [
+        ("2", (3, 11, 17)),  # xdist: dead workers are replaced
+        ("1", (1, 9, 15)),  # the single-GPU default: one process, resumed after a death
+    ],
+)
+def test_twenty_cases_with_crash_hang_and_oom_lose_nothing(
+    tmp_path: Path, workers: str, picks: tuple[int, int, int]
+) -> None:
     ids = [c.id for c in load_matrix(FAULTS20).cases]
     assert len(ids) == 20
-    crash, hang, oom = ids[3], ids[11], ids[17]
+    crash, hang, oom = (ids[i] for i in picks)
     proc = _run(
         tmp_path,
         "--matrix",
@@ -59,9 +68,11 @@ def test_twenty_cases_with_crash_hang_and_oom_lose_nothing(tmp_path: Path) -> No
         "--case-timeout",
         "8",
         "-n",
-        "2",
+        workers,
     )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if workers == "1":  # nothing runs twice: exactly one resume per death
+        assert proc.stdout.count("resuming the run") == 2
     rows, problems = read_results([tmp_path / "results"])
     assert not problems
     by_case = {r.case_id: r for r in rows}
@@ -75,38 +86,6 @@ def test_twenty_cases_with_crash_hang_and_oom_lose_nothing(tmp_path: Path) -> No
     assert len(passed) == 17
     junit = (tmp_path / "out" / "junit.xml").read_text()
     assert junit.count("<testcase") == 20
-    [status] = run_statuses([tmp_path / "results"], rows)
-    assert status.complete
-
-
-def test_single_process_run_is_resumed_after_crash_and_hang(tmp_path: Path) -> None:
-    """The default on one GPU or a CPU: one test process (no xdist start-up), resumed in a
-    new process after a case kills it; nothing is lost and nothing runs twice."""
-    ids = [c.id for c in load_matrix(FAULTS20).cases]
-    crash, hang, oom = ids[1], ids[9], ids[15]
-    proc = _run(
-        tmp_path,
-        "--matrix",
-        str(FAULTS20),
-        "--backends",
-        "fault_injector",
-        "--inject-faults",
-        f"crash@{crash},hang@{hang},oom@{oom}",
-        "--case-timeout",
-        "8",
-        "-n",
-        "1",
-    )
-    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("resuming the run") == 2
-    rows, problems = read_results([tmp_path / "results"])
-    assert not problems
-    assert sorted(r.case_id for r in rows) == sorted(ids)
-    by_case = {r.case_id: r for r in rows}
-    assert by_case[crash].status == "error" and "died" in by_case[crash].message
-    assert by_case[hang].message == "timeout after 8 s"
-    assert by_case[oom].status == "skipped"
-    assert sum(r.status == "passed" for r in rows) == 17
     [status] = run_statuses([tmp_path / "results"], rows)
     assert status.complete
     assert not list((tmp_path / "results").glob("inflight-*"))
