@@ -10,13 +10,36 @@
 namespace pd {
 
 #ifdef HARNESS_PLANTED_SLOWDOWN
-// TEST ONLY, never in a released build: stretch each CTA's lifetime by
-// HARNESS_PLANTED_SLOWDOWN per mille of its own run time, so the harness can prove it
-// catches a known regression (python -m harness run --planted-slowdown N).
-__device__ __forceinline__ void planted_delay(long long t0) {
-  const long long t1 = clock64();
-  const long long until = t1 + (t1 - t0) * (HARNESS_PLANTED_SLOWDOWN) / 1000;
-  while (clock64() < until) __nanosleep(32);
+// TEST ONLY, never in a released build: lengthen each launch of a kernel by
+// HARNESS_PLANTED_SLOWDOWN per mille of its own duration, so the harness can prove it
+// catches a known regression (python -m harness run --planted-slowdown N). The last CTA
+// to finish waits, with the GPU otherwise idle, for that fraction of the time since the
+// first CTA started: the added time is the same fraction whether the kernel is bound by
+// memory, tensor cores or latency (stretching every CTA instead overlapped with co-resident
+// CTAs' work and added 0.8 % instead of 2 % to compute-bound cases). One launch at a time.
+static __device__ unsigned long long planted_first_start = ~0ull;
+static __device__ unsigned int planted_ctas_done = 0;
+
+__device__ __forceinline__ unsigned long long planted_now() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// Called by thread 0 of every CTA at its start.
+__device__ __forceinline__ void planted_begin() { atomicMin(&planted_first_start, planted_now()); }
+
+// Called by thread 0 of every CTA after its last store.
+__device__ __forceinline__ void planted_end() {
+  __threadfence();
+  const unsigned int total = gridDim.x * gridDim.y * gridDim.z;
+  if (atomicAdd(&planted_ctas_done, 1u) != total - 1) return;
+  const unsigned long long t0 = atomicAdd(&planted_first_start, 0ull), t1 = planted_now();
+  const unsigned long long until = t1 + (t1 - t0) * (HARNESS_PLANTED_SLOWDOWN) / 1000;
+  while (planted_now() < until) __nanosleep(64);
+  planted_first_start = ~0ull;  // ready for the next launch
+  planted_ctas_done = 0;
+  __threadfence();
 }
 #endif
 

@@ -73,7 +73,7 @@ __device__ __forceinline__ uint32_t e4m3x2_to_half2(uint32_t x) {
 template <int D, typename TQ, bool KV8, int WM>
 __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const Params p) {
 #ifdef HARNESS_PLANTED_SLOWDOWN
-  const long long planted_t0 = clock64();
+  if (threadIdx.x == 0) planted_begin();
 #endif
   using C = GCfg<D, KV8, WM>;
   // MMA dtype: q's for 16-bit KV; fp16 for fp8 KV (fp16 holds every e4m3 value exactly;
@@ -404,7 +404,8 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
     }
   }
 #ifdef HARNESS_PLANTED_SLOWDOWN
-  if (tid == 0) planted_delay(planted_t0);  // the CTA stays resident until thread 0 ends
+  __syncthreads();  // every store of this CTA precedes its count
+  if (tid == 0) planted_end();
 #endif
 }
 
