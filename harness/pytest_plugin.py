@@ -228,15 +228,20 @@ def pytest_handlecrashitem(crashitem: str, report: Any, sched: Any) -> None:
 def record_dead_item(results: Path, run_id: str, nodeid: str, who: str, then: str) -> bool:
     """Record the item a dead process was running as an error, unless that process
     managed to record it before dying. Returns True when a row was written."""
-    from harness.results import ResultRow, ResultWriter, rows_for
+    from harness.results import ResultRow, ResultWriter, run_rows
 
     path, _, name = nodeid.partition("::")
     if "]" in name:  # xdist's loadgroup appends "@group" to node ids
         name = name[: name.rindex("]") + 1]
     case_id, _, backend = name.partition("[")
     backend = backend.rstrip("]")
-    if rows_for(results, run_id, case_id, backend):
+    rows = run_rows(results, run_id)
+    if any(r.case_id == case_id and r.backend == backend for r in rows):
         return False
+    # The dead process cannot say where it ran; the run's other rows can (same GPU pool,
+    # same fingerprint), so the report groups this error under the right device.
+    seen = [r for r in rows if r.device]
+    last = max(seen, key=lambda r: r.timestamp) if seen else None
     matrix, axes = _matrix_info(path, case_id)
     ResultWriter(results / f"{run_id}-controller.jsonl").write(
         ResultRow(
@@ -251,6 +256,8 @@ def record_dead_item(results: Path, run_id: str, nodeid: str, who: str, then: st
             f"hard; a host out-of-memory kill looks like this too); {then}",
             worker="controller",
             timestamp=time.time(),
+            device=dict(last.device) if last else {},
+            env=dict(last.env) if last else {},
         )
     )
     return True

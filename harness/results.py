@@ -200,9 +200,10 @@ def write_done(results_dir: Path, run_id: str, exitstatus: int) -> None:
     )
 
 
-def rows_for(results_dir: Path, run_id: str, case_id: str, backend: str) -> list[ResultRow]:
+def run_rows(results_dir: Path, run_id: str) -> list[ResultRow]:
+    """Every readable row of one run in a results folder (none when it does not exist)."""
     rows, _ = read_results([results_dir]) if results_dir.exists() else ([], [])
-    return [r for r in rows if r.run_id == run_id and r.case_id == case_id and r.backend == backend]
+    return [r for r in rows if r.run_id == run_id]
 
 
 @dataclass(frozen=True)

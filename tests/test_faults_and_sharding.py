@@ -84,6 +84,8 @@ def test_twenty_cases_with_crash_hang_and_oom_lose_nothing(
     assert by_case[oom].message.startswith("does not fit: tried to allocate")
     passed = [r for r in rows if r.status == "passed"]
     assert len(passed) == 17
+    # the dead process's row is filed under the run's device, not an "unknown" one
+    assert by_case[crash].device and by_case[crash].device["name"] == passed[0].device["name"]
     junit = (tmp_path / "out" / "junit.xml").read_text()
     assert junit.count("<testcase") == 20
     [status] = run_statuses([tmp_path / "results"], rows)
