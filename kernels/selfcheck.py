@@ -136,6 +136,9 @@ def cases(quick: bool, rng: random.Random) -> list[Case]:
         Case(2, 16, 16, 1, 128, 32, "bf16", "bf16", 300),  # 256 rows
         Case(4, 8, 96, 8, 128, 16, "fp8", "bf16", 1000),
         Case(4, 8, 64, 8, 64, 16, "fp8", "fp16", 777),
+        # the sm_90a wgmma path (fp8, 64/128-row tiles): subnormal e4m3, kv_len == q_len
+        Case(3, 8, 64, 8, 64, 32, "fp8", "bf16", 70, tiny=True),
+        Case(2, 16, 64, 8, 128, 64, "fp8", "fp16", 16, exact_q_len=True),
         Case(2, 4, 8, 2, 128, 64, "fp8", "bf16", 500, tiny=True),
         Case(2, 4, 8, 2, 128, 64, "fp8", "fp16", 500, tiny=True),
         Case(256, 1, 32, 8, 128, 16, "bf16", "bf16", 40),

@@ -1,0 +1,383 @@
+// `grouped` on Hopper tensor cores (sm_90a, wgmma): the same contract and grid as
+// grouped.cuh, for fp8 e4m3 KV with row tiles of 64 or 128 (one or two warpgroups of 64
+// rows) and head_dim 64/128 — the q_len x group >= 48 cases where the mma.sync kernel is
+// bound by its ldmatrix -> convert -> mma chain (kernels/NOTES.md).
+//
+// Per 64-token stage: cp.async brings the raw fp8 K/V into an NS-deep ring; all threads
+// convert each stage once into fp16 tiles in the canonical 128-byte-swizzled K-major
+// layout (K as [token][d], V transposed to [d][token]), double-buffered; each warpgroup
+// issues S = Q K^T (Q as the register A operand) as asynchronous wgmma, converts the next
+// stage while the tensor cores work, then O += P V (P from the S accumulators, whose
+// fragment layout is the register A layout). The conversion happens once per CTA instead
+// of once per warp, and the MMAs read shared memory without ldmatrix.
+#pragma once
+
+#include <type_traits>
+
+#include "grouped.cuh"
+
+namespace pd {
+
+template <int D, int NWG>
+struct WCfg {
+  static constexpr int NT = NWG * 128;
+  static constexpr int TILE = NWG * 64;
+  static constexpr int BN = 64;                  // tokens per stage
+  static constexpr int NS = 4;                   // raw fp8 ring depth
+  static constexpr int RAW_HALF = BN * D;        // fp8 K (or V) of one stage
+  static constexpr int RAW = 2 * RAW_HALF;
+  static constexpr int KC = BN * D * 2;          // fp16 K tile, D/64 blocks of [64 tok][128 B]
+  static constexpr int VC = D * BN * 2;          // fp16 V^T tile, [D][64 tok] rows of 128 B
+  static constexpr int CONV = KC + VC;           // one of the two fp16 buffers
+  static constexpr int CPR = D / 16;             // 16-byte chunks per raw row
+  static constexpr int J = BN * CPR / NT;        // raw chunks per thread per K (or V) stage
+  static constexpr int SMEM = 1024 + 2 * CONV + NS * RAW;  // 1024: alignment slack
+  static_assert(NS >= 3, "stage it+1 must land while stage it is computed");
+};
+
+// Raw fp8 row t, 16-byte chunk c: chunks XOR-rotated by t/8 so the transposing V pass
+// (8 lanes reading 8 token blocks of one chunk) hits distinct banks.
+template <int D>
+__device__ __forceinline__ int raw_off(int t, int c) {
+  return t * D + ((c ^ ((t >> 3) & (D / 16 - 1))) << 4);
+}
+
+// wgmma shared-memory descriptor: K-major, 128-byte swizzle, 8-row groups 1024 B apart.
+__device__ __forceinline__ uint64_t wg_desc(uint32_t addr) {
+  return (uint64_t)((addr & 0x3FFFF) >> 4) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+__device__ __forceinline__ void fence_async_smem() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+__device__ __forceinline__ uint32_t cvt2(uint32_t x) { return e4m3x2_to_half2(x & 0xFFFFu); }
+
+// D[64 x 64] (+)= A[64 x 16] (registers, fp16) * B[16 x 64] (shared memory, descriptor).
+__device__ __forceinline__ void wgmma_m64n64k16(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc,
+                                               int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d)
+      : "memory");
+}
+
+// D[64 x 128] (+)= A[64 x 16] (registers, fp16) * B[16 x 128] (shared memory, descriptor).
+__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc,
+                                               int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "{%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d)
+      : "memory");
+}
+
+template <int D, typename TQ, int NWG>
+__global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const Params p) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#ifdef HARNESS_PLANTED_SLOWDOWN
+  if (threadIdx.x == 0) planted_begin();
+#endif
+  using C = WCfg<D, NWG>;
+  extern __shared__ __align__(1024) uint8_t smem_raw_base[];
+  const uint32_t base_u32 = smem_u32(smem_raw_base);
+  uint8_t* smem = smem_raw_base + (((base_u32 + 1023u) & ~1023u) - base_u32);
+  uint8_t* ring = smem + 2 * C::CONV;  // raw fp8 stages; before it two fp16 K + V^T buffers
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, cq = lane & 3;
+  const int rt = blockIdx.x % p.num_row_tiles, split = blockIdx.x / p.num_row_tiles;
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int kv_len = p.kv_lens[b];
+  const int rows = p.q_len * p.group;
+  const int row0 = rt * C::TILE;
+  const int nrows = min(C::TILE, rows - row0);
+  const int i_min = row0 / p.group, i_max = (row0 + nrows - 1) / p.group;
+  const int t_begin = split * p.split_tokens;
+  const int t_end = min(t_begin + p.split_tokens, kv_len - p.q_len + i_max + 1);
+  const int mask_from = min(kv_len - p.q_len + i_min + 1, t_end);
+  const int ntiles = t_end > t_begin ? (t_end - t_begin + C::BN - 1) / C::BN : 0;
+
+  const int* pt = p.page_table + (size_t)b * p.max_pages;
+  const uint8_t* kvb = static_cast<const uint8_t*>(p.kv);
+  const size_t tok_bytes = (size_t)p.hkv * D;
+  const size_t page_bytes = 2 * (size_t)p.page_size * tok_bytes;
+  const size_t v_off = (size_t)p.page_size * tok_bytes;
+  const size_t head_off = (size_t)h * D;
+  const int page_mask = p.page_size - 1;
+
+  // Rows of this thread (warp w owns rows 16w..16w+15 of the tile, as wgmma lays them out).
+  const int r0 = row0 + warp * 16 + g, r1 = r0 + 8;
+  const int lim0 = min(r0 < rows ? kv_len - p.q_len + r0 / p.group : kv_len - 1, t_end - 1);
+  const int lim1 = min(r1 < rows ? kv_len - p.q_len + r1 / p.group : kv_len - 1, t_end - 1);
+  auto q_row_ptr = [&](int r) -> const TQ* {
+    const int i = r / p.group, j = r % p.group;
+    return static_cast<const TQ*>(p.q) + ((size_t)(b * p.q_len + i) * p.hq + h * p.group + j) * D;
+  };
+  auto q_cvt = [](uint32_t u) -> uint32_t {
+    if constexpr (std::is_same_v<TQ, __half>) return u;
+    else return bf16x2_to_half2(u);
+  };
+  uint32_t qa[D / 16][4];
+  {
+    const TQ* qp0 = r0 < rows ? q_row_ptr(r0) : nullptr;
+    const TQ* qp1 = r1 < rows ? q_row_ptr(r1) : nullptr;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const int e0 = kk * 16 + 2 * cq, e1 = e0 + 8;
+      qa[kk][0] = qp0 ? q_cvt(*reinterpret_cast<const uint32_t*>(qp0 + e0)) : 0u;
+      qa[kk][1] = qp1 ? q_cvt(*reinterpret_cast<const uint32_t*>(qp1 + e0)) : 0u;
+      qa[kk][2] = qp0 ? q_cvt(*reinterpret_cast<const uint32_t*>(qp0 + e1)) : 0u;
+      qa[kk][3] = qp1 ? q_cvt(*reinterpret_cast<const uint32_t*>(qp1 + e1)) : 0u;
+    }
+  }
+
+  int pages[C::J];
+  auto fetch_pages = [&](int it) {
+    const int tb = t_begin + it * C::BN;
+#pragma unroll
+    for (int j = 0; j < C::J; ++j) {
+      const int tok = tb + (tid + j * C::NT) / C::CPR;
+      pages[j] = tok < t_end ? __ldg(pt + (tok >> p.page_shift)) : 0;
+    }
+  };
+  auto load_tile = [&](int it, int stage) {
+    const int tb = t_begin + it * C::BN;
+    uint8_t* sk = ring + stage * C::RAW;
+#pragma unroll
+    for (int j = 0; j < C::J; ++j) {
+      const int idx = tid + j * C::NT;
+      const int r = idx / C::CPR, c = idx % C::CPR;
+      const int tok = tb + r;
+      const uint8_t* src = kvb + (size_t)pages[j] * page_bytes + (size_t)(tok & page_mask) * tok_bytes +
+                           head_off + c * 16;
+      const int off = raw_off<D>(r, c);
+      cp_async16(smem_u32(sk + off), src, tok < t_end);
+      cp_async16(smem_u32(sk + C::RAW_HALF + off), src + v_off, tok < t_end);
+    }
+  };
+  // Raw fp8 stage -> fp16 K tile ([64 tok][D] in D/64 swizzled blocks) and V^T tile.
+  auto convert = [&](int stage, int buf) {
+    uint8_t* kc = smem + buf * C::CONV;
+    uint8_t* vc = kc + C::KC;
+    const uint8_t* rk = ring + stage * C::RAW;
+    const uint8_t* rv = rk + C::RAW_HALF;
+#pragma unroll
+    for (int item = tid; item < C::BN * (D / 8); item += C::NT) {
+      const int n = item / (D / 8), c8 = item % (D / 8);
+      const uint2 x = *reinterpret_cast<const uint2*>(rk + raw_off<D>(n, c8 >> 1) + (c8 & 1) * 8);
+      const uint4 y = make_uint4(cvt2(x.x), cvt2(x.x >> 16), cvt2(x.y), cvt2(x.y >> 16));
+      const int cc = c8 & 7;
+      *reinterpret_cast<uint4*>(kc + (c8 >> 3) * (C::BN * 128) + n * 128 + ((cc ^ (n & 7)) << 4)) = y;
+    }
+#pragma unroll
+    for (int item = tid; item < (C::BN / 8) * (D / 4); item += C::NT) {
+      const int c = item >> 5, tc = item & 7, dq = c * 4 + ((item >> 3) & 3);
+      uint32_t w[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+        w[i] = *reinterpret_cast<const uint32_t*>(rv + raw_off<D>(tc * 8 + i, c) + (dq & 3) * 4);
+      uint32_t hd[4][4];  // [d of the quad][token pair]
+#pragma unroll
+      for (int pr = 0; pr < 4; ++pr) {
+        const uint32_t p01 = __byte_perm(w[2 * pr], w[2 * pr + 1], 0x5140);
+        const uint32_t p23 = __byte_perm(w[2 * pr], w[2 * pr + 1], 0x7362);
+        hd[0][pr] = cvt2(p01);
+        hd[1][pr] = cvt2(p01 >> 16);
+        hd[2][pr] = cvt2(p23);
+        hd[3][pr] = cvt2(p23 >> 16);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int d = dq * 4 + j;
+        *reinterpret_cast<uint4*>(vc + d * 128 + ((tc ^ (d & 7)) << 4)) =
+            make_uint4(hd[j][0], hd[j][1], hd[j][2], hd[j][3]);
+      }
+    }
+    fence_async_smem();  // make the generic-proxy stores visible to wgmma
+  };
+
+  float o[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  const float sc = p.scale_log2;
+
+#pragma unroll
+  for (int s = 0; s < C::NS - 1; ++s) {
+    if (s < ntiles) {
+      fetch_pages(s);
+      load_tile(s, s);
+    }
+    cp_async_commit();
+  }
+  if (C::NS - 1 < ntiles) fetch_pages(C::NS - 1);
+  if (ntiles > 0) {
+    cp_async_wait<C::NS - 2>();  // raw stage 0
+    __syncthreads();
+    convert(0, 0);
+  }
+
+  for (int it = 0; it < ntiles; ++it) {
+    // Raw stage it+1 landed; stage it's fp16 buffer is complete; every warpgroup is done
+    // with the other buffer (its P V of stage it-1 was waited for).
+    cp_async_wait<C::NS - 3>();
+    __syncthreads();
+    if (it + C::NS - 1 < ntiles) {
+      load_tile(it + C::NS - 1, (it + C::NS - 1) % C::NS);
+      if (it + C::NS < ntiles) fetch_pages(it + C::NS);
+    }
+    cp_async_commit();
+    const uint32_t kc_u32 = smem_u32(smem + (it & 1) * C::CONV), vc_u32 = kc_u32 + C::KC;
+
+    // ---- S = Q K^T: 64 rows per warpgroup x 64 tokens, asynchronously ...
+    float s[8][4];
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      wgmma_m64n64k16(s, qa[kk], wg_desc(kc_u32 + (kk >> 2) * (C::BN * 128) + (kk & 3) * 32), kk > 0);
+    wg_commit();
+    // ... while this thread converts the next stage into the other buffer.
+    if (it + 1 < ntiles) convert((it + 1) % C::NS, (it + 1) & 1);
+    wg_wait();
+
+    const int tb = t_begin + it * C::BN;
+    if (t_begin + (it + 1) * C::BN > mask_from) {
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        const int tok = tb + nt * 8 + 2 * cq;
+        if (tok > lim0) s[nt][0] = -INFINITY;
+        if (tok + 1 > lim0) s[nt][1] = -INFINITY;
+        if (tok > lim1) s[nt][2] = -INFINITY;
+        if (tok + 1 > lim1) s[nt][3] = -INFINITY;
+      }
+    }
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+      mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float nm0 = fmaxf(m0, mx0 * sc), nm1 = fmaxf(m1, mx1 * sc);
+    const float base0 = nm0 == -INFINITY ? 0.f : nm0;
+    const float base1 = nm1 == -INFINITY ? 0.f : nm1;
+    const float corr0 = ex2(m0 - base0), corr1 = ex2(m1 - base1);
+    m0 = nm0;
+    m1 = nm1;
+    float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      s[nt][0] = ex2(fmaf(s[nt][0], sc, -base0));
+      s[nt][1] = ex2(fmaf(s[nt][1], sc, -base0));
+      s[nt][2] = ex2(fmaf(s[nt][2], sc, -base1));
+      s[nt][3] = ex2(fmaf(s[nt][3], sc, -base1));
+      ps0 += s[nt][0] + s[nt][1];
+      ps1 += s[nt][2] + s[nt][3];
+    }
+    l0 = l0 * corr0 + ps0;
+    l1 = l1 * corr1 + ps1;
+    if (__any_sync(0xffffffffu, corr0 != 1.f || corr1 != 1.f)) {  // maxima rarely move
+#pragma unroll
+      for (int dn = 0; dn < D / 8; ++dn) {
+        o[dn][0] *= corr0; o[dn][1] *= corr0;
+        o[dn][2] *= corr1; o[dn][3] *= corr1;
+      }
+    }
+
+    // ---- O += P V: P straight from the S accumulators (the register A layout).
+    uint32_t pa[4][4];
+#pragma unroll
+    for (int kt = 0; kt < 4; ++kt) {
+      pa[kt][0] = Tr<__half>::pack(s[2 * kt][0], s[2 * kt][1]);
+      pa[kt][1] = Tr<__half>::pack(s[2 * kt][2], s[2 * kt][3]);
+      pa[kt][2] = Tr<__half>::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]);
+      pa[kt][3] = Tr<__half>::pack(s[2 * kt + 1][2], s[2 * kt + 1][3]);
+    }
+    wg_fence();
+#pragma unroll
+    for (int kt = 0; kt < 4; ++kt) {
+      if constexpr (D == 128) wgmma_m64n128k16(o, pa[kt], wg_desc(vc_u32 + kt * 32), 1);
+      else wgmma_m64n64k16(o, pa[kt], wg_desc(vc_u32 + kt * 32), 1);
+    }
+    wg_commit();
+    wg_wait();
+  }
+  cp_async_wait<0>();
+
+  // ---- epilogue: each thread owns whole rows' columns (no cross-warp merge).
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  const int rtot = p.batch * p.q_len * p.hq;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = half ? r1 : r0;
+    if (r >= rows || r >= row0 + nrows) continue;
+    const float l = half ? l1 : l0, m = half ? m1 : m0;
+    const float inv = l > 0.f ? p.v_scale / l : 0.f;
+    const int i = r / p.group, j = r % p.group;
+    const size_t orow = (size_t)(b * p.q_len + i) * p.hq + h * p.group + j;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) {
+      const float x = o[dn][2 * half] * inv, y = o[dn][2 * half + 1] * inv;
+      const int col = dn * 8 + 2 * cq;
+      if (p.num_splits == 1) {
+        *reinterpret_cast<uint32_t*>(static_cast<TQ*>(p.out) + orow * D + col) = Tr<TQ>::pack(x, y);
+      } else {
+        *reinterpret_cast<float2*>(p.ws_o + ((size_t)split * rtot + orow) * D + col) = make_float2(x, y);
+      }
+    }
+    if (p.num_splits > 1 && cq == 0)
+      p.ws_lse[(size_t)split * rtot + orow] = l > 0.f ? m + __log2f(l) : -INFINITY;
+  }
+#ifdef HARNESS_PLANTED_SLOWDOWN
+  __syncthreads();  // every store of this CTA precedes its count
+  if (tid == 0) planted_end();
+#endif
+#else
+  __trap();  // launched only on sm_90 devices (wg_supported), where the sm_90a code runs
+#endif
+}
+
+// Whether the wgmma kernel may run on the current device: an sm_90 GPU (the fat binary's
+// sm_90a code), unless PD_NO_WGMMA is set (used to A/B the two kernels).
+inline bool wg_supported() {
+  static int cached[64];  // 0 unknown, 1 yes, 2 no; per device ordinal
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  int& c = cached[dev & 63];
+  if (c == 0) {
+    int major = 0, minor = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    const char* off = getenv("PD_NO_WGMMA");
+    c = (major == 9 && minor == 0 && !(off && *off && *off != '0')) ? 1 : 2;
+  }
+  return c == 1;
+}
+
+template <int D, typename TQ, int NWG>
+cudaError_t launch_grouped_wg(const Params& p, cudaStream_t st) {
+  using C = WCfg<D, NWG>;
+  auto kern = grouped_wg_kernel<D, TQ, NWG>;
+  static unsigned long long done = 0;
+  cudaError_t e = set_smem_once(kern, C::SMEM, done);
+  if (e != cudaSuccess) return e;
+  dim3 grid(p.num_row_tiles * p.num_splits, p.hkv, p.batch);
+  kern<<<grid, C::NT, C::SMEM, st>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace pd
