@@ -28,11 +28,15 @@ struct WCfg {
   static constexpr int RAW = 2 * RAW_HALF;
   static constexpr int KC = BN * D * 2;          // fp16 K tile, D/64 blocks of [64 tok][128 B]
   static constexpr int VC = D * BN * 2;          // fp16 V^T tile, [D][64 tok] rows of 128 B
-  static constexpr int CONV = KC + VC;           // one of the two fp16 buffers
+  static constexpr int CONV = KC + VC;           // one fp16 K + V^T buffer
+  // Two buffers (convert stage it+1 under stage it's Q K^T) for head_dim 128; one for 64,
+  // where the smaller footprint keeps a fourth CTA per SM (measured: the double-buffered
+  // head_dim-64 kernel lost 20 % at GPT-OSS q_len 8 batch 64, a 1.3-wave grid).
+  static constexpr bool DB = D >= 128;
   static constexpr int CPR = D / 16;             // 16-byte chunks per raw row
   static constexpr int J = BN * CPR / NT;        // raw chunks per thread per K (or V) stage
-  static constexpr int SMEM = 1024 + 2 * CONV + NS * RAW;  // 1024: alignment slack
-  static_assert(NS >= 3, "stage it+1 must land while stage it is computed");
+  static constexpr int SMEM = 1024 + (DB ? 2 : 1) * CONV + NS * RAW;  // 1024: alignment slack
+  static_assert(!DB || NS >= 3, "stage it+1 must land while stage it is computed");
 };
 
 // Raw fp8 row t, 16-byte chunk c: chunks XOR-rotated by t/8 so the transposing V pass
@@ -90,7 +94,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
   extern __shared__ __align__(1024) uint8_t smem_raw_base[];
   const uint32_t base_u32 = smem_u32(smem_raw_base);
   uint8_t* smem = smem_raw_base + (((base_u32 + 1023u) & ~1023u) - base_u32);
-  uint8_t* ring = smem + 2 * C::CONV;  // raw fp8 stages; before it two fp16 K + V^T buffers
+  uint8_t* ring = smem + (C::DB ? 2 : 1) * C::CONV;  // raw fp8 stages after the fp16 buffers
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, cq = lane & 3;
   const int rt = blockIdx.x % p.num_row_tiles, split = blockIdx.x / p.num_row_tiles;
@@ -219,23 +223,30 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
     cp_async_commit();
   }
   if (C::NS - 1 < ntiles) fetch_pages(C::NS - 1);
-  if (ntiles > 0) {
+  if (C::DB && ntiles > 0) {
     cp_async_wait<C::NS - 2>();  // raw stage 0
     __syncthreads();
     convert(0, 0);
   }
 
   for (int it = 0; it < ntiles; ++it) {
-    // Raw stage it+1 landed; stage it's fp16 buffer is complete; every warpgroup is done
-    // with the other buffer (its P V of stage it-1 was waited for).
-    cp_async_wait<C::NS - 3>();
+    // Double-buffered: raw stage it+1 landed, stage it's fp16 buffer is complete, and every
+    // warpgroup is done with the other buffer (its P V of stage it-1 was waited for).
+    // Single: raw stage it landed and every warpgroup is done with the buffer.
+    if constexpr (C::DB) cp_async_wait<C::NS - 3>();
+    else cp_async_wait<C::NS - 2>();
     __syncthreads();
     if (it + C::NS - 1 < ntiles) {
       load_tile(it + C::NS - 1, (it + C::NS - 1) % C::NS);
       if (it + C::NS < ntiles) fetch_pages(it + C::NS);
     }
     cp_async_commit();
-    const uint32_t kc_u32 = smem_u32(smem + (it & 1) * C::CONV), vc_u32 = kc_u32 + C::KC;
+    if constexpr (!C::DB) {
+      convert(it % C::NS, 0);
+      __syncthreads();
+    }
+    const int buf = C::DB ? (it & 1) : 0;
+    const uint32_t kc_u32 = smem_u32(smem + buf * C::CONV), vc_u32 = kc_u32 + C::KC;
 
     // ---- S = Q K^T: 64 rows per warpgroup x 64 tokens, asynchronously ...
     float s[8][4];
@@ -245,7 +256,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
       wgmma_m64n64k16(s, qa[kk], wg_desc(kc_u32 + (kk >> 2) * (C::BN * 128) + (kk & 3) * 32), kk > 0);
     wg_commit();
     // ... while this thread converts the next stage into the other buffer.
-    if (it + 1 < ntiles) convert((it + 1) % C::NS, (it + 1) & 1);
+    if (C::DB && it + 1 < ntiles) convert((it + 1) % C::NS, (it + 1) & 1);
     wg_wait();
 
     const int tb = t_begin + it * C::BN;
