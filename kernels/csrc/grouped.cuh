@@ -20,7 +20,7 @@
 
 #include <type_traits>
 
-#include "common.cuh"
+#include "grouped_parts.cuh"
 
 namespace pd {
 
@@ -37,7 +37,6 @@ struct GCfg {
   static constexpr int HALF_STAGE = BN * D * ES;  // K or V of one stage
   static constexpr int STAGE = 2 * HALF_STAGE;
   static constexpr int CPR = D * ES / 16;          // 16-byte chunks per token row
-  static constexpr int J = BN * CPR / NT;          // chunks per thread per K (or V) stage
   static constexpr bool Q_REGS = D <= 128;
   static constexpr int QB = Q_REGS ? 0 : TILE * D * 2;
   static constexpr int PIPE = NS * STAGE + QB;
@@ -83,37 +82,17 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp % WM, wn = warp / WM;
   const int g = lane >> 2, cq = lane & 3;
-  const int rt = blockIdx.x % p.num_row_tiles, split = blockIdx.x / p.num_row_tiles;
-  const int h = blockIdx.y, b = blockIdx.z;
-  const int kv_len = p.kv_lens[b];
-  const int rows = p.q_len * p.group;
-  const int row0 = rt * C::TILE;
-  const int nrows = min(C::TILE, rows - row0);
-  const int i_min = row0 / p.group, i_max = (row0 + nrows - 1) / p.group;
-  const int t_begin = split * p.split_tokens;
-  const int t_end = min(t_begin + p.split_tokens, kv_len - p.q_len + i_max + 1);
-  const int mask_from = min(kv_len - p.q_len + i_min + 1, t_end);
-  const int ntiles = t_end > t_begin ? (t_end - t_begin + C::BN - 1) / C::BN : 0;
+  const TileRange tr = cta_tile(p, C::TILE, C::BN);
+  const int b = tr.b, h = tr.h, split = tr.split;
+  const int rows = tr.rows, row0 = tr.row0, nrows = tr.nrows;
+  const int t_begin = tr.t_begin, ntiles = tr.ntiles;
   const bool active = wm * 16 < nrows;
-
-  const int* pt = p.page_table + (size_t)b * p.max_pages;
-  const uint8_t* kvb = static_cast<const uint8_t*>(p.kv);
-  const size_t tok_bytes = (size_t)p.hkv * D * C::ES;
-  const size_t page_bytes = 2 * (size_t)p.page_size * tok_bytes;
-  const size_t v_off = (size_t)p.page_size * tok_bytes;
-  const size_t head_off = (size_t)h * D * C::ES;
-  const int page_mask = p.page_size - 1;
   uint8_t* qs = smem + C::NS * C::STAGE;  // D=256 only: Q tile
 
   // Per-thread row limits: row r attends tokens <= kv_len - q_len + r/group (and < t_end).
   const int r0 = row0 + wm * 16 + g, r1 = r0 + 8;
-  const int lim0 = min(r0 < rows ? kv_len - p.q_len + r0 / p.group : kv_len - 1, t_end - 1);
-  const int lim1 = min(r1 < rows ? kv_len - p.q_len + r1 / p.group : kv_len - 1, t_end - 1);
-
-  auto q_row_ptr = [&](int r) -> const TQ* {
-    const int i = r / p.group, j = r % p.group;
-    return static_cast<const TQ*>(p.q) + ((size_t)(b * p.q_len + i) * p.hq + h * p.group + j) * D;
-  };
+  const int lim0 = row_limit(p, tr, r0), lim1 = row_limit(p, tr, r1);
+  auto q_row_ptr = [&](int r) { return q_row<D, TQ>(p, b, h, r); };
   auto q_cvt = [](uint32_t u) -> uint32_t {
     if constexpr (std::is_same_v<T, TQ>) return u;
     else return bf16x2_to_half2(u);
@@ -162,59 +141,22 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
     }
   };
 
-  // Thread-owned 16-byte chunks: slot j is row (tid + j*NT) / CPR, chunk (tid + j*NT) % CPR of
-  // both K and V. Page numbers are fetched one tile ahead so their latency hides behind MMA.
-  static_assert(C::BN * C::CPR % C::NT == 0, "tile chunks must divide threads");
-  int pages[C::J];
-  auto fetch_pages = [&](int it) {
-    const int tb = t_begin + it * C::BN;
-#pragma unroll
-    for (int j = 0; j < C::J; ++j) {
-      const int tok = tb + (tid + j * C::NT) / C::CPR;
-      pages[j] = tok < t_end ? __ldg(pt + (tok >> p.page_shift)) : 0;
-    }
-  };
+  KvStream<C::NT, C::CPR, C::BN> kv(p, tr, D * C::ES);
   auto load_tile = [&](int it, int stage) {
-    const int tb = t_begin + it * C::BN;
-    uint8_t* sk = smem + stage * C::STAGE;
-#pragma unroll
-    for (int j = 0; j < C::J; ++j) {
-      const int idx = tid + j * C::NT;
-      const int r = idx / C::CPR, c = idx % C::CPR;
-      const int tok = tb + r;
-      const bool ok = tok < t_end;
-      const uint8_t* src = kvb + (size_t)pages[j] * page_bytes + (size_t)(tok & page_mask) * tok_bytes +
-                           head_off + c * 16;
-      const int off = KV8 ? swz8<D>(r, c) : swz<D>(r, c);
-      cp_async16(smem_u32(sk + off), src, ok);
-      cp_async16(smem_u32(sk + C::HALF_STAGE + off), src + v_off, ok);
-    }
+    kv.load(it, smem + stage * C::STAGE, C::HALF_STAGE,
+            [](int r, int c) { return KV8 ? swz8<D>(r, c) : swz<D>(r, c); });
   };
 
   float o[D / 8][4];
-#pragma unroll
-  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  zero(o);
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
   const float sc = p.scale_log2;
-
-#pragma unroll
-  for (int s = 0; s < C::NS - 1; ++s) {
-    if (s < ntiles) {
-      fetch_pages(s);
-      load_tile(s, s);
-    }
-    cp_async_commit();
-  }
-  if (C::NS - 1 < ntiles) fetch_pages(C::NS - 1);
+  kv.template prime<C::NS>(ntiles, load_tile);
 
   for (int it = 0; it < ntiles; ++it) {
     cp_async_wait<C::NS - 2>();
     __syncthreads();  // tile `it` visible to all; everyone is done with tile it-1's stage
-    if (it + C::NS - 1 < ntiles) {
-      load_tile(it + C::NS - 1, (it + C::NS - 1) % C::NS);
-      if (it + C::NS < ntiles) fetch_pages(it + C::NS);
-    }
-    cp_async_commit();
+    kv.template advance<C::NS>(it, ntiles, load_tile);
     if (!active) continue;
     const uint32_t k_base = smem_u32(smem + (it % C::NS) * C::STAGE);
     const uint32_t v_base = k_base + C::HALF_STAGE;
@@ -257,55 +199,9 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
       }
     }
 
-    // ---- causal / range mask, only on tiles that reach a row limit.
-    const int tb = t_begin + it * C::BN + wn * C::TN;
-    if (t_begin + (it + 1) * C::BN > mask_from) {
-#pragma unroll
-      for (int nt = 0; nt < C::TN / 8; ++nt) {
-        const int tok = tb + nt * 8 + 2 * cq;
-        if (tok > lim0) s[nt][0] = -INFINITY;
-        if (tok + 1 > lim0) s[nt][1] = -INFINITY;
-        if (tok > lim1) s[nt][2] = -INFINITY;
-        if (tok + 1 > lim1) s[nt][3] = -INFINITY;
-      }
-    }
-
-    // ---- online softmax (log2 domain, scaled).
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int nt = 0; nt < C::TN / 8; ++nt) {
-      mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-      mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    const float nm0 = fmaxf(m0, mx0 * sc), nm1 = fmaxf(m1, mx1 * sc);
-    const float base0 = nm0 == -INFINITY ? 0.f : nm0;
-    const float base1 = nm1 == -INFINITY ? 0.f : nm1;
-    const float corr0 = ex2(m0 - base0), corr1 = ex2(m1 - base1);
-    m0 = nm0;
-    m1 = nm1;
-    float ps0 = 0.f, ps1 = 0.f;
-#pragma unroll
-    for (int nt = 0; nt < C::TN / 8; ++nt) {
-      s[nt][0] = ex2(fmaf(s[nt][0], sc, -base0));
-      s[nt][1] = ex2(fmaf(s[nt][1], sc, -base0));
-      s[nt][2] = ex2(fmaf(s[nt][2], sc, -base1));
-      s[nt][3] = ex2(fmaf(s[nt][3], sc, -base1));
-      ps0 += s[nt][0] + s[nt][1];
-      ps1 += s[nt][2] + s[nt][3];
-    }
-    l0 = l0 * corr0 + ps0;
-    l1 = l1 * corr1 + ps1;
-    if (__any_sync(0xffffffffu, corr0 != 1.f || corr1 != 1.f)) {  // maxima rarely move
-#pragma unroll
-      for (int dn = 0; dn < D / 8; ++dn) {
-        o[dn][0] *= corr0; o[dn][1] *= corr0;
-        o[dn][2] *= corr1; o[dn][3] *= corr1;
-      }
-    }
+    // ---- causal mask (only on stages that reach a row limit) and online softmax.
+    softmax_step(s, o, t_begin + (it + 1) * C::BN > tr.mask_from, t_begin + it * C::BN + wn * C::TN, cq,
+                 lim0, lim1, sc, m0, m1, l0, l1);
 
     // ---- O += P V (P straight from the S accumulators).
 #pragma unroll
@@ -344,10 +240,8 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
   __syncthreads();
   float* red = reinterpret_cast<float*>(smem);
   float* ml = red + C::WN * C::TILE * C::RS;
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  l0 = quad_sum(l0);
+  l1 = quad_sum(l1);
   if (active) {
     const int rr0 = wn * C::TILE + wm * 16 + g, rr1 = rr0 + 8;
     if constexpr (KV8) {
@@ -420,13 +314,8 @@ inline void grouped_config(int* threads, int* smem_bytes) {
 template <int D, typename T, bool KV8, int WM>
 cudaError_t launch_grouped_t(const Params& p, cudaStream_t st) {
   using C = GCfg<D, KV8, WM>;
-  auto kern = grouped_kernel<D, T, KV8, WM>;
   static unsigned long long done = 0;
-  cudaError_t e = set_smem_once(kern, C::SMEM, done);
-  if (e != cudaSuccess) return e;
-  dim3 grid(p.num_row_tiles * p.num_splits, p.hkv, p.batch);
-  kern<<<grid, C::NT, C::SMEM, st>>>(p);
-  return cudaGetLastError();
+  return launch_tiles(grouped_kernel<D, T, KV8, WM>, C::NT, C::SMEM, done, p, st);
 }
 
 template <int D, typename T, bool KV8, int WM>

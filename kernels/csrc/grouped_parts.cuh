@@ -1,0 +1,205 @@
+// Pieces both `grouped` kernels (mma.sync in grouped.cuh, wgmma in grouped_wg.cuh) share, so
+// the causal rule, the page-table walk and the online softmax exist once.
+#pragma once
+
+#include "common.cuh"
+
+namespace pd {
+
+// Which problem one CTA works on (grid: x = row tile + split, y = KV head, z = request),
+// its rows, its KV range and where masking starts.
+struct TileRange {
+  int b, h, split, kv_len;         // request, KV head, KV split, that request's KV length
+  int rows, row0, nrows;           // rows of the head's problem; this tile's first and count
+  int t_begin, t_end, mask_from;   // tokens [t_begin, t_end); below mask_from no row masks
+  int ntiles;                      // stages of `bn` tokens
+};
+
+__device__ __forceinline__ TileRange cta_tile(const Params& p, int tile, int bn) {
+  TileRange r;
+  const int rt = blockIdx.x % p.num_row_tiles;
+  r.split = blockIdx.x / p.num_row_tiles;
+  r.h = blockIdx.y;
+  r.b = blockIdx.z;
+  r.kv_len = p.kv_lens[r.b];
+  r.rows = p.q_len * p.group;
+  r.row0 = rt * tile;
+  r.nrows = min(tile, r.rows - r.row0);
+  const int i_min = r.row0 / p.group, i_max = (r.row0 + r.nrows - 1) / p.group;
+  r.t_begin = r.split * p.split_tokens;
+  r.t_end = min(r.t_begin + p.split_tokens, r.kv_len - p.q_len + i_max + 1);
+  r.mask_from = min(r.kv_len - p.q_len + i_min + 1, r.t_end);
+  r.ntiles = r.t_end > r.t_begin ? (r.t_end - r.t_begin + bn - 1) / bn : 0;
+  return r;
+}
+
+// Last token row r attends (DESIGN.md's causal rule: kv_len - q_len + r / group), clipped to
+// the CTA's range; rows past the problem get a harmless full-range limit.
+__device__ __forceinline__ int row_limit(const Params& p, const TileRange& t, int r) {
+  return min(r < t.rows ? t.kv_len - p.q_len + r / p.group : t.kv_len - 1, t.t_end - 1);
+}
+
+// Row r of q for KV head h of request b.
+template <int D, typename TQ>
+__device__ __forceinline__ const TQ* q_row(const Params& p, int b, int h, int r) {
+  const int i = r / p.group, j = r % p.group;
+  return static_cast<const TQ*>(p.q) + ((size_t)(b * p.q_len + i) * p.hq + h * p.group + j) * D;
+}
+
+// Page-table-driven cp.async of the K and V of one stage of BN tokens. Thread-owned 16-byte
+// chunks: slot j is row (tid + j*NT) / CPR, chunk (tid + j*NT) % CPR of both K and V. Page
+// numbers are fetched a stage ahead so their latency hides behind the MMAs.
+template <int NT, int CPR, int BN>
+struct KvStream {
+  static constexpr int J = BN * CPR / NT;
+  static_assert(BN * CPR % NT == 0, "tile chunks must divide threads");
+  const int* pt;
+  const uint8_t* head;  // this head's bytes in page 0
+  size_t tok_bytes, page_bytes, v_off;
+  int page_mask, page_shift, t_begin, t_end, tid;
+  int pages[J];
+
+  __device__ __forceinline__ KvStream(const Params& p, const TileRange& t, int row_bytes)
+      : pt(p.page_table + (size_t)t.b * p.max_pages),
+        head(static_cast<const uint8_t*>(p.kv) + (size_t)t.h * row_bytes),
+        tok_bytes((size_t)p.hkv * row_bytes),
+        page_bytes(2 * (size_t)p.page_size * p.hkv * row_bytes),
+        v_off((size_t)p.page_size * p.hkv * row_bytes),
+        page_mask(p.page_size - 1),
+        page_shift(p.page_shift),
+        t_begin(t.t_begin),
+        t_end(t.t_end),
+        tid(threadIdx.x) {}
+
+  __device__ __forceinline__ void fetch(int it) {
+    const int tb = t_begin + it * BN;
+#pragma unroll
+    for (int j = 0; j < J; ++j) {
+      const int tok = tb + (tid + j * NT) / CPR;
+      pages[j] = tok < t_end ? __ldg(pt + (tok >> page_shift)) : 0;
+    }
+  }
+
+  // Pipeline fill: stages 0..NS-2 in flight (one commit group each), stage NS-1's pages
+  // fetched. load_stage(it, slot) issues stage it into ring slot `slot`.
+  template <int NS, typename Load>
+  __device__ __forceinline__ void prime(int ntiles, Load load_stage) {
+#pragma unroll
+    for (int s = 0; s < NS - 1; ++s) {
+      if (s < ntiles) {
+        fetch(s);
+        load_stage(s, s);
+      }
+      cp_async_commit();
+    }
+    if (NS - 1 < ntiles) fetch(NS - 1);
+  }
+
+  // In iteration it: stage it+NS-1 into its slot, the next stage's pages, one commit group.
+  template <int NS, typename Load>
+  __device__ __forceinline__ void advance(int it, int ntiles, Load load_stage) {
+    if (it + NS - 1 < ntiles) {
+      load_stage(it + NS - 1, (it + NS - 1) % NS);
+      if (it + NS < ntiles) fetch(it + NS);
+    }
+    cp_async_commit();
+  }
+
+  // K chunk (row r, chunk c) lands at k_dst + off(r, c), its V at k_dst + v_dst_off + off(r, c);
+  // tokens past t_end are zero-filled.
+  template <typename Off>
+  __device__ __forceinline__ void load(int it, uint8_t* k_dst, int v_dst_off, Off off) const {
+    const int tb = t_begin + it * BN;
+#pragma unroll
+    for (int j = 0; j < J; ++j) {
+      const int idx = tid + j * NT;
+      const int r = idx / CPR, c = idx % CPR;
+      const int tok = tb + r;
+      const uint8_t* src = head + (size_t)pages[j] * page_bytes + (size_t)(tok & page_mask) * tok_bytes + c * 16;
+      const int o = off(r, c);
+      cp_async16(smem_u32(k_dst + o), src, tok < t_end);
+      cp_async16(smem_u32(k_dst + v_dst_off + o), src + v_off, tok < t_end);
+    }
+  }
+};
+
+// One online-softmax step on a warp's S fragment: NT8 n8 tiles, rows g and g+8 of the warp,
+// tile nt's tokens tb + 8 nt + 2 cq + {0, 1}. Masks tokens beyond each row's limit when
+// `masked`, updates the running max m (log2 domain, scaled by sc) and sum l, leaves
+// P = 2^(s sc - m) in s, and rescales the NO accumulators o when a maximum moved.
+template <int NT8, int NO>
+__device__ __forceinline__ void softmax_step(float (&s)[NT8][4], float (&o)[NO][4], bool masked, int tb, int cq,
+                                             int lim0, int lim1, float sc, float& m0, float& m1, float& l0,
+                                             float& l1) {
+  if (masked) {
+#pragma unroll
+    for (int nt = 0; nt < NT8; ++nt) {
+      const int tok = tb + nt * 8 + 2 * cq;
+      if (tok > lim0) s[nt][0] = -INFINITY;
+      if (tok + 1 > lim0) s[nt][1] = -INFINITY;
+      if (tok > lim1) s[nt][2] = -INFINITY;
+      if (tok + 1 > lim1) s[nt][3] = -INFINITY;
+    }
+  }
+  float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+  for (int nt = 0; nt < NT8; ++nt) {
+    mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+    mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+  }
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  const float nm0 = fmaxf(m0, mx0 * sc), nm1 = fmaxf(m1, mx1 * sc);
+  const float base0 = nm0 == -INFINITY ? 0.f : nm0;
+  const float base1 = nm1 == -INFINITY ? 0.f : nm1;
+  const float corr0 = ex2(m0 - base0), corr1 = ex2(m1 - base1);
+  m0 = nm0;
+  m1 = nm1;
+  float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+  for (int nt = 0; nt < NT8; ++nt) {
+    s[nt][0] = ex2(fmaf(s[nt][0], sc, -base0));
+    s[nt][1] = ex2(fmaf(s[nt][1], sc, -base0));
+    s[nt][2] = ex2(fmaf(s[nt][2], sc, -base1));
+    s[nt][3] = ex2(fmaf(s[nt][3], sc, -base1));
+    ps0 += s[nt][0] + s[nt][1];
+    ps1 += s[nt][2] + s[nt][3];
+  }
+  l0 = l0 * corr0 + ps0;
+  l1 = l1 * corr1 + ps1;
+  if (__any_sync(0xffffffffu, corr0 != 1.f || corr1 != 1.f)) {  // maxima rarely move
+#pragma unroll
+    for (int dn = 0; dn < NO; ++dn) {
+      o[dn][0] *= corr0; o[dn][1] *= corr0;
+      o[dn][2] *= corr1; o[dn][3] *= corr1;
+    }
+  }
+}
+
+template <int N>
+__device__ __forceinline__ void zero(float (&a)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) a[i][0] = a[i][1] = a[i][2] = a[i][3] = 0.f;
+}
+
+// Row sums of l over the 4 lanes that share a row.
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+// Launch one grouped kernel on its (row tile x split, KV head, request) grid, raising its
+// shared-memory limit first (once per device; `done` is the kernel's own static).
+template <typename Kernel>
+inline cudaError_t launch_tiles(Kernel kern, int threads, int smem, unsigned long long& done, const Params& p,
+                                cudaStream_t st) {
+  cudaError_t e = set_smem_once(kern, smem, done);
+  if (e != cudaSuccess) return e;
+  dim3 grid(p.num_row_tiles * p.num_splits, p.hkv, p.batch);
+  kern<<<grid, threads, smem, st>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace pd
