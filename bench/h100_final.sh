@@ -2,15 +2,11 @@
 # One device call: the kernels as committed (wgmma path included) checked under the
 # sanitizers and against the reference, then the README's side-by-side spec_decode table
 # with the peers, and a quick A/A + planted check of the verdicts on the new kernel.
-# Carry .whl-min and .whl-peers.
-set -uo pipefail
-export PYTHONUNBUFFERED=1 HARNESS_CUDA_ARCHS=${HARNESS_CUDA_ARCHS:-90a}
-OUT=${OUT:-/tmp/out}
-source bench/wheels.sh
-log() { tee -a "$OUT/final.log"; }
-python3 -m kernels.build 2>&1 | tail -1 | log
-python3 -m kernels.selfcheck 2>&1 | tee "$OUT/selfcheck.log" | tail -3 | log
-grep -q "CORRECTNESS: PASS" "$OUT/selfcheck.log" || { echo "selfcheck failed: stopping" | log; exit 1; }
+# Carry .whl-min and .whl-peers. QUICK=1: only the kernel checks, the A/B and the harness's
+# coverage and spec_decode runs of both kernels (no peers, no verdict runs).
+LOG=final
+source bench/prelude.sh
+kernels_ok
 PD_NO_WGMMA=1 python3 -m kernels.selfcheck --only-bench --kernels grouped --filter fp8 > "$OUT/bench_mma.log" 2>&1
 python3 -m kernels.selfcheck --only-bench --kernels grouped --filter fp8 > "$OUT/bench_wg.log" 2>&1
 CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
@@ -21,6 +17,12 @@ echo "racecheck rc=$? $(grep -c '^ok' "$OUT/racecheck.log") cases ok; $(grep 'RA
 python3 -m harness run --matrix matrices/coverage.toml --no-build --no-timing \
   --backends cuda_baseline,cuda_grouped --out reports/coverage \
   --results-dir reports/coverage/results 2>&1 | tail -2 | log
+if [ "${QUICK:-0}" = 1 ]; then
+  python3 -m harness run --matrix matrices/spec_decode.toml --no-build \
+    --backends cuda_baseline,cuda_grouped --out reports/spec --results-dir reports/spec/results \
+    2>&1 | tail -2 | log
+  exit 0
+fi
 python3 -m harness run --matrix matrices/spec_decode.toml --no-build --peers \
   --backends cuda_baseline,cuda_grouped --out reports/peers --results-dir reports/peers/results \
   2>&1 | tail -3 | log

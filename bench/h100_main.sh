@@ -2,10 +2,8 @@
 # One device call (<10 min): the README's main command on the GPU (system python, CUDA
 # torch, no index), then spec_decode with all backends and coverage correctness.
 # Usage on the GPU machine: bash bench/h100_main.sh  (writes $OUT/*.log and results.tgz)
-set -uo pipefail
-export PYTHONUNBUFFERED=1 HARNESS_CUDA_ARCHS=${HARNESS_CUDA_ARCHS:-90a}
-OUT=${OUT:-/tmp/out}
-source bench/wheels.sh
+LOG=main
+source bench/prelude.sh
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw \
   --format=csv > "$OUT/nvidia-smi.csv"
 t0=$(date +%s)

@@ -3,10 +3,8 @@
 # Carry .whl-peers (ci/fetch_peer_wheels.sh) and .whl-min (junitparser, nvidia-ml-py).
 # 1. the peers' own selfcheck (every peer vs the reference) and bench on the anchor shapes;
 # 2. spec_decode with both our kernels and every peer: the side-by-side report.
-set -uo pipefail
-export PYTHONUNBUFFERED=1 HARNESS_CUDA_ARCHS=${HARNESS_CUDA_ARCHS:-90a}
-OUT=${OUT:-/tmp/out}
-source bench/wheels.sh
+LOG=peers
+source bench/prelude.sh
 python3 -c "import flashinfer, sys; print('flashinfer', flashinfer.__version__, sys.version.split()[0])" 2>&1 | tee "$OUT/peers.log"
 python3 -m kernels.build 2>&1 | tail -1 | tee -a "$OUT/peers.log"
 t0=$(date +%s)

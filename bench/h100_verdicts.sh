@@ -1,12 +1,9 @@
 #!/usr/bin/env bash
 # One device call (<10 min): timing trust (A/A twice at 1 %, planted slowdown), the
 # spec_decode wall time with both kernels, fault handling on the GPU and its overhead.
-set -uo pipefail
-export PYTHONUNBUFFERED=1 HARNESS_CUDA_ARCHS=${HARNESS_CUDA_ARCHS:-90a}
-OUT=${OUT:-/tmp/out}
-source bench/wheels.sh
+LOG=verdicts
+source bench/prelude.sh
 python3 -m kernels.build 2>&1 | tail -2
-log() { tee -a "$OUT/verdicts.log"; }
 t() { local s=$(date +%s%N); "$@"; local rc=$?; echo "WALL $(( ($(date +%s%N) - s) / 1000000 )) ms rc=$rc: $*" | log; }
 # 1. both kernels, correctness + timing, whole spec_decode (target <= 90 s)
 t python3 -m harness run --matrix matrices/spec_decode.toml --no-build \

@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "grouped.cuh"
+#include "grouped_parts.cuh"
 
 namespace pd {
 
@@ -34,6 +35,7 @@ struct WCfg {
   // head_dim-64 kernel lost 20 % at GPT-OSS q_len 8 batch 64, a 1.3-wave grid).
   static constexpr bool DB = D >= 128;
   static constexpr int CPR = D / 16;             // 16-byte chunks per raw row
+  static constexpr int J = BN * CPR / NT;        // raw chunks per thread per K (or V) stage
   static constexpr int SMEM = 1024 + (DB ? 2 : 1) * CONV + NS * RAW;  // 1024: alignment slack
   static_assert(!DB || NS >= 3, "stage it+1 must land while stage it is computed");
 };
@@ -96,21 +98,42 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
   uint8_t* ring = smem + (C::DB ? 2 : 1) * C::CONV;  // raw fp8 stages after the fp16 buffers
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, cq = lane & 3;
-  const TileRange tr = cta_tile(p, C::TILE, C::BN);
-  const int b = tr.b, h = tr.h, split = tr.split;
-  const int rows = tr.rows, t_begin = tr.t_begin, ntiles = tr.ntiles;
+  const int rt = blockIdx.x % p.num_row_tiles, split = blockIdx.x / p.num_row_tiles;
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int kv_len = p.kv_lens[b];
+  const int rows = p.q_len * p.group;
+  const int row0 = rt * C::TILE;
+  const int nrows = min(C::TILE, rows - row0);
+  const int i_min = row0 / p.group, i_max = (row0 + nrows - 1) / p.group;
+  const int t_begin = split * p.split_tokens;
+  const int t_end = min(t_begin + p.split_tokens, kv_len - p.q_len + i_max + 1);
+  const int mask_from = min(kv_len - p.q_len + i_min + 1, t_end);
+  const int ntiles = t_end > t_begin ? (t_end - t_begin + C::BN - 1) / C::BN : 0;
+
+  const int* pt = p.page_table + (size_t)b * p.max_pages;
+  const uint8_t* kvb = static_cast<const uint8_t*>(p.kv);
+  const size_t tok_bytes = (size_t)p.hkv * D;
+  const size_t page_bytes = 2 * (size_t)p.page_size * tok_bytes;
+  const size_t v_off = (size_t)p.page_size * tok_bytes;
+  const size_t head_off = (size_t)h * D;
+  const int page_mask = p.page_size - 1;
 
   // Rows of this thread (warp w owns rows 16w..16w+15 of the tile, as wgmma lays them out).
-  const int r0 = tr.row0 + warp * 16 + g, r1 = r0 + 8;
-  const int lim0 = row_limit(p, tr, r0), lim1 = row_limit(p, tr, r1);
+  const int r0 = row0 + warp * 16 + g, r1 = r0 + 8;
+  const int lim0 = min(r0 < rows ? kv_len - p.q_len + r0 / p.group : kv_len - 1, t_end - 1);
+  const int lim1 = min(r1 < rows ? kv_len - p.q_len + r1 / p.group : kv_len - 1, t_end - 1);
+  auto q_row_ptr = [&](int r) -> const TQ* {
+    const int i = r / p.group, j = r % p.group;
+    return static_cast<const TQ*>(p.q) + ((size_t)(b * p.q_len + i) * p.hq + h * p.group + j) * D;
+  };
   auto q_cvt = [](uint32_t u) -> uint32_t {
     if constexpr (std::is_same_v<TQ, __half>) return u;
     else return bf16x2_to_half2(u);
   };
   uint32_t qa[D / 16][4];
   {
-    const TQ* qp0 = r0 < rows ? q_row<D, TQ>(p, b, h, r0) : nullptr;
-    const TQ* qp1 = r1 < rows ? q_row<D, TQ>(p, b, h, r1) : nullptr;
+    const TQ* qp0 = r0 < rows ? q_row_ptr(r0) : nullptr;
+    const TQ* qp1 = r1 < rows ? q_row_ptr(r1) : nullptr;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       const int e0 = kk * 16 + 2 * cq, e1 = e0 + 8;
@@ -121,9 +144,29 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
     }
   }
 
-  KvStream<C::NT, C::CPR, C::BN> kv(p, tr, D);
+  int pages[C::J];
+  auto fetch_pages = [&](int it) {
+    const int tb = t_begin + it * C::BN;
+#pragma unroll
+    for (int j = 0; j < C::J; ++j) {
+      const int tok = tb + (tid + j * C::NT) / C::CPR;
+      pages[j] = tok < t_end ? __ldg(pt + (tok >> p.page_shift)) : 0;
+    }
+  };
   auto load_tile = [&](int it, int stage) {
-    kv.load(it, ring + stage * C::RAW, C::RAW_HALF, [](int r, int c) { return raw_off<D>(r, c); });
+    const int tb = t_begin + it * C::BN;
+    uint8_t* sk = ring + stage * C::RAW;
+#pragma unroll
+    for (int j = 0; j < C::J; ++j) {
+      const int idx = tid + j * C::NT;
+      const int r = idx / C::CPR, c = idx % C::CPR;
+      const int tok = tb + r;
+      const uint8_t* src = kvb + (size_t)pages[j] * page_bytes + (size_t)(tok & page_mask) * tok_bytes +
+                           head_off + c * 16;
+      const int off = raw_off<D>(r, c);
+      cp_async16(smem_u32(sk + off), src, tok < t_end);
+      cp_async16(smem_u32(sk + C::RAW_HALF + off), src + v_off, tok < t_end);
+    }
   };
   // Raw fp8 stage -> fp16 K tile ([64 tok][D] in D/64 swizzled blocks) and V^T tile.
   auto convert = [&](int stage, int buf) {
@@ -170,7 +213,16 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
   zero(o);
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
   const float sc = p.scale_log2;
-  kv.template prime<C::NS>(ntiles, load_tile);
+
+#pragma unroll
+  for (int s = 0; s < C::NS - 1; ++s) {
+    if (s < ntiles) {
+      fetch_pages(s);
+      load_tile(s, s);
+    }
+    cp_async_commit();
+  }
+  if (C::NS - 1 < ntiles) fetch_pages(C::NS - 1);
   if (C::DB && ntiles > 0) {
     cp_async_wait<C::NS - 2>();  // raw stage 0
     __syncthreads();
@@ -184,7 +236,11 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
     if constexpr (C::DB) cp_async_wait<C::NS - 3>();
     else cp_async_wait<C::NS - 2>();
     __syncthreads();
-    kv.template advance<C::NS>(it, ntiles, load_tile);
+    if (it + C::NS - 1 < ntiles) {
+      load_tile(it + C::NS - 1, (it + C::NS - 1) % C::NS);
+      if (it + C::NS < ntiles) fetch_pages(it + C::NS);
+    }
+    cp_async_commit();
     if constexpr (!C::DB) {
       convert(it % C::NS, 0);
       __syncthreads();
@@ -203,8 +259,8 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
     if (C::DB && it + 1 < ntiles) convert((it + 1) % C::NS, (it + 1) & 1);
     wg_wait();
 
-    softmax_step(s, o, t_begin + (it + 1) * C::BN > tr.mask_from, t_begin + it * C::BN, cq, lim0, lim1, sc,
-                 m0, m1, l0, l1);
+    softmax_step(s, o, t_begin + (it + 1) * C::BN > mask_from, t_begin + it * C::BN, cq, lim0, lim1, sc, m0,
+                 m1, l0, l1);
 
     // ---- O += P V: P straight from the S accumulators (the register A layout).
     uint32_t pa[4][4];
@@ -233,7 +289,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int r = half ? r1 : r0;
-    if (r >= rows) continue;  // (r < row0 + TILE always)
+    if (r >= rows || r >= row0 + nrows) continue;
     const float l = half ? l1 : l0, m = half ? m1 : m0;
     const float inv = l > 0.f ? p.v_scale / l : 0.f;
     const int i = r / p.group, j = r % p.group;

@@ -1,0 +1,24 @@
+# Sourced first by every bench script on a GPU machine (no package index there): the shell
+# options, unbuffered Python, sm_90a-only kernel builds unless HARNESS_CUDA_ARCHS says
+# otherwise, $OUT, every carried wheel (.whl/, .whl-min/, .whl-peers/: whichever this call
+# carried; one version of each package, or pip stops) installed into /tmp/site, and helpers.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 HARNESS_CUDA_ARCHS=${HARNESS_CUDA_ARCHS:-90a}
+OUT=${OUT:-/tmp/out}
+shopt -s nullglob
+wheels=(.whl*/*.whl)
+shopt -u nullglob
+if [ ${#wheels[@]} -gt 0 ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site "${wheels[@]}" && export PYTHONPATH=/tmp/site
+fi
+
+# Append stdin to $OUT/$LOG.log and echo it.
+log() { tee -a "$OUT/${LOG:-bench}.log"; }
+
+# Build the kernels and run their self-check against the reference; stop unless it passes.
+kernels_ok() {
+  python3 -m kernels.build 2>&1 | tail -1 | log
+  python3 -m kernels.selfcheck 2>&1 | tee "$OUT/selfcheck.log" | tail -8 | log
+  grep -q "CORRECTNESS: PASS" "$OUT/selfcheck.log" || { echo "selfcheck failed: stopping" | log; exit 1; }
+}
