@@ -611,3 +611,13 @@ def test_the_fake_catches_a_wrong_scale(fake_flashinfer: list, monkeypatch) -> N
     out = torch.full_like(inputs.q, float("nan"))
     get("flashinfer_xqa").prepare(inputs)(out)
     assert not passed(check_output(out, reference_attention(inputs), c))
+
+
+def test_warmup_summary_tells_build_failures_from_near_misses() -> None:
+    clean = P.warmup_summary([0, 0, 0], 23.4)
+    assert clean == "flashinfer warm-up done in 23 s"
+    mixed = P.warmup_summary([0, P.WRONG_ANSWER_RC, 1, P.WRONG_ANSWER_RC], 40)
+    assert "1 module(s) failed to build or launch (their cases will report the error)" in mixed
+    assert "2 module(s) missed the tolerance on the small check case" in mixed
+    only_wrong = P.warmup_summary([P.WRONG_ANSWER_RC], 5)
+    assert "failed to build" not in only_wrong and "1 module(s) missed" in only_wrong

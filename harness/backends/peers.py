@@ -602,8 +602,33 @@ def _warm_one(spec: str) -> int:
     corr = check_output(out, reference_attention(inputs), case)
     if not passed(corr):
         print(f"wrong answer on a small case: {failure_text(corr)}", file=sys.stderr)
-        return 1
+        return WRONG_ANSWER_RC
     return 0
+
+
+# Exit code of a warm-up child whose module built but missed the tolerance on its small
+# case (any other non-zero code: the build or the launch failed).
+WRONG_ANSWER_RC = 3
+
+
+def warmup_summary(outcomes: Sequence[int], seconds: float) -> str:
+    """The warm-up's last line from the children's exit codes: a module that did not build
+    fails its cases; one that missed on the small check case still runs, and every real
+    case is checked on its own data (on the H100, XQA's fp8 q_len 8 modules missed the
+    0.04 tolerance on a few elements of the small case yet passed every spec_decode case)."""
+    broken = sum(1 for rc in outcomes if rc not in (0, WRONG_ANSWER_RC))
+    wrong = sum(1 for rc in outcomes if rc == WRONG_ANSWER_RC)
+    text = f"flashinfer warm-up done in {seconds:.0f} s"
+    if broken:
+        text += (
+            f"; {broken} module(s) failed to build or launch (their cases will report the error)"
+        )
+    if wrong:
+        text += (
+            f"; {wrong} module(s) missed the tolerance on the small check case "
+            "(each case is still checked on its own data)"
+        )
+    return text
 
 
 def warmup(cases: Sequence[Case], jobs: int = 8) -> int:
@@ -627,7 +652,7 @@ def warmup(cases: Sequence[Case], jobs: int = 8) -> int:
     )
     t0 = time.perf_counter()
 
-    def one(item: tuple[str, Case]) -> bool:
+    def one(item: tuple[str, Case]) -> int:
         name, case = item
         what = family_text(name, case)
         spec = json.dumps({"name": name, "case": dataclasses.asdict(case)})
@@ -640,19 +665,16 @@ def warmup(cases: Sequence[Case], jobs: int = 8) -> int:
         took = time.perf_counter() - started
         if proc.returncode == 0:
             _say(f"  ready: {what} ({took:.0f} s)")
-            return True
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        _say(f"  FAILED: {what} ({took:.0f} s): {tail}")
-        return False
+        else:
+            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+            label = "WRONG ON SMALL CASE" if proc.returncode == WRONG_ANSWER_RC else "FAILED"
+            _say(f"  {label}: {what} ({took:.0f} s): {tail}")
+        return proc.returncode
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        ok = list(pool.map(one, plan))
-    failed = ok.count(False)
-    _say(
-        f"flashinfer warm-up done in {time.perf_counter() - t0:.0f} s"
-        + (f"; {failed} module(s) failed (their cases will report the error)" if failed else "")
-    )
-    return failed
+        outcomes = list(pool.map(one, plan))
+    _say(warmup_summary(outcomes, time.perf_counter() - t0))
+    return sum(1 for rc in outcomes if rc != 0)
 
 
 SELFCHECK_MODELS = {"GPT-OSS": (64, 8, 64), "Qwen3-480B": (96, 8, 128)}
