@@ -13,7 +13,6 @@ import statistics
 from pathlib import Path
 
 import pytest
-import torch
 
 from harness.calibrate import MIN_ACROSS_RUNS, MIN_IN_PROCESS, _markdown, summarize
 from harness.report.compare import NoiseProfile
@@ -23,12 +22,7 @@ GPU = "NVIDIA H100 80GB HBM3"
 BACKEND = "cuda_grouped"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def comparison_row(case_id: str, ratio: float, half: float, v: str, run: int) -> ResultRow:

@@ -33,12 +33,7 @@ ENV = {"driver": "550.54", "cuda": "12.4", "torch": "2.4.0", "git_commit": "a" *
 CASES = ("M-bf16-batchSize16-seqLenQ1", "M-bf16-batchSize64-seqLenQ2")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def samples(seed: int, median: float, sigma: float = 0.003, n: int = 200) -> list[float]:

@@ -12,7 +12,6 @@ import random
 import statistics
 
 import pytest
-import torch
 
 from harness.stats import (
     DEFAULT_THRESHOLD,
@@ -23,14 +22,7 @@ from harness.stats import (
     verdict,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny bootstrap tensors: intra-op threads only add overhead (7x on 2 cores)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def lognormal(rng: random.Random, n: int, median: float, sigma: float) -> list[float]:
