@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from factories import seed_row
 
 from harness.report import generate
 from harness.report.chart import CHART_NAME, speedup_series, write_chart
@@ -19,30 +19,19 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def row(batch: int, q_len: int, backend: str, median: float | None, device: dict) -> ResultRow:
-    case: dict[str, Any] = {
-        "model": "Qwen3-480B",
-        "kv_dtype": "fp8_e4m3",
-        "batch": batch,
-        "q_len": q_len,
-        "kv_len": 16384,
-        "page_size": 16,
-    }
-    timing = (
-        {}
-        if median is None
-        else {"median_ms": median, "ci_low_ms": median * 0.97, "ci_high_ms": median * 1.03, "n": 50}
-    )
-    return ResultRow(
-        run_id="r1",
-        matrix="spec_decode",
-        case_id=f"Qwen3-480B-fp8_e4m3-batchSize{batch}-seqLenQ{q_len}",
-        case=case,
-        backend=backend,
-        role=backend.split("_", 1)[1],
-        status="passed" if median is not None else "skipped",
+    """A seed-table row timed at `median` ms (+-3 %), or skipped when `median` is None."""
+    status = "passed" if median is not None else "skipped"
+    return seed_row(
+        batch,
+        q_len,
+        backend,
+        status,
         device=device,
-        timing=timing,
-        env={"git_commit": "0123456789abcdef", "copy_tbps": 3.0},
+        commit="0123456789abcdef",
+        median=median,
+        ci_rel=0.03,
+        n=50,
+        env_extra={"copy_tbps": 3.0},
     )
 
 
