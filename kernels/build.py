@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--archs",
-        help="comma-separated, e.g. 80,90a,100a (default: $HARNESS_CUDA_ARCHS or 80,90a,100a)",
+        help="comma-separated, e.g. 80,90a,100a (default: $HARNESS_CUDA_ARCHS or "
+        f"{','.join(DEFAULT_ARCHS)})",
     )
     ap.add_argument("--force", action="store_true", help="rebuild even if cached")
     ap.add_argument(

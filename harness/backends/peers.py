@@ -634,7 +634,8 @@ def warmup_summary(outcomes: Sequence[int], seconds: float) -> str:
 def warmup(cases: Sequence[Case], jobs: int = 8) -> int:
     """Compile every FlashInfer family the cases need, `jobs` child processes at a time
     (JIT builds are single nvcc processes; FlashInfer's JIT cache and file locks make the
-    workers' later loads instant). Returns the number of families that failed."""
+    workers' later loads instant). Returns the number of families that failed to build or
+    missed the tolerance on their small check case."""
     problem = flashinfer_problem()
     if problem is not None:
         _say(f"flashinfer warm-up skipped: {problem}")
