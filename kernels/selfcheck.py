@@ -139,6 +139,10 @@ def cases(quick: bool, rng: random.Random) -> list[Case]:
         # the sm_90a wgmma path (fp8, 64/128-row tiles): subnormal e4m3, kv_len == q_len
         Case(3, 8, 64, 8, 64, 32, "fp8", "bf16", 70, tiny=True),
         Case(2, 16, 64, 8, 128, 64, "fp8", "fp16", 16, exact_q_len=True),
+        # ... and its 16-bit kernel: 96 of 128 rows, kv_len == q_len, a full 64-row tile
+        Case(3, 8, 96, 8, 128, 16, "bf16", "bf16", 333),
+        Case(2, 16, 64, 8, 128, 32, "fp16", "fp16", 16, exact_q_len=True),
+        Case(3, 8, 64, 8, 64, 16, "bf16", "bf16", 130),
         Case(2, 4, 8, 2, 128, 64, "fp8", "bf16", 500, tiny=True),
         Case(2, 4, 8, 2, 128, 64, "fp8", "fp16", 500, tiny=True),
         Case(256, 1, 32, 8, 128, 16, "bf16", "bf16", 40),

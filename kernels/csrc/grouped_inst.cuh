@@ -15,14 +15,19 @@ namespace pd {
 
 template <typename T, bool KV8>
 static cudaError_t launch_tile(const Params& p, int tile, cudaStream_t st) {
-  // fp8 KV on an sm_90 GPU with a 128-row tile, or a full 64-row one: the wgmma kernel
-  // (grouped_wg.cuh), 8-16 % faster there on H100. A part-filled 64-row tile (Qwen3 q_len 4:
-  // 48 rows) stays on mma.sync: its serial per-stage phases lost 12 % in a one-CTA-per-SM
-  // wave tail (kernels/NOTES.md).
-  if constexpr (KV8 && PD_HEAD_DIM <= 128) {
+  // On an sm_90 GPU a 128-row tile, or a full 64-row one, runs the wgmma kernels
+  // (grouped_wg.cuh): 8-16 % faster than mma.sync there for fp8 KV on H100 (kernels/NOTES.md).
+  // A part-filled 64-row tile (Qwen3 q_len 4: 48 rows) stays on mma.sync: its serial
+  // per-stage phases lost 12 % in a one-CTA-per-SM wave tail.
+  if constexpr (PD_HEAD_DIM <= 128) {
     const bool wg_tile = tile == 128 || (tile == 64 && p.q_len * p.group >= 64);
-    if (wg_tile && wg_supported())
-      return tile == 64 ? launch_grouped_wg<PD_HEAD_DIM, T, 1>(p, st) : launch_grouped_wg<PD_HEAD_DIM, T, 2>(p, st);
+    if (wg_tile && wg_supported()) {
+      if constexpr (KV8)
+        return tile == 64 ? launch_grouped_wg<PD_HEAD_DIM, T, 1>(p, st) : launch_grouped_wg<PD_HEAD_DIM, T, 2>(p, st);
+      else
+        return tile == 64 ? launch_grouped_wg16<PD_HEAD_DIM, T, 1>(p, st)
+                          : launch_grouped_wg16<PD_HEAD_DIM, T, 2>(p, st);
+    }
   }
   PD_GROUPED_DISPATCH(PD_HEAD_DIM, launch_grouped_t, p, st)
 }

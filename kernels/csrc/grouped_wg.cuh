@@ -10,6 +10,10 @@
 // stage while the tensor cores work, then O += P V (P from the S accumulators, whose
 // fragment layout is the register A layout). The conversion happens once per CTA instead
 // of once per warp, and the MMAs read shared memory without ldmatrix.
+//
+// bf16/fp16 KV (grouped_wg16_kernel) needs no conversion: cp.async writes K and V straight
+// into the 128-byte-swizzled layout ([64 tok][128 B] blocks); K is the K-major B operand of
+// Q K^T, V the MN-major ("transposed") B operand of P V, in a deeper ring (up to 6 stages).
 #pragma once
 
 #include <type_traits>
@@ -19,13 +23,16 @@
 
 namespace pd {
 
-template <int D, int NWG>
+template <int D, int NWG, bool KV8 = true>
 struct WCfg {
   static constexpr int NT = NWG * 128;
   static constexpr int TILE = NWG * 64;
   static constexpr int BN = 64;                  // tokens per stage
-  static constexpr int NS = 4;                   // raw fp8 ring depth
-  static constexpr int RAW_HALF = BN * D;        // fp8 K (or V) of one stage
+  static constexpr int ES = KV8 ? 1 : 2;         // bytes per KV element
+  // Ring depth. fp8: raw stages (converted into the fp16 buffers below). 16-bit: the stages
+  // wgmma reads, as deep as ~200 KB of shared memory per SM allows at this kernel's CTAs/SM.
+  static constexpr int NS = KV8 ? 4 : (NWG == 2 ? 6 : (D == 128 ? 3 : 4));
+  static constexpr int RAW_HALF = BN * D * ES;   // K (or V) of one stage
   static constexpr int RAW = 2 * RAW_HALF;
   static constexpr int KC = BN * D * 2;          // fp16 K tile, D/64 blocks of [64 tok][128 B]
   static constexpr int VC = D * BN * 2;          // fp16 V^T tile, [D][64 tok] rows of 128 B
@@ -34,10 +41,12 @@ struct WCfg {
   // where the smaller footprint keeps a fourth CTA per SM (measured: the double-buffered
   // head_dim-64 kernel lost 20 % at GPT-OSS q_len 8 batch 64, a 1.3-wave grid).
   static constexpr bool DB = D >= 128;
-  static constexpr int CPR = D / 16;             // 16-byte chunks per raw row
+  static constexpr int CPR = D * ES / 16;        // 16-byte chunks per raw row
   static constexpr int J = BN * CPR / NT;        // raw chunks per thread per K (or V) stage
-  static constexpr int SMEM = 1024 + (DB ? 2 : 1) * CONV + NS * RAW;  // 1024: alignment slack
-  static_assert(!DB || NS >= 3, "stage it+1 must land while stage it is computed");
+  static constexpr int CONV_BYTES = KV8 ? (DB ? 2 : 1) * CONV : 0;
+  static constexpr int SMEM = 1024 + CONV_BYTES + NS * RAW;  // 1024: alignment slack
+  static_assert(!KV8 || !DB || NS >= 3, "stage it+1 must land while stage it is computed");
+  static_assert(SMEM <= 227 * 1024, "shared memory per CTA");
 };
 
 // Raw fp8 row t, 16-byte chunk c: chunks XOR-rotated by t/8 so the transposing V pass
@@ -51,6 +60,16 @@ __device__ __forceinline__ int raw_off(int t, int c) {
 __device__ __forceinline__ uint64_t wg_desc(uint32_t addr) {
   return (uint64_t)((addr & 0x3FFFF) >> 4) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
 }
+// The same for an MN-major operand (V as [token][d] for P V): 64-element d blocks LBO apart,
+// 8-token groups 1024 B apart.
+__device__ __forceinline__ uint64_t wg_desc_mn(uint32_t addr, uint32_t lbo) {
+  return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(1024 >> 4) << 32) |
+         (1ull << 62);
+}
+// 16-byte chunk c of token row r of a 16-bit [64 tok][D] tile in the swizzled block layout.
+__device__ __forceinline__ int wg16_off(int r, int c) {
+  return (c >> 3) * (64 * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4);
+}
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
@@ -59,30 +78,97 @@ __device__ __forceinline__ void fence_async_smem() {
 }
 __device__ __forceinline__ uint32_t cvt2(uint32_t x) { return e4m3x2_to_half2(x & 0xFFFFu); }
 
-// D[64 x 64] (+)= A[64 x 16] (registers, fp16) * B[16 x 64] (shared memory, descriptor).
+// wgmma m64nNk16, fp32 accumulators: A[64 x 16] from registers (T: fp16 or bf16), B[16 x N]
+// from shared memory by descriptor; TB = 1 reads B MN-major (V as [token][d]).
+#define PD_WG64(TY, TB)                                                            \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                \
+  "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " "                      \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "  \
+  "{%32, %33, %34, %35}, %36, p, 1, 1, " #TB ";\n}\n"
+#define PD_WG64_OUT "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+#define PD_WG128(TY, TB)                                                            \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                \
+  "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " "                      \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "  \
+  "{%64, %65, %66, %67}, %68, p, 1, 1, " #TB ";\n}\n"
+#define PD_WG128_OUT "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+#define PD_WG_IN "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d)
+
+template <typename T = __half, int TB = 0>
 __device__ __forceinline__ void wgmma_m64n64k16(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc,
-                                               int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-      "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d)
-      : "memory");
+                                                int scale_d) {
+  if constexpr (std::is_same_v<T, __half>) {
+    if constexpr (TB) asm volatile(PD_WG64("f16", 1) : PD_WG64_OUT : PD_WG_IN : "memory");
+    else asm volatile(PD_WG64("f16", 0) : PD_WG64_OUT : PD_WG_IN : "memory");
+  } else {
+    if constexpr (TB) asm volatile(PD_WG64("bf16", 1) : PD_WG64_OUT : PD_WG_IN : "memory");
+    else asm volatile(PD_WG64("bf16", 0) : PD_WG64_OUT : PD_WG_IN : "memory");
+  }
 }
 
-// D[64 x 128] (+)= A[64 x 16] (registers, fp16) * B[16 x 128] (shared memory, descriptor).
+template <typename T = __half, int TB = 0>
 __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc,
-                                               int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-      "{%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d)
-      : "memory");
+                                                int scale_d) {
+  if constexpr (std::is_same_v<T, __half>) {
+    if constexpr (TB) asm volatile(PD_WG128("f16", 1) : PD_WG128_OUT : PD_WG_IN : "memory");
+    else asm volatile(PD_WG128("f16", 0) : PD_WG128_OUT : PD_WG_IN : "memory");
+  } else {
+    if constexpr (TB) asm volatile(PD_WG128("bf16", 1) : PD_WG128_OUT : PD_WG_IN : "memory");
+    else asm volatile(PD_WG128("bf16", 0) : PD_WG128_OUT : PD_WG_IN : "memory");
+  }
+}
+
+// Rows r0 and r1 of q (zero past the problem) as the wgmma A fragments of Q K^T, in T.
+template <int D, typename TQ, typename T>
+__device__ __forceinline__ void wg_load_q(uint32_t (&qa)[D / 16][4], const Params& p, int b, int h, int rows, int r0,
+                                          int r1, int cq) {
+  auto q_cvt = [](uint32_t u) -> uint32_t {
+    if constexpr (std::is_same_v<TQ, T>) return u;
+    else return bf16x2_to_half2(u);
+  };
+  const TQ* qp0 = r0 < rows ? q_row<D, TQ>(p, b, h, r0) : nullptr;
+  const TQ* qp1 = r1 < rows ? q_row<D, TQ>(p, b, h, r1) : nullptr;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const int e0 = kk * 16 + 2 * cq, e1 = e0 + 8;
+    qa[kk][0] = qp0 ? q_cvt(*reinterpret_cast<const uint32_t*>(qp0 + e0)) : 0u;
+    qa[kk][1] = qp1 ? q_cvt(*reinterpret_cast<const uint32_t*>(qp1 + e0)) : 0u;
+    qa[kk][2] = qp0 ? q_cvt(*reinterpret_cast<const uint32_t*>(qp0 + e1)) : 0u;
+    qa[kk][3] = qp1 ? q_cvt(*reinterpret_cast<const uint32_t*>(qp1 + e1)) : 0u;
+  }
+}
+
+// Epilogue of both wgmma kernels: each thread owns whole rows' columns (rows r0 and r1, no
+// cross-warp merge); rows at or past row_end are not this CTA's. Unsplit: the normalised
+// output in TQ; split: fp32 partial O and the row's log2-sum-exp for merge_kernel.
+template <int D, typename TQ>
+__device__ __forceinline__ void wg_store(const Params& p, float (&o)[D / 8][4], float l0, float l1, float m0,
+                                         float m1, int r0, int r1, int rows, int row_end, int split, int b, int h,
+                                         int cq) {
+  l0 = quad_sum(l0);
+  l1 = quad_sum(l1);
+  const int rtot = p.batch * p.q_len * p.hq;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = half ? r1 : r0;
+    if (r >= rows || r >= row_end) continue;
+    const float l = half ? l1 : l0, m = half ? m1 : m0;
+    const float inv = l > 0.f ? p.v_scale / l : 0.f;
+    const int i = r / p.group, j = r % p.group;
+    const size_t orow = (size_t)(b * p.q_len + i) * p.hq + h * p.group + j;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) {
+      const float x = o[dn][2 * half] * inv, y = o[dn][2 * half + 1] * inv;
+      const int col = dn * 8 + 2 * cq;
+      if (p.num_splits == 1) {
+        *reinterpret_cast<uint32_t*>(static_cast<TQ*>(p.out) + orow * D + col) = Tr<TQ>::pack(x, y);
+      } else {
+        *reinterpret_cast<float2*>(p.ws_o + ((size_t)split * rtot + orow) * D + col) = make_float2(x, y);
+      }
+    }
+    if (p.num_splits > 1 && cq == 0)
+      p.ws_lse[(size_t)split * rtot + orow] = l > 0.f ? m + __log2f(l) : -INFINITY;
+  }
 }
 
 template <int D, typename TQ, int NWG>
@@ -122,27 +208,8 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
   const int r0 = row0 + warp * 16 + g, r1 = r0 + 8;
   const int lim0 = min(r0 < rows ? kv_len - p.q_len + r0 / p.group : kv_len - 1, t_end - 1);
   const int lim1 = min(r1 < rows ? kv_len - p.q_len + r1 / p.group : kv_len - 1, t_end - 1);
-  auto q_row_ptr = [&](int r) -> const TQ* {
-    const int i = r / p.group, j = r % p.group;
-    return static_cast<const TQ*>(p.q) + ((size_t)(b * p.q_len + i) * p.hq + h * p.group + j) * D;
-  };
-  auto q_cvt = [](uint32_t u) -> uint32_t {
-    if constexpr (std::is_same_v<TQ, __half>) return u;
-    else return bf16x2_to_half2(u);
-  };
   uint32_t qa[D / 16][4];
-  {
-    const TQ* qp0 = r0 < rows ? q_row_ptr(r0) : nullptr;
-    const TQ* qp1 = r1 < rows ? q_row_ptr(r1) : nullptr;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      const int e0 = kk * 16 + 2 * cq, e1 = e0 + 8;
-      qa[kk][0] = qp0 ? q_cvt(*reinterpret_cast<const uint32_t*>(qp0 + e0)) : 0u;
-      qa[kk][1] = qp1 ? q_cvt(*reinterpret_cast<const uint32_t*>(qp1 + e0)) : 0u;
-      qa[kk][2] = qp0 ? q_cvt(*reinterpret_cast<const uint32_t*>(qp0 + e1)) : 0u;
-      qa[kk][3] = qp1 ? q_cvt(*reinterpret_cast<const uint32_t*>(qp1 + e1)) : 0u;
-    }
-  }
+  wg_load_q<D, TQ, __half>(qa, p, b, h, rows, r0, r1, cq);
 
   int pages[C::J];
   auto fetch_pages = [&](int it) {
@@ -282,31 +349,85 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
   }
   cp_async_wait<0>();
 
-  // ---- epilogue: each thread owns whole rows' columns (no cross-warp merge).
-  l0 = quad_sum(l0);
-  l1 = quad_sum(l1);
-  const int rtot = p.batch * p.q_len * p.hq;
+  wg_store<D, TQ>(p, o, l0, l1, m0, m1, r0, r1, rows, row0 + nrows, split, b, h, cq);
+#ifdef HARNESS_PLANTED_SLOWDOWN
+  __syncthreads();  // every store of this CTA precedes its count
+  if (tid == 0) planted_end();
+#endif
+#else
+  __trap();  // launched only on sm_90 devices (wg_supported), where the sm_90a code runs
+#endif
+}
+
+// The 16-bit-KV wgmma kernel (T: the KV dtype, which equals q's): no conversion pass, so
+// one barrier per stage and the two MMAs; the ring keeps NS - 1 stages in flight.
+template <int D, typename T, int NWG>
+__global__ void __launch_bounds__(WCfg<D, NWG, false>::NT, 1) grouped_wg16_kernel(const Params p) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#ifdef HARNESS_PLANTED_SLOWDOWN
+  if (threadIdx.x == 0) planted_begin();
+#endif
+  using C = WCfg<D, NWG, false>;
+  extern __shared__ __align__(1024) uint8_t smem16_base[];
+  const uint32_t base_u32 = smem_u32(smem16_base);
+  uint8_t* ring = smem16_base + (((base_u32 + 1023u) & ~1023u) - base_u32);
+  const TileRange t = cta_tile(p, C::TILE, C::BN);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, cq = lane & 3;
+  const int r0 = t.row0 + warp * 16 + g, r1 = r0 + 8;
+  const int lim0 = row_limit(p, t, r0), lim1 = row_limit(p, t, r1);
+  uint32_t qa[D / 16][4];
+  wg_load_q<D, T, T>(qa, p, t.b, t.h, t.rows, r0, r1, cq);
+
+  KvStream<C::NT, C::CPR, C::BN> kv(p, t, D * 2);
+  auto load_stage = [&](int it, int slot) {
+    kv.load(it, ring + slot * C::RAW, C::RAW_HALF, [](int r, int c) { return wg16_off(r, c); });
+  };
+  kv.template prime<C::NS>(t.ntiles, load_stage);
+
+  float o[D / 8][4];
+  zero(o);
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  for (int it = 0; it < t.ntiles; ++it) {
+    // Stage it landed (this thread's copies), is visible to the async proxy, and every
+    // warpgroup finished stage it-1, whose slot the next load reuses.
+    cp_async_wait<C::NS - 2>();
+    fence_async_smem();
+    __syncthreads();
+    kv.template advance<C::NS>(it, t.ntiles, load_stage);
+    const uint32_t k_u32 = smem_u32(ring + (it % C::NS) * C::RAW), v_u32 = k_u32 + C::RAW_HALF;
+
+    float s[8][4];
+    wg_fence();
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int r = half ? r1 : r0;
-    if (r >= rows || r >= row0 + nrows) continue;
-    const float l = half ? l1 : l0, m = half ? m1 : m0;
-    const float inv = l > 0.f ? p.v_scale / l : 0.f;
-    const int i = r / p.group, j = r % p.group;
-    const size_t orow = (size_t)(b * p.q_len + i) * p.hq + h * p.group + j;
+    for (int kk = 0; kk < D / 16; ++kk)
+      wgmma_m64n64k16<T>(s, qa[kk], wg_desc(k_u32 + (kk >> 2) * (C::BN * 128) + (kk & 3) * 32), kk > 0);
+    wg_commit();
+    wg_wait();
+
+    softmax_step(s, o, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq, lim0, lim1,
+                 p.scale_log2, m0, m1, l0, l1);
+
+    uint32_t pa[4][4];
 #pragma unroll
-    for (int dn = 0; dn < D / 8; ++dn) {
-      const float x = o[dn][2 * half] * inv, y = o[dn][2 * half + 1] * inv;
-      const int col = dn * 8 + 2 * cq;
-      if (p.num_splits == 1) {
-        *reinterpret_cast<uint32_t*>(static_cast<TQ*>(p.out) + orow * D + col) = Tr<TQ>::pack(x, y);
-      } else {
-        *reinterpret_cast<float2*>(p.ws_o + ((size_t)split * rtot + orow) * D + col) = make_float2(x, y);
-      }
+    for (int kt = 0; kt < 4; ++kt) {
+      pa[kt][0] = Tr<T>::pack(s[2 * kt][0], s[2 * kt][1]);
+      pa[kt][1] = Tr<T>::pack(s[2 * kt][2], s[2 * kt][3]);
+      pa[kt][2] = Tr<T>::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]);
+      pa[kt][3] = Tr<T>::pack(s[2 * kt + 1][2], s[2 * kt + 1][3]);
     }
-    if (p.num_splits > 1 && cq == 0)
-      p.ws_lse[(size_t)split * rtot + orow] = l > 0.f ? m + __log2f(l) : -INFINITY;
+    wg_fence();
+#pragma unroll
+    for (int kt = 0; kt < 4; ++kt) {  // 16 tokens = two 8-row groups of V's [64 tok][128 B] blocks
+      const uint64_t dv = wg_desc_mn(v_u32 + kt * 2048, C::BN * 128);
+      if constexpr (D == 128) wgmma_m64n128k16<T, 1>(o, pa[kt], dv, 1);
+      else wgmma_m64n64k16<T, 1>(o, pa[kt], dv, 1);
+    }
+    wg_commit();
+    wg_wait();
   }
+  cp_async_wait<0>();
+  wg_store<D, T>(p, o, l0, l1, m0, m1, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
 #ifdef HARNESS_PLANTED_SLOWDOWN
   __syncthreads();  // every store of this CTA precedes its count
   if (tid == 0) planted_end();
@@ -338,6 +459,13 @@ cudaError_t launch_grouped_wg(const Params& p, cudaStream_t st) {
   using C = WCfg<D, NWG>;
   static unsigned long long done = 0;
   return launch_tiles(grouped_wg_kernel<D, TQ, NWG>, C::NT, C::SMEM, done, p, st);
+}
+
+template <int D, typename T, int NWG>
+cudaError_t launch_grouped_wg16(const Params& p, cudaStream_t st) {
+  using C = WCfg<D, NWG, false>;
+  static unsigned long long done = 0;
+  return launch_tiles(grouped_wg16_kernel<D, T, NWG>, C::NT, C::SMEM, done, p, st);
 }
 
 }  // namespace pd
