@@ -37,15 +37,16 @@ struct WCfg {
   static constexpr int KC = BN * D * 2;          // fp16 K tile, D/64 blocks of [64 tok][128 B]
   static constexpr int VC = D * BN * 2;          // fp16 V^T tile, [D][64 tok] rows of 128 B
   static constexpr int CONV = KC + VC;           // one fp16 K + V^T buffer
-  // Two buffers (convert stage it+1 under stage it's Q K^T) for head_dim 128; one for 64,
-  // where the smaller footprint keeps a fourth CTA per SM (measured: the double-buffered
-  // head_dim-64 kernel lost 20 % at GPT-OSS q_len 8 batch 64, a 1.3-wave grid).
-  static constexpr bool DB = D >= 128;
+  // head_dim 128 is software-pipelined over three fp16 buffers: stage it+1's Q K^T and the
+  // conversion of stage it+2 run under stage it's softmax and P V. head_dim 64 keeps one
+  // buffer, where the smaller footprint keeps a fourth CTA per SM (measured: a
+  // double-buffered head_dim-64 kernel lost 20 % at GPT-OSS q_len 8 batch 64, a 1.3-wave grid).
+  static constexpr bool PIPE = D >= 128;
   static constexpr int CPR = D * ES / 16;        // 16-byte chunks per raw row
   static constexpr int J = BN * CPR / NT;        // raw chunks per thread per K (or V) stage
-  static constexpr int CONV_BYTES = KV8 ? (DB ? 2 : 1) * CONV : 0;
+  static constexpr int CONV_BYTES = KV8 ? (PIPE ? 3 : 1) * CONV : 0;
   static constexpr int SMEM = 1024 + CONV_BYTES + NS * RAW;  // 1024: alignment slack
-  static_assert(!KV8 || !DB || NS >= 3, "stage it+1 must land while stage it is computed");
+  static_assert(NS >= 3, "stage it+1 (fp8: it+2) must land while stage it is computed");
   static_assert(SMEM <= 227 * 1024, "shared memory per CTA");
 };
 
@@ -171,6 +172,43 @@ __device__ __forceinline__ void wg_store(const Params& p, float (&o)[D / 8][4], 
   }
 }
 
+// One stage's softmax on S, then O += P V issued as one commit group (not waited for). P
+// comes straight from the S accumulators, whose layout is the register A layout. V: TB = 0,
+// the fp8 kernel's converted V^T ([d][64 tok], K-major); TB = 1, [64 tok][d] (MN-major).
+template <typename T, int TB, int D>
+__device__ __forceinline__ void wg_softmax_pv(float (&s)[8][4], float (&o)[D / 8][4], uint32_t v_u32, bool masked,
+                                              int tb, int cq, int lim0, int lim1, float sc, float& m0, float& m1,
+                                              float& l0, float& l1) {
+  softmax_step(s, o, masked, tb, cq, lim0, lim1, sc, m0, m1, l0, l1);
+  uint32_t pa[4][4];
+#pragma unroll
+  for (int kt = 0; kt < 4; ++kt) {
+    pa[kt][0] = Tr<T>::pack(s[2 * kt][0], s[2 * kt][1]);
+    pa[kt][1] = Tr<T>::pack(s[2 * kt][2], s[2 * kt][3]);
+    pa[kt][2] = Tr<T>::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]);
+    pa[kt][3] = Tr<T>::pack(s[2 * kt + 1][2], s[2 * kt + 1][3]);
+  }
+  wg_fence();
+#pragma unroll
+  for (int kt = 0; kt < 4; ++kt) {  // 16 tokens: 32 B of a V^T row, or two 8-row groups of V
+    const uint64_t dv = TB ? wg_desc_mn(v_u32 + kt * 2048, 64 * 128) : wg_desc(v_u32 + kt * 32);
+    if constexpr (D == 128) wgmma_m64n128k16<T, TB>(o, pa[kt], dv, 1);
+    else wgmma_m64n64k16<T, TB>(o, pa[kt], dv, 1);
+  }
+  wg_commit();
+}
+
+// S = Q K^T of one 64-token stage (K: [64 tok][D] in D/64 swizzled blocks at k_u32), issued
+// as one commit group.
+template <typename T, int D>
+__device__ __forceinline__ void wg_qk(float (&s)[8][4], const uint32_t (&qa)[D / 16][4], uint32_t k_u32) {
+  wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+    wgmma_m64n64k16<T>(s, qa[kk], wg_desc(k_u32 + (kk >> 2) * (64 * 128) + (kk & 3) * 32), kk > 0);
+  wg_commit();
+}
+
 template <int D, typename TQ, int NWG>
 __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const Params p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -181,7 +219,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
   extern __shared__ __align__(1024) uint8_t smem_raw_base[];
   const uint32_t base_u32 = smem_u32(smem_raw_base);
   uint8_t* smem = smem_raw_base + (((base_u32 + 1023u) & ~1023u) - base_u32);
-  uint8_t* ring = smem + (C::DB ? 2 : 1) * C::CONV;  // raw fp8 stages after the fp16 buffers
+  uint8_t* ring = smem + C::CONV_BYTES;  // raw fp8 stages after the fp16 buffers
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, cq = lane & 3;
   const int rt = blockIdx.x % p.num_row_tiles, split = blockIdx.x / p.num_row_tiles;
@@ -281,74 +319,80 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
   const float sc = p.scale_log2;
 
+  auto buf_u32 = [&](int buf) { return smem_u32(smem + buf * C::CONV); };
+  if constexpr (C::PIPE) {
+    // Raw stages 0..NS-1 in flight (one commit group each), stage NS's pages fetched.
 #pragma unroll
-  for (int s = 0; s < C::NS - 1; ++s) {
-    if (s < ntiles) {
-      fetch_pages(s);
-      load_tile(s, s);
+    for (int s = 0; s < C::NS; ++s) {
+      if (s < ntiles) {
+        fetch_pages(s);
+        load_tile(s, s);
+      }
+      cp_async_commit();
     }
-    cp_async_commit();
-  }
-  if (C::NS - 1 < ntiles) fetch_pages(C::NS - 1);
-  if (C::DB && ntiles > 0) {
-    cp_async_wait<C::NS - 2>();  // raw stage 0
-    __syncthreads();
-    convert(0, 0);
-  }
-
-  for (int it = 0; it < ntiles; ++it) {
-    // Double-buffered: raw stage it+1 landed, stage it's fp16 buffer is complete, and every
-    // warpgroup is done with the other buffer (its P V of stage it-1 was waited for).
-    // Single: raw stage it landed and every warpgroup is done with the buffer.
-    if constexpr (C::DB) cp_async_wait<C::NS - 3>();
-    else cp_async_wait<C::NS - 2>();
-    __syncthreads();
-    if (it + C::NS - 1 < ntiles) {
-      load_tile(it + C::NS - 1, (it + C::NS - 1) % C::NS);
-      if (it + C::NS < ntiles) fetch_pages(it + C::NS);
+    if (C::NS < ntiles) fetch_pages(C::NS);
+    float sa[8][4], sb[8][4];
+    if (ntiles > 0) {
+      cp_async_wait<C::NS - 2>();  // raw stages 0 and 1
+      __syncthreads();
+      convert(0, 0);
+      if (ntiles > 1) convert(1, 1);
+      __syncthreads();
+      wg_qk<__half, D>(sa, qa, buf_u32(0));
+      wg_wait();
     }
-    cp_async_commit();
-    if constexpr (!C::DB) {
+    // Stage it: its S is in cur; Q K^T of stage it+1 (buffer (it+1)%3) and the conversion of
+    // stage it+2 (into buffer (it+2)%3, free since stage it-1's P V) run under its softmax.
+    auto step = [&](float(&cur)[8][4], float(&nxt)[8][4], int it) {
+      // Raw stage it+2 landed, buffer (it+1)%3 is complete, every warpgroup is done with
+      // stage it-1 (buffer and raw slot); the slot of raw stage it (converted) is free.
+      cp_async_wait<C::NS - 3>();
+      __syncthreads();
+      if (it + C::NS < ntiles) {
+        load_tile(it + C::NS, it % C::NS);
+        if (it + C::NS + 1 < ntiles) fetch_pages(it + C::NS + 1);
+      }
+      cp_async_commit();
+      if (it + 1 < ntiles) wg_qk<__half, D>(nxt, qa, buf_u32((it + 1) % 3));
+      if (it + 2 < ntiles) convert((it + 2) % C::NS, (it + 2) % 3);
+      wg_softmax_pv<__half, 0, D>(cur, o, buf_u32(it % 3) + C::KC, t_begin + (it + 1) * C::BN > mask_from,
+                                  t_begin + it * C::BN, cq, lim0, lim1, sc, m0, m1, l0, l1);
+      wg_wait();
+    };
+    for (int it = 0; it < ntiles; it += 2) {
+      step(sa, sb, it);
+      if (it + 1 < ntiles) step(sb, sa, it + 1);
+    }
+  } else {
+#pragma unroll
+    for (int s = 0; s < C::NS - 1; ++s) {
+      if (s < ntiles) {
+        fetch_pages(s);
+        load_tile(s, s);
+      }
+      cp_async_commit();
+    }
+    if (C::NS - 1 < ntiles) fetch_pages(C::NS - 1);
+    for (int it = 0; it < ntiles; ++it) {
+      // Raw stage it landed and every warpgroup is done with the one fp16 buffer.
+      cp_async_wait<C::NS - 2>();
+      __syncthreads();
+      if (it + C::NS - 1 < ntiles) {
+        load_tile(it + C::NS - 1, (it + C::NS - 1) % C::NS);
+        if (it + C::NS < ntiles) fetch_pages(it + C::NS);
+      }
+      cp_async_commit();
       convert(it % C::NS, 0);
       __syncthreads();
+      float s[8][4];
+      wg_qk<__half, D>(s, qa, buf_u32(0));
+      wg_wait();
+      wg_softmax_pv<__half, 0, D>(s, o, buf_u32(0) + C::KC, t_begin + (it + 1) * C::BN > mask_from,
+                                  t_begin + it * C::BN, cq, lim0, lim1, sc, m0, m1, l0, l1);
+      wg_wait();
     }
-    const int buf = C::DB ? (it & 1) : 0;
-    const uint32_t kc_u32 = smem_u32(smem + buf * C::CONV), vc_u32 = kc_u32 + C::KC;
-
-    // ---- S = Q K^T: 64 rows per warpgroup x 64 tokens, asynchronously ...
-    float s[8][4];
-    wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      wgmma_m64n64k16(s, qa[kk], wg_desc(kc_u32 + (kk >> 2) * (C::BN * 128) + (kk & 3) * 32), kk > 0);
-    wg_commit();
-    // ... while this thread converts the next stage into the other buffer.
-    if (C::DB && it + 1 < ntiles) convert((it + 1) % C::NS, (it + 1) & 1);
-    wg_wait();
-
-    softmax_step(s, o, t_begin + (it + 1) * C::BN > mask_from, t_begin + it * C::BN, cq, lim0, lim1, sc, m0,
-                 m1, l0, l1);
-
-    // ---- O += P V: P straight from the S accumulators (the register A layout).
-    uint32_t pa[4][4];
-#pragma unroll
-    for (int kt = 0; kt < 4; ++kt) {
-      pa[kt][0] = Tr<__half>::pack(s[2 * kt][0], s[2 * kt][1]);
-      pa[kt][1] = Tr<__half>::pack(s[2 * kt][2], s[2 * kt][3]);
-      pa[kt][2] = Tr<__half>::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]);
-      pa[kt][3] = Tr<__half>::pack(s[2 * kt + 1][2], s[2 * kt + 1][3]);
-    }
-    wg_fence();
-#pragma unroll
-    for (int kt = 0; kt < 4; ++kt) {
-      if constexpr (D == 128) wgmma_m64n128k16(o, pa[kt], wg_desc(vc_u32 + kt * 32), 1);
-      else wgmma_m64n64k16(o, pa[kt], wg_desc(vc_u32 + kt * 32), 1);
-    }
-    wg_commit();
-    wg_wait();
   }
   cp_async_wait<0>();
-
   wg_store<D, TQ>(p, o, l0, l1, m0, m1, r0, r1, rows, row0 + nrows, split, b, h, cq);
 #ifdef HARNESS_PLANTED_SLOWDOWN
   __syncthreads();  // every store of this CTA precedes its count
@@ -388,43 +432,37 @@ __global__ void __launch_bounds__(WCfg<D, NWG, false>::NT, 1) grouped_wg16_kerne
   float o[D / 8][4];
   zero(o);
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-  for (int it = 0; it < t.ntiles; ++it) {
-    // Stage it landed (this thread's copies), is visible to the async proxy, and every
-    // warpgroup finished stage it-1, whose slot the next load reuses.
-    cp_async_wait<C::NS - 2>();
+  auto stage_u32 = [&](int it) { return smem_u32(ring + (it % C::NS) * C::RAW); };
+  // One stage, software-pipelined: Q K^T of stage it+1 runs on the tensor cores while this
+  // warpgroup's softmax of stage it (already in cur) runs on the FMA/MUFU pipes.
+  auto step = [&](float(&cur)[8][4], float(&nxt)[8][4], int it) {
+    if (it + 1 < t.ntiles) {
+      // Stage it+1 landed (this thread's copies), is visible to the async proxy, and every
+      // warpgroup finished stage it-1, whose ring slot the next load reuses.
+      cp_async_wait<C::NS - 3>();
+      fence_async_smem();
+      __syncthreads();
+      kv.template advance<C::NS>(it, t.ntiles, load_stage);
+      wg_qk<T, D>(nxt, qa, stage_u32(it + 1));
+    }
+    wg_softmax_pv<T, 1, D>(cur, o, stage_u32(it) + C::RAW_HALF, t.t_begin + (it + 1) * C::BN > t.mask_from,
+                           t.t_begin + it * C::BN, cq, lim0, lim1, p.scale_log2, m0, m1, l0, l1);
+    wg_wait();  // P V of stage it and Q K^T of stage it+1
+  };
+
+  float sa[8][4], sb[8][4];
+  if (t.ntiles > 0) {
+    cp_async_wait<C::NS - 2>();  // stage 0
     fence_async_smem();
     __syncthreads();
-    kv.template advance<C::NS>(it, t.ntiles, load_stage);
-    const uint32_t k_u32 = smem_u32(ring + (it % C::NS) * C::RAW), v_u32 = k_u32 + C::RAW_HALF;
-
-    float s[8][4];
-    wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      wgmma_m64n64k16<T>(s, qa[kk], wg_desc(k_u32 + (kk >> 2) * (C::BN * 128) + (kk & 3) * 32), kk > 0);
-    wg_commit();
+    wg_qk<T, D>(sa, qa, stage_u32(0));
     wg_wait();
-
-    softmax_step(s, o, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq, lim0, lim1,
-                 p.scale_log2, m0, m1, l0, l1);
-
-    uint32_t pa[4][4];
-#pragma unroll
-    for (int kt = 0; kt < 4; ++kt) {
-      pa[kt][0] = Tr<T>::pack(s[2 * kt][0], s[2 * kt][1]);
-      pa[kt][1] = Tr<T>::pack(s[2 * kt][2], s[2 * kt][3]);
-      pa[kt][2] = Tr<T>::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]);
-      pa[kt][3] = Tr<T>::pack(s[2 * kt + 1][2], s[2 * kt + 1][3]);
-    }
-    wg_fence();
-#pragma unroll
-    for (int kt = 0; kt < 4; ++kt) {  // 16 tokens = two 8-row groups of V's [64 tok][128 B] blocks
-      const uint64_t dv = wg_desc_mn(v_u32 + kt * 2048, C::BN * 128);
-      if constexpr (D == 128) wgmma_m64n128k16<T, 1>(o, pa[kt], dv, 1);
-      else wgmma_m64n64k16<T, 1>(o, pa[kt], dv, 1);
-    }
-    wg_commit();
-    wg_wait();
+  }
+  // The stage-(it+1) wait and the ring refill happen inside step(); stage it+NS-1 goes into
+  // the slot of stage it-1 (commit groups: NS-1 from prime, then one per advance).
+  for (int it = 0; it < t.ntiles; it += 2) {
+    step(sa, sb, it);
+    if (it + 1 < t.ntiles) step(sb, sa, it + 1);
   }
   cp_async_wait<0>();
   wg_store<D, T>(p, o, l0, l1, m0, m1, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
