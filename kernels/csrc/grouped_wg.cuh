@@ -37,16 +37,15 @@ struct WCfg {
   static constexpr int KC = BN * D * 2;          // fp16 K tile, D/64 blocks of [64 tok][128 B]
   static constexpr int VC = D * BN * 2;          // fp16 V^T tile, [D][64 tok] rows of 128 B
   static constexpr int CONV = KC + VC;           // one fp16 K + V^T buffer
-  // head_dim 128 is software-pipelined over three fp16 buffers: stage it+1's Q K^T and the
-  // conversion of stage it+2 run under stage it's softmax and P V. head_dim 64 keeps one
-  // buffer, where the smaller footprint keeps a fourth CTA per SM (measured: a
-  // double-buffered head_dim-64 kernel lost 20 % at GPT-OSS q_len 8 batch 64, a 1.3-wave grid).
-  static constexpr bool PIPE = D >= 128;
+  // Two buffers (convert stage it+1 under stage it's Q K^T) for head_dim 128; one for 64,
+  // where the smaller footprint keeps a fourth CTA per SM (measured: the double-buffered
+  // head_dim-64 kernel lost 20 % at GPT-OSS q_len 8 batch 64, a 1.3-wave grid).
+  static constexpr bool DB = D >= 128;
   static constexpr int CPR = D * ES / 16;        // 16-byte chunks per raw row
   static constexpr int J = BN * CPR / NT;        // raw chunks per thread per K (or V) stage
-  static constexpr int CONV_BYTES = KV8 ? (PIPE ? 3 : 1) * CONV : 0;
+  static constexpr int CONV_BYTES = KV8 ? (DB ? 2 : 1) * CONV : 0;
   static constexpr int SMEM = 1024 + CONV_BYTES + NS * RAW;  // 1024: alignment slack
-  static_assert(NS >= 3, "stage it+1 (fp8: it+2) must land while stage it is computed");
+  static_assert(!KV8 || !DB || NS >= 3, "stage it+1 must land while stage it is computed");
   static_assert(SMEM <= 227 * 1024, "shared memory per CTA");
 };
 
@@ -175,11 +174,14 @@ __device__ __forceinline__ void wg_store(const Params& p, float (&o)[D / 8][4], 
 // One stage's softmax on S, then O += P V issued as one commit group (not waited for). P
 // comes straight from the S accumulators, whose layout is the register A layout. V: TB = 0,
 // the fp8 kernel's converted V^T ([d][64 tok], K-major); TB = 1, [64 tok][d] (MN-major).
+// A warp whose 16 rows are all past the problem (`live` false: rows 96..127 of Qwen3's
+// 96-row tile) skips the softmax and feeds P = 0, which the MMA needs from every warp.
 template <typename T, int TB, int D>
-__device__ __forceinline__ void wg_softmax_pv(float (&s)[8][4], float (&o)[D / 8][4], uint32_t v_u32, bool masked,
-                                              int tb, int cq, int lim0, int lim1, float sc, float& m0, float& m1,
-                                              float& l0, float& l1) {
-  softmax_step(s, o, masked, tb, cq, lim0, lim1, sc, m0, m1, l0, l1);
+__device__ __forceinline__ void wg_softmax_pv(float (&s)[8][4], float (&o)[D / 8][4], uint32_t v_u32, bool live,
+                                              bool masked, int tb, int cq, int lim0, int lim1, float sc, float& m0,
+                                              float& m1, float& l0, float& l1) {
+  if (live) softmax_step(s, o, masked, tb, cq, lim0, lim1, sc, m0, m1, l0, l1);
+  else zero(s);
   uint32_t pa[4][4];
 #pragma unroll
   for (int kt = 0; kt < 4; ++kt) {
@@ -219,7 +221,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
   extern __shared__ __align__(1024) uint8_t smem_raw_base[];
   const uint32_t base_u32 = smem_u32(smem_raw_base);
   uint8_t* smem = smem_raw_base + (((base_u32 + 1023u) & ~1023u) - base_u32);
-  uint8_t* ring = smem + C::CONV_BYTES;  // raw fp8 stages after the fp16 buffers
+  uint8_t* ring = smem + (C::DB ? 2 : 1) * C::CONV;  // raw fp8 stages after the fp16 buffers
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, cq = lane & 3;
   const int rt = blockIdx.x % p.num_row_tiles, split = blockIdx.x / p.num_row_tiles;
@@ -244,6 +246,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
 
   // Rows of this thread (warp w owns rows 16w..16w+15 of the tile, as wgmma lays them out).
   const int r0 = row0 + warp * 16 + g, r1 = r0 + 8;
+  const bool live = row0 + warp * 16 < rows;  // warp-uniform
   const int lim0 = min(r0 < rows ? kv_len - p.q_len + r0 / p.group : kv_len - 1, t_end - 1);
   const int lim1 = min(r1 < rows ? kv_len - p.q_len + r1 / p.group : kv_len - 1, t_end - 1);
   uint32_t qa[D / 16][4];
@@ -319,78 +322,49 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
   const float sc = p.scale_log2;
 
-  auto buf_u32 = [&](int buf) { return smem_u32(smem + buf * C::CONV); };
-  if constexpr (C::PIPE) {
-    // Raw stages 0..NS-1 in flight (one commit group each), stage NS's pages fetched.
 #pragma unroll
-    for (int s = 0; s < C::NS; ++s) {
-      if (s < ntiles) {
-        fetch_pages(s);
-        load_tile(s, s);
-      }
-      cp_async_commit();
+  for (int s = 0; s < C::NS - 1; ++s) {
+    if (s < ntiles) {
+      fetch_pages(s);
+      load_tile(s, s);
     }
-    if (C::NS < ntiles) fetch_pages(C::NS);
-    float sa[8][4], sb[8][4];
-    if (ntiles > 0) {
-      cp_async_wait<C::NS - 2>();  // raw stages 0 and 1
-      __syncthreads();
-      convert(0, 0);
-      if (ntiles > 1) convert(1, 1);
-      __syncthreads();
-      wg_qk<__half, D>(sa, qa, buf_u32(0));
-      wg_wait();
+    cp_async_commit();
+  }
+  if (C::NS - 1 < ntiles) fetch_pages(C::NS - 1);
+  if (C::DB && ntiles > 0) {
+    cp_async_wait<C::NS - 2>();  // raw stage 0
+    __syncthreads();
+    convert(0, 0);
+  }
+
+  for (int it = 0; it < ntiles; ++it) {
+    // Double-buffered: raw stage it+1 landed, stage it's fp16 buffer is complete, and every
+    // warpgroup is done with the other buffer (its P V of stage it-1 was waited for).
+    // Single: raw stage it landed and every warpgroup is done with the buffer.
+    if constexpr (C::DB) cp_async_wait<C::NS - 3>();
+    else cp_async_wait<C::NS - 2>();
+    __syncthreads();
+    if (it + C::NS - 1 < ntiles) {
+      load_tile(it + C::NS - 1, (it + C::NS - 1) % C::NS);
+      if (it + C::NS < ntiles) fetch_pages(it + C::NS);
     }
-    // Stage it: its S is in cur; Q K^T of stage it+1 (buffer (it+1)%3) and the conversion of
-    // stage it+2 (into buffer (it+2)%3, free since stage it-1's P V) run under its softmax.
-    auto step = [&](float(&cur)[8][4], float(&nxt)[8][4], int it) {
-      // Raw stage it+2 landed, buffer (it+1)%3 is complete, every warpgroup is done with
-      // stage it-1 (buffer and raw slot); the slot of raw stage it (converted) is free.
-      cp_async_wait<C::NS - 3>();
-      __syncthreads();
-      if (it + C::NS < ntiles) {
-        load_tile(it + C::NS, it % C::NS);
-        if (it + C::NS + 1 < ntiles) fetch_pages(it + C::NS + 1);
-      }
-      cp_async_commit();
-      if (it + 1 < ntiles) wg_qk<__half, D>(nxt, qa, buf_u32((it + 1) % 3));
-      if (it + 2 < ntiles) convert((it + 2) % C::NS, (it + 2) % 3);
-      wg_softmax_pv<__half, 0, D>(cur, o, buf_u32(it % 3) + C::KC, t_begin + (it + 1) * C::BN > mask_from,
-                                  t_begin + it * C::BN, cq, lim0, lim1, sc, m0, m1, l0, l1);
-      wg_wait();
-    };
-    for (int it = 0; it < ntiles; it += 2) {
-      step(sa, sb, it);
-      if (it + 1 < ntiles) step(sb, sa, it + 1);
-    }
-  } else {
-#pragma unroll
-    for (int s = 0; s < C::NS - 1; ++s) {
-      if (s < ntiles) {
-        fetch_pages(s);
-        load_tile(s, s);
-      }
-      cp_async_commit();
-    }
-    if (C::NS - 1 < ntiles) fetch_pages(C::NS - 1);
-    for (int it = 0; it < ntiles; ++it) {
-      // Raw stage it landed and every warpgroup is done with the one fp16 buffer.
-      cp_async_wait<C::NS - 2>();
-      __syncthreads();
-      if (it + C::NS - 1 < ntiles) {
-        load_tile(it + C::NS - 1, (it + C::NS - 1) % C::NS);
-        if (it + C::NS < ntiles) fetch_pages(it + C::NS);
-      }
-      cp_async_commit();
+    cp_async_commit();
+    if constexpr (!C::DB) {
       convert(it % C::NS, 0);
       __syncthreads();
-      float s[8][4];
-      wg_qk<__half, D>(s, qa, buf_u32(0));
-      wg_wait();
-      wg_softmax_pv<__half, 0, D>(s, o, buf_u32(0) + C::KC, t_begin + (it + 1) * C::BN > mask_from,
-                                  t_begin + it * C::BN, cq, lim0, lim1, sc, m0, m1, l0, l1);
-      wg_wait();
     }
+    const int buf = C::DB ? (it & 1) : 0;
+    const uint32_t kc_u32 = smem_u32(smem + buf * C::CONV), vc_u32 = kc_u32 + C::KC;
+
+    // S = Q K^T (64 rows per warpgroup x 64 tokens), asynchronously, while this thread
+    // converts the next stage into the other buffer; then softmax and O += P V.
+    float s[8][4];
+    wg_qk<__half, D>(s, qa, kc_u32);
+    if (C::DB && it + 1 < ntiles) convert((it + 1) % C::NS, (it + 1) & 1);
+    wg_wait();
+    wg_softmax_pv<__half, 0, D>(s, o, vc_u32, live, t_begin + (it + 1) * C::BN > mask_from, t_begin + it * C::BN, cq,
+                                lim0, lim1, sc, m0, m1, l0, l1);
+    wg_wait();
   }
   cp_async_wait<0>();
   wg_store<D, TQ>(p, o, l0, l1, m0, m1, r0, r1, rows, row0 + nrows, split, b, h, cq);
@@ -419,6 +393,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG, false>::NT, 1) grouped_wg16_kerne
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, cq = lane & 3;
   const int r0 = t.row0 + warp * 16 + g, r1 = r0 + 8;
+  const bool live = t.row0 + warp * 16 < t.rows;  // warp-uniform
   const int lim0 = row_limit(p, t, r0), lim1 = row_limit(p, t, r1);
   uint32_t qa[D / 16][4];
   wg_load_q<D, T, T>(qa, p, t.b, t.h, t.rows, r0, r1, cq);
@@ -432,37 +407,21 @@ __global__ void __launch_bounds__(WCfg<D, NWG, false>::NT, 1) grouped_wg16_kerne
   float o[D / 8][4];
   zero(o);
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-  auto stage_u32 = [&](int it) { return smem_u32(ring + (it % C::NS) * C::RAW); };
-  // One stage, software-pipelined: Q K^T of stage it+1 runs on the tensor cores while this
-  // warpgroup's softmax of stage it (already in cur) runs on the FMA/MUFU pipes.
-  auto step = [&](float(&cur)[8][4], float(&nxt)[8][4], int it) {
-    if (it + 1 < t.ntiles) {
-      // Stage it+1 landed (this thread's copies), is visible to the async proxy, and every
-      // warpgroup finished stage it-1, whose ring slot the next load reuses.
-      cp_async_wait<C::NS - 3>();
-      fence_async_smem();
-      __syncthreads();
-      kv.template advance<C::NS>(it, t.ntiles, load_stage);
-      wg_qk<T, D>(nxt, qa, stage_u32(it + 1));
-    }
-    wg_softmax_pv<T, 1, D>(cur, o, stage_u32(it) + C::RAW_HALF, t.t_begin + (it + 1) * C::BN > t.mask_from,
-                           t.t_begin + it * C::BN, cq, lim0, lim1, p.scale_log2, m0, m1, l0, l1);
-    wg_wait();  // P V of stage it and Q K^T of stage it+1
-  };
-
-  float sa[8][4], sb[8][4];
-  if (t.ntiles > 0) {
-    cp_async_wait<C::NS - 2>();  // stage 0
+  for (int it = 0; it < t.ntiles; ++it) {
+    // Stage it landed (this thread's copies), is visible to the async proxy, and every
+    // warpgroup finished stage it-1, whose slot the next load reuses.
+    cp_async_wait<C::NS - 2>();
     fence_async_smem();
     __syncthreads();
-    wg_qk<T, D>(sa, qa, stage_u32(0));
+    kv.template advance<C::NS>(it, t.ntiles, load_stage);
+    const uint32_t k_u32 = smem_u32(ring + (it % C::NS) * C::RAW), v_u32 = k_u32 + C::RAW_HALF;
+
+    float s[8][4];
+    wg_qk<T, D>(s, qa, k_u32);
     wg_wait();
-  }
-  // The stage-(it+1) wait and the ring refill happen inside step(); stage it+NS-1 goes into
-  // the slot of stage it-1 (commit groups: NS-1 from prime, then one per advance).
-  for (int it = 0; it < t.ntiles; it += 2) {
-    step(sa, sb, it);
-    if (it + 1 < t.ntiles) step(sb, sa, it + 1);
+    wg_softmax_pv<T, 1, D>(s, o, v_u32, live, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
+                           lim0, lim1, p.scale_log2, m0, m1, l0, l1);
+    wg_wait();
   }
   cp_async_wait<0>();
   wg_store<D, T>(p, o, l0, l1, m0, m1, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
