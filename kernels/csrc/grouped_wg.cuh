@@ -174,14 +174,11 @@ __device__ __forceinline__ void wg_store(const Params& p, float (&o)[D / 8][4], 
 // One stage's softmax on S, then O += P V issued as one commit group (not waited for). P
 // comes straight from the S accumulators, whose layout is the register A layout. V: TB = 0,
 // the fp8 kernel's converted V^T ([d][64 tok], K-major); TB = 1, [64 tok][d] (MN-major).
-// A warp whose 16 rows are all past the problem (`live` false: rows 96..127 of Qwen3's
-// 96-row tile) skips the softmax and feeds P = 0, which the MMA needs from every warp.
 template <typename T, int TB, int D>
-__device__ __forceinline__ void wg_softmax_pv(float (&s)[8][4], float (&o)[D / 8][4], uint32_t v_u32, bool live,
-                                              bool masked, int tb, int cq, int lim0, int lim1, float sc, float& m0,
-                                              float& m1, float& l0, float& l1) {
-  if (live) softmax_step(s, o, masked, tb, cq, lim0, lim1, sc, m0, m1, l0, l1);
-  else zero(s);
+__device__ __forceinline__ void wg_softmax_pv(float (&s)[8][4], float (&o)[D / 8][4], uint32_t v_u32, bool masked,
+                                              int tb, int cq, int lim0, int lim1, float sc, float& m0, float& m1,
+                                              float& l0, float& l1) {
+  softmax_step(s, o, masked, tb, cq, lim0, lim1, sc, m0, m1, l0, l1);
   uint32_t pa[4][4];
 #pragma unroll
   for (int kt = 0; kt < 4; ++kt) {
@@ -246,7 +243,6 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
 
   // Rows of this thread (warp w owns rows 16w..16w+15 of the tile, as wgmma lays them out).
   const int r0 = row0 + warp * 16 + g, r1 = r0 + 8;
-  const bool live = row0 + warp * 16 < rows;  // warp-uniform
   const int lim0 = min(r0 < rows ? kv_len - p.q_len + r0 / p.group : kv_len - 1, t_end - 1);
   const int lim1 = min(r1 < rows ? kv_len - p.q_len + r1 / p.group : kv_len - 1, t_end - 1);
   uint32_t qa[D / 16][4];
@@ -362,7 +358,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
     wg_qk<__half, D>(s, qa, kc_u32);
     if (C::DB && it + 1 < ntiles) convert((it + 1) % C::NS, (it + 1) & 1);
     wg_wait();
-    wg_softmax_pv<__half, 0, D>(s, o, vc_u32, live, t_begin + (it + 1) * C::BN > mask_from, t_begin + it * C::BN, cq,
+    wg_softmax_pv<__half, 0, D>(s, o, vc_u32, t_begin + (it + 1) * C::BN > mask_from, t_begin + it * C::BN, cq,
                                 lim0, lim1, sc, m0, m1, l0, l1);
     wg_wait();
   }
@@ -393,7 +389,6 @@ __global__ void __launch_bounds__(WCfg<D, NWG, false>::NT, 1) grouped_wg16_kerne
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, cq = lane & 3;
   const int r0 = t.row0 + warp * 16 + g, r1 = r0 + 8;
-  const bool live = t.row0 + warp * 16 < t.rows;  // warp-uniform
   const int lim0 = row_limit(p, t, r0), lim1 = row_limit(p, t, r1);
   uint32_t qa[D / 16][4];
   wg_load_q<D, T, T>(qa, p, t.b, t.h, t.rows, r0, r1, cq);
@@ -419,7 +414,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG, false>::NT, 1) grouped_wg16_kerne
     float s[8][4];
     wg_qk<T, D>(s, qa, k_u32);
     wg_wait();
-    wg_softmax_pv<T, 1, D>(s, o, v_u32, live, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
+    wg_softmax_pv<T, 1, D>(s, o, v_u32, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
                            lim0, lim1, p.scale_log2, m0, m1, l0, l1);
     wg_wait();
   }
