@@ -80,43 +80,40 @@ __device__ __forceinline__ uint32_t cvt2(uint32_t x) { return e4m3x2_to_half2(x 
 
 // wgmma m64nNk16, fp32 accumulators: A[64 x 16] from registers (T: fp16 or bf16), B[16 x N]
 // from shared memory by descriptor; TB = 1 reads B MN-major (V as [token][d]).
-#define PD_WG64(TY, TB)                                                            \
-  "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                \
-  "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " "                      \
+#define PD_WG64(TY, TB)                                                                             \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                                      \
+  "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " "                                       \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "  \
   "{%32, %33, %34, %35}, %36, p, 1, 1, " #TB ";\n}\n"
 #define PD_WG64_OUT "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-#define PD_WG128(TY, TB)                                                            \
-  "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                \
-  "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " "                      \
+#define PD_WG128(TY, TB)                                                                            \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                                      \
+  "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " "                                      \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "  \
   "{%64, %65, %66, %67}, %68, p, 1, 1, " #TB ";\n}\n"
 #define PD_WG128_OUT "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
 #define PD_WG_IN "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d)
 
-template <typename T = __half, int TB = 0>
-__device__ __forceinline__ void wgmma_m64n64k16(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc,
-                                                int scale_d) {
-  if constexpr (std::is_same_v<T, __half>) {
-    if constexpr (TB) asm volatile(PD_WG64("f16", 1) : PD_WG64_OUT : PD_WG_IN : "memory");
-    else asm volatile(PD_WG64("f16", 0) : PD_WG64_OUT : PD_WG_IN : "memory");
-  } else {
-    if constexpr (TB) asm volatile(PD_WG64("bf16", 1) : PD_WG64_OUT : PD_WG_IN : "memory");
-    else asm volatile(PD_WG64("bf16", 0) : PD_WG64_OUT : PD_WG_IN : "memory");
+#define PD_WG_FN(N)                                                                                  \
+  template <typename T = __half, int TB = 0>                                                         \
+  __device__ __forceinline__ void wgmma_m64n##N##k16(float (&d)[N / 8][4], const uint32_t (&a)[4],   \
+                                                     uint64_t desc, int scale_d) {                   \
+    if constexpr (std::is_same_v<T, __half>) {                                                       \
+      if constexpr (TB) asm volatile(PD_WG##N("f16", 1) : PD_WG##N##_OUT : PD_WG_IN : "memory");    \
+      else asm volatile(PD_WG##N("f16", 0) : PD_WG##N##_OUT : PD_WG_IN : "memory");                 \
+    } else {                                                                                         \
+      if constexpr (TB) asm volatile(PD_WG##N("bf16", 1) : PD_WG##N##_OUT : PD_WG_IN : "memory");   \
+      else asm volatile(PD_WG##N("bf16", 0) : PD_WG##N##_OUT : PD_WG_IN : "memory");                \
+    }                                                                                                \
   }
-}
-
-template <typename T = __half, int TB = 0>
-__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc,
-                                                int scale_d) {
-  if constexpr (std::is_same_v<T, __half>) {
-    if constexpr (TB) asm volatile(PD_WG128("f16", 1) : PD_WG128_OUT : PD_WG_IN : "memory");
-    else asm volatile(PD_WG128("f16", 0) : PD_WG128_OUT : PD_WG_IN : "memory");
-  } else {
-    if constexpr (TB) asm volatile(PD_WG128("bf16", 1) : PD_WG128_OUT : PD_WG_IN : "memory");
-    else asm volatile(PD_WG128("bf16", 0) : PD_WG128_OUT : PD_WG_IN : "memory");
-  }
-}
+PD_WG_FN(64)
+PD_WG_FN(128)
+#undef PD_WG_FN
+#undef PD_WG_IN
+#undef PD_WG64
+#undef PD_WG64_OUT
+#undef PD_WG128
+#undef PD_WG128_OUT
 
 // Rows r0 and r1 of q (zero past the problem) as the wgmma A fragments of Q K^T, in T.
 template <int D, typename TQ, typename T>
@@ -138,13 +135,15 @@ __device__ __forceinline__ void wg_load_q(uint32_t (&qa)[D / 16][4], const Param
   }
 }
 
-// Epilogue of both wgmma kernels: each thread owns whole rows' columns (rows r0 and r1, no
-// cross-warp merge); rows at or past row_end are not this CTA's. Unsplit: the normalised
-// output in TQ; split: fp32 partial O and the row's log2-sum-exp for merge_kernel.
+// Epilogue of both wgmma kernels (after draining the cp.async ring): each thread owns whole
+// rows' columns (rows r0 and r1, no cross-warp merge); rows at or past row_end are not this
+// CTA's. Unsplit: the normalised output in TQ; split: fp32 partial O and the row's
+// log2-sum-exp for merge_kernel. Ends the planted slowdown's CTA in test builds.
 template <int D, typename TQ>
 __device__ __forceinline__ void wg_store(const Params& p, float (&o)[D / 8][4], float l0, float l1, float m0,
                                          float m1, int r0, int r1, int rows, int row_end, int split, int b, int h,
                                          int cq) {
+  cp_async_wait<0>();
   l0 = quad_sum(l0);
   l1 = quad_sum(l1);
   const int rtot = p.batch * p.q_len * p.hq;
@@ -169,6 +168,10 @@ __device__ __forceinline__ void wg_store(const Params& p, float (&o)[D / 8][4], 
     if (p.num_splits > 1 && cq == 0)
       p.ws_lse[(size_t)split * rtot + orow] = l > 0.f ? m + __log2f(l) : -INFINITY;
   }
+#ifdef HARNESS_PLANTED_SLOWDOWN
+  __syncthreads();  // every store of this CTA precedes its count
+  if (threadIdx.x == 0) planted_end();
+#endif
 }
 
 // One stage's softmax on S, then O += P V issued as one commit group (not waited for). P
@@ -362,12 +365,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
                                 lim0, lim1, sc, m0, m1, l0, l1);
     wg_wait();
   }
-  cp_async_wait<0>();
   wg_store<D, TQ>(p, o, l0, l1, m0, m1, r0, r1, rows, row0 + nrows, split, b, h, cq);
-#ifdef HARNESS_PLANTED_SLOWDOWN
-  __syncthreads();  // every store of this CTA precedes its count
-  if (tid == 0) planted_end();
-#endif
 #else
   __trap();  // launched only on sm_90 devices (wg_supported), where the sm_90a code runs
 #endif
@@ -418,12 +416,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG, false>::NT, 1) grouped_wg16_kerne
                            lim0, lim1, p.scale_log2, m0, m1, l0, l1);
     wg_wait();
   }
-  cp_async_wait<0>();
   wg_store<D, T>(p, o, l0, l1, m0, m1, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
-#ifdef HARNESS_PLANTED_SLOWDOWN
-  __syncthreads();  // every store of this CTA precedes its count
-  if (tid == 0) planted_end();
-#endif
 #else
   __trap();  // launched only on sm_90 devices (wg_supported), where the sm_90a code runs
 #endif
