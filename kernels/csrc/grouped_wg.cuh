@@ -1,9 +1,10 @@
 // `grouped` on Hopper tensor cores (sm_90a, wgmma): the same contract and grid as
-// grouped.cuh, for fp8 e4m3 KV with row tiles of 64 or 128 (one or two warpgroups of 64
-// rows) and head_dim 64/128 — the q_len x group >= 48 cases where the mma.sync kernel is
-// bound by its ldmatrix -> convert -> mma chain (kernels/NOTES.md).
+// grouped.cuh, for row tiles of 128 or a full 64 (one or two warpgroups of 64 rows) and
+// head_dim 64/128 — the large-tile cases where the mma.sync kernel is bound by its
+// ldmatrix -> (convert ->) mma chain (kernels/NOTES.md). Two kernels: grouped_wg_kernel for
+// fp8 e4m3 KV, grouped_wg16_kernel for bf16/fp16 KV.
 //
-// Per 64-token stage: cp.async brings the raw fp8 K/V into an NS-deep ring; all threads
+// fp8, per 64-token stage: cp.async brings the raw fp8 K/V into an NS-deep ring; all threads
 // convert each stage once into fp16 tiles in the canonical 128-byte-swizzled K-major
 // layout (K as [token][d], V transposed to [d][token]), double-buffered; each warpgroup
 // issues S = Q K^T (Q as the register A operand) as asynchronous wgmma, converts the next
