@@ -16,7 +16,8 @@ namespace pd {
 template <typename T, bool KV8>
 static cudaError_t launch_tile(const Params& p, int tile, cudaStream_t st) {
   // On an sm_90 GPU a 128-row tile, or a full 64-row one, runs the wgmma kernels
-  // (grouped_wg.cuh): 8-16 % faster than mma.sync there for fp8 KV on H100 (kernels/NOTES.md).
+  // (grouped_wg.cuh), faster than mma.sync there on H100: 8-16 % for fp8 KV, 3-8 % for bf16
+  // (kernels/NOTES.md).
   // A part-filled 64-row tile (Qwen3 q_len 4: 48 rows) stays on mma.sync: its serial
   // per-stage phases lost 12 % in a one-CTA-per-SM wave tail.
   if constexpr (PD_HEAD_DIM <= 128) {

@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
   extern __shared__ __align__(1024) uint8_t smem_raw_base[];
   const uint32_t base_u32 = smem_u32(smem_raw_base);
   uint8_t* smem = smem_raw_base + (((base_u32 + 1023u) & ~1023u) - base_u32);
-  uint8_t* ring = smem + (C::DB ? 2 : 1) * C::CONV;  // raw fp8 stages after the fp16 buffers
+  uint8_t* ring = smem + C::CONV_BYTES;  // raw fp8 stages after the fp16 buffers
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, cq = lane & 3;
   const int rt = blockIdx.x % p.num_row_tiles, split = blockIdx.x / p.num_row_tiles;
@@ -423,8 +423,8 @@ __global__ void __launch_bounds__(WCfg<D, NWG, false>::NT, 1) grouped_wg16_kerne
 #endif
 }
 
-// Whether the wgmma kernel may run on the current device: an sm_90 GPU (the fat binary's
-// sm_90a code), unless PD_NO_WGMMA is set (used to A/B the two kernels).
+// Whether the wgmma kernels may run on the current device: an sm_90 GPU (the fat binary's
+// sm_90a code), unless PD_NO_WGMMA is set (used to A/B them against mma.sync).
 inline bool wg_supported() {
   static int cached[64];  // 0 unknown, 1 yes, 2 no; per device ordinal
   int dev = 0;
