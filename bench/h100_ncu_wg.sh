@@ -3,7 +3,7 @@
 # wgmma kernels (Qwen3-480B bf16 and fp8, GPT-OSS fp8), plus the mma.sync kernel on the same
 # Qwen3 bf16 case (PD_NO_WGMMA=1) for comparison: speed of light, memory, compute, warp
 # states, scheduler, occupancy. Clocks left alone (--clock-control none, METHOD.md).
-# Written 2026-11-25 for the next session's first device call; not yet run.
+# Each profile is cut at 90 s.
 LOG=ncu
 source bench/prelude.sh
 python3 -m kernels.build 2>&1 | tail -1 | log
@@ -13,7 +13,7 @@ SECTIONS="--section SpeedOfLight --section MemoryWorkloadAnalysis --section Comp
 prof() {  # prof NAME KERNEL_REGEX CASE [env...]
   local name=$1 kern=$2 case=$3
   shift 3
-  env "$@" timeout 200 $NCU --clock-control none --target-processes all --kernel-name "regex:$kern" \
+  env "$@" timeout 90 $NCU --clock-control none --target-processes all --kernel-name "regex:$kern" \
     --launch-skip 3 --launch-count 1 $SECTIONS \
     python3 -m kernels.selfcheck --only-bench --kernels grouped --filter "$case" > "$OUT/ncu_$name.txt" 2>&1
   echo "$name rc=$? $(grep -E 'Duration|DRAM Throughput|Compute \(SM\) Throughput' "$OUT/ncu_$name.txt" | head -3 | tr -s ' ' | tr '\n' ';')" | log
