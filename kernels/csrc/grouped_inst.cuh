@@ -7,6 +7,7 @@
 #include "api_internal.h"
 #include "grouped.cuh"
 #include "grouped_wg.cuh"
+#include "grouped_ws.cuh"
 
 #define PD_CAT_(a, b) a##b
 #define PD_CAT(a, b) PD_CAT_(a, b)
@@ -25,9 +26,12 @@ static cudaError_t launch_tile(const Params& p, int tile, cudaStream_t st) {
     if (wg_tile && wg_supported()) {
       if constexpr (KV8)
         return tile == 64 ? launch_grouped_wg<PD_HEAD_DIM, T, 1>(p, st) : launch_grouped_wg<PD_HEAD_DIM, T, 2>(p, st);
+      else if (tile == 64)
+        return launch_grouped_wg16<PD_HEAD_DIM, T, 1>(p, st);
+      else if (PD_HEAD_DIM == 128 && ws_enabled())
+        return launch_grouped_ws16<PD_HEAD_DIM, T>(p, st);
       else
-        return tile == 64 ? launch_grouped_wg16<PD_HEAD_DIM, T, 1>(p, st)
-                          : launch_grouped_wg16<PD_HEAD_DIM, T, 2>(p, st);
+        return launch_grouped_wg16<PD_HEAD_DIM, T, 2>(p, st);
     }
   }
   PD_GROUPED_DISPATCH(PD_HEAD_DIM, launch_grouped_t, p, st)

@@ -126,11 +126,11 @@ struct KvStream {
 // One online-softmax step on a warp's S fragment: NT8 n8 tiles, rows g and g+8 of the warp,
 // tile nt's tokens tb + 8 nt + 2 cq + {0, 1}. Masks tokens beyond each row's limit when
 // `masked`, updates the running max m (log2 domain, scaled by sc) and sum l, leaves
-// P = 2^(s sc - m) in s, and rescales the NO accumulators o when a maximum moved.
-template <int NT8, int NO>
-__device__ __forceinline__ void softmax_step(float (&s)[NT8][4], float (&o)[NO][4], bool masked, int tb, int cq,
-                                             int lim0, int lim1, float sc, float& m0, float& m1, float& l0,
-                                             float& l1) {
+// P = 2^(s sc - m) in s and the factors (corr0, corr1) the output rows must be scaled by.
+template <int NT8>
+__device__ __forceinline__ void softmax_p(float (&s)[NT8][4], bool masked, int tb, int cq, int lim0, int lim1,
+                                          float sc, float& m0, float& m1, float& l0, float& l1, float& corr0,
+                                          float& corr1) {
   if (masked) {
 #pragma unroll
     for (int nt = 0; nt < NT8; ++nt) {
@@ -154,7 +154,8 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT8][4], float (&o)[NO][
   const float nm0 = fmaxf(m0, mx0 * sc), nm1 = fmaxf(m1, mx1 * sc);
   const float base0 = nm0 == -INFINITY ? 0.f : nm0;
   const float base1 = nm1 == -INFINITY ? 0.f : nm1;
-  const float corr0 = ex2(m0 - base0), corr1 = ex2(m1 - base1);
+  corr0 = ex2(m0 - base0);
+  corr1 = ex2(m1 - base1);
   m0 = nm0;
   m1 = nm1;
   float ps0 = 0.f, ps1 = 0.f;
@@ -169,6 +170,11 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT8][4], float (&o)[NO][
   }
   l0 = l0 * corr0 + ps0;
   l1 = l1 * corr1 + ps1;
+}
+
+// Output rows g and g+8 times corr0 and corr1, skipped when no lane's maximum moved.
+template <int NO>
+__device__ __forceinline__ void rescale(float (&o)[NO][4], float corr0, float corr1) {
   if (__any_sync(0xffffffffu, corr0 != 1.f || corr1 != 1.f)) {  // maxima rarely move
 #pragma unroll
     for (int dn = 0; dn < NO; ++dn) {
@@ -176,6 +182,16 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT8][4], float (&o)[NO][
       o[dn][2] *= corr1; o[dn][3] *= corr1;
     }
   }
+}
+
+// softmax_p, then the rescale of the NO accumulators o.
+template <int NT8, int NO>
+__device__ __forceinline__ void softmax_step(float (&s)[NT8][4], float (&o)[NO][4], bool masked, int tb, int cq,
+                                             int lim0, int lim1, float sc, float& m0, float& m1, float& l0,
+                                             float& l1) {
+  float corr0, corr1;
+  softmax_p(s, masked, tb, cq, lim0, lim1, sc, m0, m1, l0, l1, corr0, corr1);
+  rescale(o, corr0, corr1);
 }
 
 template <int N>

@@ -73,7 +73,10 @@ __device__ __forceinline__ int wg16_off(int r, int c) {
 }
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+template <int N = 0>
+__device__ __forceinline__ void wg_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
 __device__ __forceinline__ void fence_async_smem() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
@@ -175,15 +178,10 @@ __device__ __forceinline__ void wg_store(const Params& p, float (&o)[D / 8][4], 
 #endif
 }
 
-// One stage's softmax on S, then O += P V issued as one commit group (not waited for). P
-// comes straight from the S accumulators, whose layout is the register A layout. V: TB = 0,
-// the fp8 kernel's converted V^T ([d][64 tok], K-major); TB = 1, [64 tok][d] (MN-major).
-template <typename T, int TB, int D>
-__device__ __forceinline__ void wg_softmax_pv(float (&s)[8][4], float (&o)[D / 8][4], uint32_t v_u32, bool masked,
-                                              int tb, int cq, int lim0, int lim1, float sc, float& m0, float& m1,
-                                              float& l0, float& l1) {
-  softmax_step(s, o, masked, tb, cq, lim0, lim1, sc, m0, m1, l0, l1);
-  uint32_t pa[4][4];
+// P (the S accumulators after softmax, whose layout is the register A layout) packed in T
+// as the A fragments of the four k16 steps of O += P V.
+template <typename T>
+__device__ __forceinline__ void wg_pack_p(const float (&s)[8][4], uint32_t (&pa)[4][4]) {
 #pragma unroll
   for (int kt = 0; kt < 4; ++kt) {
     pa[kt][0] = Tr<T>::pack(s[2 * kt][0], s[2 * kt][1]);
@@ -191,13 +189,30 @@ __device__ __forceinline__ void wg_softmax_pv(float (&s)[8][4], float (&o)[D / 8
     pa[kt][2] = Tr<T>::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]);
     pa[kt][3] = Tr<T>::pack(s[2 * kt + 1][2], s[2 * kt + 1][3]);
   }
-  wg_fence();
+}
+
+// O += P V of one 64-token stage, issued (no fence, no commit). V: TB = 0, the fp8 kernel's
+// converted V^T ([d][64 tok], K-major); TB = 1, [64 tok][d] (MN-major).
+template <typename T, int TB, int D>
+__device__ __forceinline__ void wg_pv(float (&o)[D / 8][4], const uint32_t (&pa)[4][4], uint32_t v_u32) {
 #pragma unroll
   for (int kt = 0; kt < 4; ++kt) {  // 16 tokens: 32 B of a V^T row, or two 8-row groups of V
     const uint64_t dv = TB ? wg_desc_mn(v_u32 + kt * 2048, 64 * 128) : wg_desc(v_u32 + kt * 32);
     if constexpr (D == 128) wgmma_m64n128k16<T, TB>(o, pa[kt], dv, 1);
     else wgmma_m64n64k16<T, TB>(o, pa[kt], dv, 1);
   }
+}
+
+// One stage's softmax on S, then O += P V issued as one commit group (not waited for).
+template <typename T, int TB, int D>
+__device__ __forceinline__ void wg_softmax_pv(float (&s)[8][4], float (&o)[D / 8][4], uint32_t v_u32, bool masked,
+                                              int tb, int cq, int lim0, int lim1, float sc, float& m0, float& m1,
+                                              float& l0, float& l1) {
+  softmax_step(s, o, masked, tb, cq, lim0, lim1, sc, m0, m1, l0, l1);
+  uint32_t pa[4][4];
+  wg_pack_p<T>(s, pa);
+  wg_fence();
+  wg_pv<T, TB, D>(o, pa, v_u32);
   wg_commit();
 }
 

@@ -1,0 +1,177 @@
+// `grouped` for bf16/fp16 KV and 128-row tiles on sm_90a, warp-specialized (the structure
+// FlashAttention-3 describes): one producer warp streams K/V pages into a ring of 64-token
+// stages with cp.async; two consumer warpgroups (64 rows each) run Q K^T, softmax and P V
+// on wgmma. Why: grouped_wg16_kernel runs both warpgroups in lockstep behind one barrier
+// per stage, so the tensor cores idle through every softmax (ncu: 29 % SM throughput, 68 %
+// of DRAM bandwidth on Qwen3 bf16 q_len 8 batch 64). Here
+//  - the ring is handed over with mbarriers (FULL: the producer's copies landed; EMPTY: both
+//    warpgroups finished with the slot), so no CTA-wide barrier is left in the loop;
+//  - each warpgroup issues Q K^T of stage it together with P V of stage it-1 and then does
+//    stage it's softmax while the tensor cores work (intra-warpgroup overlap);
+//  - the two warpgroups take turns issuing (two named barriers, "ping-pong"), so one
+//    warpgroup's softmax runs under the other's MMAs.
+#pragma once
+
+#include "grouped_wg.cuh"
+
+namespace pd {
+
+template <int D>
+struct WsCfg {
+  static constexpr int NWG = 2;                  // consumer warpgroups, 64 rows each
+  static constexpr int NT = NWG * 128 + 32;      // + the producer warp
+  static constexpr int TILE = NWG * 64;
+  static constexpr int BN = 64;
+  static constexpr int RAW_HALF = BN * D * 2;    // K (or V) of one stage
+  static constexpr int RAW = 2 * RAW_HALF;
+  static constexpr int NS = 6;                   // ring depth: 192 KB at head_dim 128
+  static constexpr int CPR = D * 2 / 16;         // 16-byte chunks per row
+  static constexpr int SMEM = 1024 + NS * RAW + 2 * NS * 8;  // alignment slack, ring, mbarriers
+  static_assert(SMEM <= 227 * 1024, "shared memory per CTA");
+};
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar) : "memory");
+}
+// Until the barrier's phase of parity `parity` has completed.
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nWAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+// Named barriers 1 and 2 (0 is __syncthreads): the two consumer warpgroups' turns.
+__device__ __forceinline__ void turn_wait(int wg) {
+  asm volatile("bar.sync %0, 256;\n" ::"r"(1 + wg) : "memory");
+}
+__device__ __forceinline__ void turn_pass(int wg) {
+  asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - wg) : "memory");
+}
+
+template <int D, typename T>
+__global__ void __maxnreg__(224) grouped_ws16_kernel(const Params p) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#ifdef HARNESS_PLANTED_SLOWDOWN
+  if (threadIdx.x == 0) planted_begin();
+#endif
+  using C = WsCfg<D>;
+  extern __shared__ __align__(1024) uint8_t smem_ws_base[];
+  const uint32_t base_u32 = smem_u32(smem_ws_base);
+  uint8_t* ring = smem_ws_base + (((base_u32 + 1023u) & ~1023u) - base_u32);
+  const uint32_t ring_u32 = smem_u32(ring);
+  const uint32_t full_u32 = ring_u32 + C::NS * C::RAW, empty_u32 = full_u32 + C::NS * 8;
+  const TileRange t = cta_tile(p, C::TILE, C::BN);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  if (tid < C::NS) {
+    mbar_init(full_u32 + tid * 8, 32);       // the producer warp's lanes
+    mbar_init(empty_u32 + tid * 8, 2 * 4);   // one lane of each consumer warp
+  }
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  __syncthreads();
+
+  if (warp == 2 * 4) {
+    // Producer: stage it goes into slot it % NS once both warpgroups released stage it-NS;
+    // FULL is signalled after this lane's copies landed (each lane waits for its own).
+    KvStream<32, C::CPR, C::BN> kv(p, t, D * 2);
+    kv.tid = lane;
+    auto load_stage = [&](int it) {
+      const int slot = it % C::NS;
+      if (it >= C::NS) mbar_wait(empty_u32 + slot * 8, ((it / C::NS) - 1) & 1);
+      kv.fetch(it);
+      kv.load(it, ring + slot * C::RAW, C::RAW_HALF, [](int r, int c) { return wg16_off(r, c); });
+    };
+#pragma unroll 1
+    for (int s = 0; s < C::NS - 1; ++s) {
+      if (s < t.ntiles) load_stage(s);
+      cp_async_commit();
+    }
+#pragma unroll 1
+    for (int it = 0; it < t.ntiles; ++it) {
+      cp_async_wait<C::NS - 2>();
+      fence_async_smem();
+      mbar_arrive(full_u32 + (it % C::NS) * 8);
+      if (it + C::NS - 1 < t.ntiles) load_stage(it + C::NS - 1);
+      cp_async_commit();
+    }
+#ifdef HARNESS_PLANTED_SLOWDOWN
+    __syncthreads();  // pairs with wg_store's
+#endif
+    return;
+  }
+
+  const int wg = warp >> 2;
+  const int g = lane >> 2, cq = lane & 3;
+  const int r0 = t.row0 + warp * 16 + g, r1 = r0 + 8;
+  const int lim0 = row_limit(p, t, r0), lim1 = row_limit(p, t, r1);
+  uint32_t qa[D / 16][4];
+  wg_load_q<D, T, T>(qa, p, t.b, t.h, t.rows, r0, r1, cq);
+  float o[D / 8][4];
+  zero(o);
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  const float sc = p.scale_log2;
+  auto k_at = [&](int it) { return ring_u32 + (it % C::NS) * C::RAW; };
+  auto masked = [&](int it) { return t.t_begin + (it + 1) * C::BN > t.mask_from; };
+
+  if (t.ntiles > 0) {
+    if (wg == 1) turn_pass(wg);  // warpgroup 0 issues first
+    float s[8][4];
+    uint32_t pa[4][4];
+    float c0, c1;
+    mbar_wait(full_u32, 0);
+    turn_wait(wg);
+    wg_qk<T, D>(s, qa, k_at(0));
+    turn_pass(wg);
+    wg_wait<0>();
+    softmax_p(s, masked(0), t.t_begin, cq, lim0, lim1, sc, m0, m1, l0, l1, c0, c1);
+    wg_pack_p<T>(s, pa);
+#pragma unroll 1
+    for (int it = 1; it < t.ntiles; ++it) {
+      mbar_wait(full_u32 + (it % C::NS) * 8, (it / C::NS) & 1);
+      turn_wait(wg);
+      wg_qk<T, D>(s, qa, k_at(it));              // its own fence and commit group
+      wg_pv<T, 1, D>(o, pa, k_at(it - 1) + C::RAW_HALF);
+      wg_commit();
+      turn_pass(wg);
+      wg_wait<1>();                              // S of stage it
+      softmax_p(s, masked(it), t.t_begin + it * C::BN, cq, lim0, lim1, sc, m0, m1, l0, l1, c0, c1);
+      wg_wait<0>();                              // P V of stage it-1: its slot is free
+      __syncwarp();
+      if (lane == 0) mbar_arrive(empty_u32 + ((it - 1) % C::NS) * 8);
+      rescale(o, c0, c1);
+      wg_pack_p<T>(s, pa);
+    }
+    turn_wait(wg);
+    wg_fence();
+    wg_pv<T, 1, D>(o, pa, k_at(t.ntiles - 1) + C::RAW_HALF);
+    wg_commit();
+    if (wg == 0) turn_pass(wg);  // warpgroup 1's last turn is never waited for
+    wg_wait<0>();
+  }
+  wg_store<D, T>(p, o, l0, l1, m0, m1, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
+#else
+  __trap();  // launched only on sm_90 devices (wg_supported), where the sm_90a code runs
+#endif
+}
+
+// Whether 128-row 16-bit-KV tiles take this kernel (else grouped_wg16_kernel): unless
+// PD_NO_WS is set (used to A/B the two).
+inline bool ws_enabled() {
+  static const bool on = [] {
+    const char* off = getenv("PD_NO_WS");
+    return !(off && *off && *off != '0');
+  }();
+  return on;
+}
+
+template <int D, typename T>
+cudaError_t launch_grouped_ws16(const Params& p, cudaStream_t st) {
+  static unsigned long long done = 0;
+  return launch_tiles(grouped_ws16_kernel<D, T>, WsCfg<D>::NT, WsCfg<D>::SMEM, done, p, st);
+}
+
+}  // namespace pd
