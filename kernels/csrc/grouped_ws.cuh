@@ -1,7 +1,8 @@
 // `grouped` for bf16/fp16 KV and 128-row tiles on sm_90a, warp-specialized (the structure
-// FlashAttention-3 describes): one producer warp streams K/V pages into a ring of 64-token
+// FlashAttention-3 describes): a producer warpgroup streams K/V pages into a ring of 64-token
 // stages with cp.async; two consumer warpgroups (64 rows each) run Q K^T, softmax and P V
-// on wgmma. Why: grouped_wg16_kernel runs both warpgroups in lockstep behind one barrier
+// on wgmma. setmaxnreg moves registers from the producer (56) to the consumers (224): a
+// third warp on an SM sub-partition leaves 168 per thread otherwise. Why: grouped_wg16_kernel runs both warpgroups in lockstep behind one barrier
 // per stage, so the tensor cores idle through every softmax (ncu: 29 % SM throughput, 68 %
 // of DRAM bandwidth on Qwen3 bf16 q_len 8 batch 64). Here
 //  - the ring is handed over with mbarriers (FULL: the producer's copies landed; EMPTY: both
@@ -19,7 +20,7 @@ namespace pd {
 template <int D>
 struct WsCfg {
   static constexpr int NWG = 2;                  // consumer warpgroups, 64 rows each
-  static constexpr int NT = NWG * 128 + 32;      // + the producer warp
+  static constexpr int NT = NWG * 128 + 128;     // + the producer warpgroup
   static constexpr int TILE = NWG * 64;
   static constexpr int BN = 64;
   static constexpr int RAW_HALF = BN * D * 2;    // K (or V) of one stage
@@ -54,7 +55,7 @@ __device__ __forceinline__ void turn_pass(int wg) {
 }
 
 template <int D, typename T>
-__global__ void __maxnreg__(224) grouped_ws16_kernel(const Params p) {
+__global__ void __launch_bounds__(WsCfg<D>::NT, 1) grouped_ws16_kernel(const Params p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #ifdef HARNESS_PLANTED_SLOWDOWN
   if (threadIdx.x == 0) planted_begin();
@@ -68,17 +69,18 @@ __global__ void __maxnreg__(224) grouped_ws16_kernel(const Params p) {
   const TileRange t = cta_tile(p, C::TILE, C::BN);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   if (tid < C::NS) {
-    mbar_init(full_u32 + tid * 8, 32);       // the producer warp's lanes
+    mbar_init(full_u32 + tid * 8, 128);      // the producer warpgroup's threads
     mbar_init(empty_u32 + tid * 8, 2 * 4);   // one lane of each consumer warp
   }
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   __syncthreads();
 
-  if (warp == 2 * 4) {
+  if (warp >= 2 * 4) {
     // Producer: stage it goes into slot it % NS once both warpgroups released stage it-NS;
-    // FULL is signalled after this lane's copies landed (each lane waits for its own).
-    KvStream<32, C::CPR, C::BN> kv(p, t, D * 2);
-    kv.tid = lane;
+    // FULL is signalled after this thread's copies landed (each waits for its own).
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
+    KvStream<128, C::CPR, C::BN> kv(p, t, D * 2);
+    kv.tid = tid - 2 * 128;
     auto load_stage = [&](int it) {
       const int slot = it % C::NS;
       if (it >= C::NS) mbar_wait(empty_u32 + slot * 8, ((it / C::NS) - 1) & 1);
@@ -104,6 +106,7 @@ __global__ void __maxnreg__(224) grouped_ws16_kernel(const Params p) {
     return;
   }
 
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n" ::: "memory");
   const int wg = warp >> 2;
   const int g = lane >> 2, cq = lane & 3;
   const int r0 = t.row0 + warp * 16 + g, r1 = r0 + 8;
