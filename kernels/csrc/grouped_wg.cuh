@@ -82,6 +82,48 @@ __device__ __forceinline__ void fence_async_smem() {
 }
 __device__ __forceinline__ uint32_t cvt2(uint32_t x) { return e4m3x2_to_half2(x & 0xFFFFu); }
 
+// Raw fp8 stage (K then V, [64 tok][D] each in raw_off's layout) -> fp16 K tile ([64 tok][D]
+// in D/64 swizzled blocks) at kc and V^T tile ([D][64 tok]) after it, by NT threads.
+template <int D, int NT>
+__device__ __forceinline__ void wg_convert(const uint8_t* rk, uint8_t* kc, int tid) {
+  constexpr int BN = 64;
+  uint8_t* vc = kc + BN * D * 2;
+  const uint8_t* rv = rk + BN * D;
+#pragma unroll
+  for (int item = tid; item < BN * (D / 8); item += NT) {
+    const int n = item / (D / 8), c8 = item % (D / 8);
+    const uint2 x = *reinterpret_cast<const uint2*>(rk + raw_off<D>(n, c8 >> 1) + (c8 & 1) * 8);
+    const uint4 y = make_uint4(cvt2(x.x), cvt2(x.x >> 16), cvt2(x.y), cvt2(x.y >> 16));
+    const int cc = c8 & 7;
+    *reinterpret_cast<uint4*>(kc + (c8 >> 3) * (BN * 128) + n * 128 + ((cc ^ (n & 7)) << 4)) = y;
+  }
+#pragma unroll
+  for (int item = tid; item < (BN / 8) * (D / 4); item += NT) {
+    const int c = item >> 5, tc = item & 7, dq = c * 4 + ((item >> 3) & 3);
+    uint32_t w[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+      w[i] = *reinterpret_cast<const uint32_t*>(rv + raw_off<D>(tc * 8 + i, c) + (dq & 3) * 4);
+    uint32_t hd[4][4];  // [d of the quad][token pair]
+#pragma unroll
+    for (int pr = 0; pr < 4; ++pr) {
+      const uint32_t p01 = __byte_perm(w[2 * pr], w[2 * pr + 1], 0x5140);
+      const uint32_t p23 = __byte_perm(w[2 * pr], w[2 * pr + 1], 0x7362);
+      hd[0][pr] = cvt2(p01);
+      hd[1][pr] = cvt2(p01 >> 16);
+      hd[2][pr] = cvt2(p23);
+      hd[3][pr] = cvt2(p23 >> 16);
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int d = dq * 4 + j;
+      *reinterpret_cast<uint4*>(vc + d * 128 + ((tc ^ (d & 7)) << 4)) =
+          make_uint4(hd[j][0], hd[j][1], hd[j][2], hd[j][3]);
+    }
+  }
+  fence_async_smem();  // make the generic-proxy stores visible to wgmma
+}
+
 // wgmma m64nNk16, fp32 accumulators: A[64 x 16] from registers (T: fp16 or bf16), B[16 x N]
 // from shared memory by descriptor; TB = 1 reads B MN-major (V as [token][d]).
 #define PD_WG64(TY, TB)                                                                             \
@@ -291,45 +333,8 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
       cp_async16(smem_u32(sk + C::RAW_HALF + off), src + v_off, tok < t_end);
     }
   };
-  // Raw fp8 stage -> fp16 K tile ([64 tok][D] in D/64 swizzled blocks) and V^T tile.
   auto convert = [&](int stage, int buf) {
-    uint8_t* kc = smem + buf * C::CONV;
-    uint8_t* vc = kc + C::KC;
-    const uint8_t* rk = ring + stage * C::RAW;
-    const uint8_t* rv = rk + C::RAW_HALF;
-#pragma unroll
-    for (int item = tid; item < C::BN * (D / 8); item += C::NT) {
-      const int n = item / (D / 8), c8 = item % (D / 8);
-      const uint2 x = *reinterpret_cast<const uint2*>(rk + raw_off<D>(n, c8 >> 1) + (c8 & 1) * 8);
-      const uint4 y = make_uint4(cvt2(x.x), cvt2(x.x >> 16), cvt2(x.y), cvt2(x.y >> 16));
-      const int cc = c8 & 7;
-      *reinterpret_cast<uint4*>(kc + (c8 >> 3) * (C::BN * 128) + n * 128 + ((cc ^ (n & 7)) << 4)) = y;
-    }
-#pragma unroll
-    for (int item = tid; item < (C::BN / 8) * (D / 4); item += C::NT) {
-      const int c = item >> 5, tc = item & 7, dq = c * 4 + ((item >> 3) & 3);
-      uint32_t w[8];
-#pragma unroll
-      for (int i = 0; i < 8; ++i)
-        w[i] = *reinterpret_cast<const uint32_t*>(rv + raw_off<D>(tc * 8 + i, c) + (dq & 3) * 4);
-      uint32_t hd[4][4];  // [d of the quad][token pair]
-#pragma unroll
-      for (int pr = 0; pr < 4; ++pr) {
-        const uint32_t p01 = __byte_perm(w[2 * pr], w[2 * pr + 1], 0x5140);
-        const uint32_t p23 = __byte_perm(w[2 * pr], w[2 * pr + 1], 0x7362);
-        hd[0][pr] = cvt2(p01);
-        hd[1][pr] = cvt2(p01 >> 16);
-        hd[2][pr] = cvt2(p23);
-        hd[3][pr] = cvt2(p23 >> 16);
-      }
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int d = dq * 4 + j;
-        *reinterpret_cast<uint4*>(vc + d * 128 + ((tc ^ (d & 7)) << 4)) =
-            make_uint4(hd[j][0], hd[j][1], hd[j][2], hd[j][3]);
-      }
-    }
-    fence_async_smem();  // make the generic-proxy stores visible to wgmma
+    wg_convert<D, C::NT>(ring + stage * C::RAW, smem + buf * C::CONV, tid);
   };
 
   float o[D / 8][4];

@@ -1,7 +1,7 @@
-// `grouped` for bf16/fp16 KV and 128-row tiles on sm_90a, warp-specialized (the structure
+// `grouped` for 128-row tiles at head_dim 128 on sm_90a, warp-specialized (the structure
 // FlashAttention-3 describes): a producer warpgroup streams K/V pages into a ring of 64-token
-// stages with cp.async; two consumer warpgroups (64 rows each) run Q K^T, softmax and P V
-// on wgmma. setmaxnreg moves registers from the producer (56) to the consumers (224): a
+// stages with cp.async (fp8 KV: and converts each stage into fp16 K and V^T buffers); two
+// consumer warpgroups (64 rows each) run Q K^T, softmax and P V on wgmma. setmaxnreg moves registers from the producer (56) to the consumers (224): a
 // third warp on an SM sub-partition leaves 168 per thread otherwise. Why: grouped_wg16_kernel runs both warpgroups in lockstep behind one barrier
 // per stage, so the tensor cores idle through every softmax (ncu: 29 % SM throughput, 68 %
 // of DRAM bandwidth on Qwen3 bf16 q_len 8 batch 64). Here
@@ -17,17 +17,23 @@
 
 namespace pd {
 
-template <int D>
+template <int D, bool KV8>
 struct WsCfg {
   static constexpr int NWG = 2;                  // consumer warpgroups, 64 rows each
   static constexpr int NT = NWG * 128 + 128;     // + the producer warpgroup
   static constexpr int TILE = NWG * 64;
   static constexpr int BN = 64;
-  static constexpr int RAW_HALF = BN * D * 2;    // K (or V) of one stage
+  static constexpr int ES = KV8 ? 1 : 2;         // bytes per KV element
+  static constexpr int RAW_HALF = BN * D * ES;   // K (or V) of one stage as loaded
   static constexpr int RAW = 2 * RAW_HALF;
-  static constexpr int NS = 6;                   // ring depth: 192 KB at head_dim 128
-  static constexpr int CPR = D * 2 / 16;         // 16-byte chunks per row
-  static constexpr int SMEM = 1024 + NS * RAW + 2 * NS * 8;  // alignment slack, ring, mbarriers
+  static constexpr int NS = KV8 ? 4 : 6;         // ring depth (fp8: only the producer reads it)
+  // What the consumers read, NB deep: fp8, fp16 K ([64 tok][D]) + V^T ([D][64 tok]) buffers
+  // the producer converts into; 16-bit, the ring's own slots. V starts BN * D * 2 bytes in.
+  static constexpr int NB = KV8 ? 3 : NS;
+  static constexpr int BUF = KV8 ? 2 * BN * D * 2 : RAW;
+  static constexpr int RING_OFF = KV8 ? NB * BUF : 0;
+  static constexpr int CPR = D * ES / 16;        // 16-byte chunks per row
+  static constexpr int SMEM = 1024 + RING_OFF + NS * RAW + 2 * NB * 8;  // + slack, mbarriers
   static_assert(SMEM <= 227 * 1024, "shared memory per CTA");
 };
 
@@ -54,21 +60,23 @@ __device__ __forceinline__ void turn_pass(int wg) {
   asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - wg) : "memory");
 }
 
-template <int D, typename T>
-__global__ void __launch_bounds__(WsCfg<D>::NT, 1) grouped_ws16_kernel(const Params p) {
+template <int D, typename TQ, bool KV8>
+__global__ void __launch_bounds__(WsCfg<D, KV8>::NT, 1) grouped_ws_kernel(const Params p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #ifdef HARNESS_PLANTED_SLOWDOWN
   if (threadIdx.x == 0) planted_begin();
 #endif
-  using C = WsCfg<D>;
+  using C = WsCfg<D, KV8>;
+  using T = std::conditional_t<KV8, __half, TQ>;  // the MMA type (fp8 KV computes in fp16)
   extern __shared__ __align__(1024) uint8_t smem_ws_base[];
   const uint32_t base_u32 = smem_u32(smem_ws_base);
-  uint8_t* ring = smem_ws_base + (((base_u32 + 1023u) & ~1023u) - base_u32);
-  const uint32_t ring_u32 = smem_u32(ring);
-  const uint32_t full_u32 = ring_u32 + C::NS * C::RAW, empty_u32 = full_u32 + C::NS * 8;
+  uint8_t* bufs = smem_ws_base + (((base_u32 + 1023u) & ~1023u) - base_u32);
+  uint8_t* ring = bufs + C::RING_OFF;
+  const uint32_t bufs_u32 = smem_u32(bufs);
+  const uint32_t full_u32 = smem_u32(ring) + C::NS * C::RAW, empty_u32 = full_u32 + C::NB * 8;
   const TileRange t = cta_tile(p, C::TILE, C::BN);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  if (tid < C::NS) {
+  if (tid < C::NB) {
     mbar_init(full_u32 + tid * 8, 128);      // the producer warpgroup's threads
     mbar_init(empty_u32 + tid * 8, 2 * 4);   // one lane of each consumer warp
   }
@@ -76,16 +84,22 @@ __global__ void __launch_bounds__(WsCfg<D>::NT, 1) grouped_ws16_kernel(const Par
   __syncthreads();
 
   if (warp >= 2 * 4) {
-    // Producer: stage it goes into slot it % NS once both warpgroups released stage it-NS;
-    // FULL is signalled after this thread's copies landed (each waits for its own).
+    // Producer. Buffer it % NB is written once both warpgroups released stage it-NB; FULL is
+    // signalled after this thread's copies (fp8: the whole converted stage) are in place.
     asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
-    KvStream<128, C::CPR, C::BN> kv(p, t, D * 2);
-    kv.tid = tid - 2 * 128;
+    const int ptid = tid - 2 * 128;
+    KvStream<128, C::CPR, C::BN> kv(p, t, D * C::ES);
+    kv.tid = ptid;
+    auto claim = [&](int it) {
+      if (it >= C::NB) mbar_wait(empty_u32 + (it % C::NB) * 8, ((it / C::NB) - 1) & 1);
+    };
     auto load_stage = [&](int it) {
-      const int slot = it % C::NS;
-      if (it >= C::NS) mbar_wait(empty_u32 + slot * 8, ((it / C::NS) - 1) & 1);
+      if constexpr (!KV8) claim(it);  // 16-bit: the ring slot is the consumers' buffer
       kv.fetch(it);
-      kv.load(it, ring + slot * C::RAW, C::RAW_HALF, [](int r, int c) { return wg16_off(r, c); });
+      if constexpr (KV8)
+        kv.load(it, ring + (it % C::NS) * C::RAW, C::RAW_HALF, [](int r, int c) { return raw_off<D>(r, c); });
+      else
+        kv.load(it, ring + (it % C::NS) * C::RAW, C::RAW_HALF, [](int r, int c) { return wg16_off(r, c); });
     };
 #pragma unroll 1
     for (int s = 0; s < C::NS - 1; ++s) {
@@ -95,10 +109,21 @@ __global__ void __launch_bounds__(WsCfg<D>::NT, 1) grouped_ws16_kernel(const Par
 #pragma unroll 1
     for (int it = 0; it < t.ntiles; ++it) {
       cp_async_wait<C::NS - 2>();
-      fence_async_smem();
-      mbar_arrive(full_u32 + (it % C::NS) * 8);
-      if (it + C::NS - 1 < t.ntiles) load_stage(it + C::NS - 1);
-      cp_async_commit();
+      if constexpr (KV8) {
+        // Every producer thread's copies of stage it landed, and all finished converting
+        // stage it-1, whose raw slot the next load reuses.
+        asm volatile("bar.sync 3, 128;\n" ::: "memory");
+        if (it + C::NS - 1 < t.ntiles) load_stage(it + C::NS - 1);
+        cp_async_commit();
+        claim(it);
+        wg_convert<D, 128>(ring + (it % C::NS) * C::RAW, bufs + (it % C::NB) * C::BUF, ptid);
+        mbar_arrive(full_u32 + (it % C::NB) * 8);
+      } else {
+        fence_async_smem();
+        mbar_arrive(full_u32 + (it % C::NB) * 8);
+        if (it + C::NS - 1 < t.ntiles) load_stage(it + C::NS - 1);
+        cp_async_commit();
+      }
     }
 #ifdef HARNESS_PLANTED_SLOWDOWN
     __syncthreads();  // pairs with wg_store's
@@ -107,17 +132,19 @@ __global__ void __launch_bounds__(WsCfg<D>::NT, 1) grouped_ws16_kernel(const Par
   }
 
   asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n" ::: "memory");
+  constexpr int TB = KV8 ? 0 : 1;  // V^T (K-major) or V (MN-major)
   const int wg = warp >> 2;
   const int g = lane >> 2, cq = lane & 3;
   const int r0 = t.row0 + warp * 16 + g, r1 = r0 + 8;
   const int lim0 = row_limit(p, t, r0), lim1 = row_limit(p, t, r1);
   uint32_t qa[D / 16][4];
-  wg_load_q<D, T, T>(qa, p, t.b, t.h, t.rows, r0, r1, cq);
+  wg_load_q<D, TQ, T>(qa, p, t.b, t.h, t.rows, r0, r1, cq);
   float o[D / 8][4];
   zero(o);
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
   const float sc = p.scale_log2;
-  auto k_at = [&](int it) { return ring_u32 + (it % C::NS) * C::RAW; };
+  auto k_at = [&](int it) { return bufs_u32 + (it % C::NB) * C::BUF; };
+  auto v_at = [&](int it) { return k_at(it) + C::BN * D * 2; };
   auto masked = [&](int it) { return t.t_begin + (it + 1) * C::BN > t.mask_from; };
 
   if (t.ntiles > 0) {
@@ -134,35 +161,35 @@ __global__ void __launch_bounds__(WsCfg<D>::NT, 1) grouped_ws16_kernel(const Par
     wg_pack_p<T>(s, pa);
 #pragma unroll 1
     for (int it = 1; it < t.ntiles; ++it) {
-      mbar_wait(full_u32 + (it % C::NS) * 8, (it / C::NS) & 1);
+      mbar_wait(full_u32 + (it % C::NB) * 8, (it / C::NB) & 1);
       turn_wait(wg);
       wg_qk<T, D>(s, qa, k_at(it));              // its own fence and commit group
-      wg_pv<T, 1, D>(o, pa, k_at(it - 1) + C::RAW_HALF);
+      wg_pv<T, TB, D>(o, pa, v_at(it - 1));
       wg_commit();
       turn_pass(wg);
       wg_wait<1>();                              // S of stage it
       softmax_p(s, masked(it), t.t_begin + it * C::BN, cq, lim0, lim1, sc, m0, m1, l0, l1, c0, c1);
-      wg_wait<0>();                              // P V of stage it-1: its slot is free
+      wg_wait<0>();                              // P V of stage it-1: its buffer is free
       __syncwarp();
-      if (lane == 0) mbar_arrive(empty_u32 + ((it - 1) % C::NS) * 8);
+      if (lane == 0) mbar_arrive(empty_u32 + ((it - 1) % C::NB) * 8);
       rescale(o, c0, c1);
       wg_pack_p<T>(s, pa);
     }
     turn_wait(wg);
     wg_fence();
-    wg_pv<T, 1, D>(o, pa, k_at(t.ntiles - 1) + C::RAW_HALF);
+    wg_pv<T, TB, D>(o, pa, v_at(t.ntiles - 1));
     wg_commit();
     if (wg == 0) turn_pass(wg);  // warpgroup 1's last turn is never waited for
     wg_wait<0>();
   }
-  wg_store<D, T>(p, o, l0, l1, m0, m1, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
+  wg_store<D, TQ>(p, o, l0, l1, m0, m1, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
 #else
   __trap();  // launched only on sm_90 devices (wg_supported), where the sm_90a code runs
 #endif
 }
 
-// Whether 128-row 16-bit-KV tiles take this kernel (else grouped_wg16_kernel): unless
-// PD_NO_WS is set (used to A/B the two).
+// Whether 128-row head_dim-128 tiles take this kernel (else grouped_wg16_kernel or
+// grouped_wg_kernel): unless PD_NO_WS is set (used to A/B them).
 inline bool ws_enabled() {
   static const bool on = [] {
     const char* off = getenv("PD_NO_WS");
@@ -171,10 +198,11 @@ inline bool ws_enabled() {
   return on;
 }
 
-template <int D, typename T>
-cudaError_t launch_grouped_ws16(const Params& p, cudaStream_t st) {
+template <int D, typename TQ, bool KV8>
+cudaError_t launch_grouped_ws(const Params& p, cudaStream_t st) {
+  using C = WsCfg<D, KV8>;
   static unsigned long long done = 0;
-  return launch_tiles(grouped_ws16_kernel<D, T>, WsCfg<D>::NT, WsCfg<D>::SMEM, done, p, st);
+  return launch_tiles(grouped_ws_kernel<D, TQ, KV8>, C::NT, C::SMEM, done, p, st);
 }
 
 }  // namespace pd

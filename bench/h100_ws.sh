@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One device call for the warp-specialized kernel (grouped_ws.cuh, 128-row head_dim-128
+# tiles, 16-bit and fp8 KV): build + full self-check; memcheck and racecheck on the
+# self-check's first 5 cases (cases 3 and 4 run it: bf16 and fp8); the Qwen3 seed rows with
+# and without it (PD_NO_WS=1: the lockstep wgmma kernels), twice each, alternating; then the
+# harness's coverage run, timed spec_decode (fp8) and spec_decode_bf16 (with --peers when
+# .whl-peers was carried). Carry .whl-min (+ .whl-peers).
+LOG=ws
+source bench/prelude.sh
+kernels_ok
+CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+for tool in memcheck racecheck; do
+  timeout 200 $CS --tool $tool --error-exitcode 9 python3 -m kernels.selfcheck --cases 5 > /tmp/sc_$tool.log 2>&1
+  echo "selfcheck $tool rc=$? $(grep -c '^ok' /tmp/sc_$tool.log) cases ok; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' /tmp/sc_$tool.log)" | log
+  grep -E "^FAIL|rror|azard" /tmp/sc_$tool.log | head -5 | log
+done
+for r in 1 2; do
+  PD_NO_WS=1 python3 -m kernels.selfcheck --only-bench --kernels grouped --filter Qwen3 > "/tmp/ab_wg_$r.log" 2>&1
+  python3 -m kernels.selfcheck --only-bench --kernels grouped --filter Qwen3 > "/tmp/ab_ws_$r.log" 2>&1
+done
+paste <(grep -E "^Qwen" /tmp/ab_wg_1.log | awk '{print $1, $3}') \
+  <(grep -E "^Qwen" /tmp/ab_ws_1.log | awk '{print $3}') \
+  <(grep -E "^Qwen" /tmp/ab_wg_2.log | awk '{print $3}') \
+  <(grep -E "^Qwen" /tmp/ab_ws_2.log | awk '{print $3}') |
+  awk '{printf "%-42s lockstep %8s %8s ws %8s %8s  ws/lockstep %.3f\n", $1, $2, $4, $3, $5, ($3+$5)/($2+$4)}' | log
+python3 -m harness run --matrix matrices/coverage.toml --no-build --no-timing \
+  --backends cuda_baseline,cuda_grouped --out /tmp/coverage --results-dir /tmp/coverage/results \
+  2>&1 | grep -E "report:|done in" | log
+python3 -m harness run --matrix matrices/spec_decode.toml --no-build \
+  --backends cuda_baseline,cuda_grouped --out /tmp/spec --results-dir /tmp/spec/results 2>&1 |
+  grep -E "report:|done in" | log
+cp /tmp/spec/summary.md "$OUT/summary_spec_decode.md"
+PEERS=""
+ls .whl-peers/*.whl > /dev/null 2>&1 && PEERS="--peers"
+python3 -m harness run --matrix matrices/spec_decode_bf16.toml --no-build $PEERS \
+  --backends cuda_baseline,cuda_grouped --out /tmp/bf16 --results-dir /tmp/bf16/results 2>&1 |
+  grep -E "report:|done in|warm" | tail -4 | log
+cp /tmp/bf16/summary.md "$OUT/summary_spec_decode_bf16.md"
