@@ -15,8 +15,8 @@ for tool in memcheck racecheck; do
   grep -E "^FAIL|rror|azard" /tmp/sc_$tool.log | head -5 | log
 done
 for r in 1 2; do
-  PD_NO_WS=1 python3 -m kernels.selfcheck --only-bench --kernels grouped --filter Qwen3 > "/tmp/ab_wg_$r.log" 2>&1
-  python3 -m kernels.selfcheck --only-bench --kernels grouped --filter Qwen3 > "/tmp/ab_ws_$r.log" 2>&1
+  PD_NO_WS=1 python3 -m kernels.selfcheck --only-bench --kernels grouped --filter "${AB_FILTER:-Qwen3}" > "/tmp/ab_wg_$r.log" 2>&1
+  python3 -m kernels.selfcheck --only-bench --kernels grouped --filter "${AB_FILTER:-Qwen3}" > "/tmp/ab_ws_$r.log" 2>&1
 done
 paste <(grep -E "^Qwen" /tmp/ab_wg_1.log | awk '{print $1, $3}') \
   <(grep -E "^Qwen" /tmp/ab_ws_1.log | awk '{print $3}') \

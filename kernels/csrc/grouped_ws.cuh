@@ -1,10 +1,12 @@
 // `grouped` for 128-row tiles at head_dim 128 on sm_90a, warp-specialized (the structure
 // FlashAttention-3 describes): a producer warpgroup streams K/V pages into a ring of 64-token
-// stages with cp.async (fp8 KV: and converts each stage into fp16 K and V^T buffers); two
-// consumer warpgroups (64 rows each) run Q K^T, softmax and P V on wgmma. setmaxnreg moves registers from the producer (56) to the consumers (224): a
-// third warp on an SM sub-partition leaves 168 per thread otherwise. Why: grouped_wg16_kernel runs both warpgroups in lockstep behind one barrier
-// per stage, so the tensor cores idle through every softmax (ncu: 29 % SM throughput, 68 %
-// of DRAM bandwidth on Qwen3 bf16 q_len 8 batch 64). Here
+// stages with cp.async (fp8 KV: two producer warpgroups, which also convert each stage into
+// fp16 K and V^T buffers); two consumer warpgroups (64 rows each) run Q K^T, softmax and
+// P V on wgmma. setmaxnreg moves registers from the producers (56) to the consumers (224;
+// 200 beside fp8's two producer warpgroups): a third warp on an SM sub-partition would
+// leave 168 per thread otherwise. Why: grouped_wg16_kernel runs both warpgroups in lockstep
+// behind one barrier per stage, so the tensor cores idle through every softmax (ncu: 29 %
+// SM throughput, 68 % of DRAM bandwidth on Qwen3 bf16 q_len 8 batch 64). Here
 //  - the ring is handed over with mbarriers (FULL: the producer's copies landed; EMPTY: both
 //    warpgroups finished with the slot), so no CTA-wide barrier is left in the loop;
 //  - each warpgroup issues Q K^T of stage it together with P V of stage it-1 and then does
@@ -20,7 +22,14 @@ namespace pd {
 template <int D, bool KV8>
 struct WsCfg {
   static constexpr int NWG = 2;                  // consumer warpgroups, 64 rows each
-  static constexpr int NT = NWG * 128 + 128;     // + the producer warpgroup
+  // Producer warpgroups: fp8 needs two, so the conversion's shared-memory latency hides
+  // behind a second warp per SM sub-partition (one lost 2-5 % to the lockstep kernel).
+  static constexpr int NP = KV8 ? 256 : 128;
+  static constexpr int NT = NWG * 128 + NP;
+  // setmaxnreg split of the 64K registers (each sub-partition's 16K over its warps).
+  static constexpr int P_REGS = 56;
+  static constexpr int C_REGS = KV8 ? 200 : 224;
+  static_assert(NP * P_REGS + NWG * 128 * C_REGS <= 65536, "register file");
   static constexpr int TILE = NWG * 64;
   static constexpr int BN = 64;
   static constexpr int ES = KV8 ? 1 : 2;         // bytes per KV element
@@ -77,7 +86,7 @@ __global__ void __launch_bounds__(WsCfg<D, KV8>::NT, 1) grouped_ws_kernel(const 
   const TileRange t = cta_tile(p, C::TILE, C::BN);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   if (tid < C::NB) {
-    mbar_init(full_u32 + tid * 8, 128);      // the producer warpgroup's threads
+    mbar_init(full_u32 + tid * 8, C::NP);    // the producer threads
     mbar_init(empty_u32 + tid * 8, 2 * 4);   // one lane of each consumer warp
   }
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -86,9 +95,9 @@ __global__ void __launch_bounds__(WsCfg<D, KV8>::NT, 1) grouped_ws_kernel(const 
   if (warp >= 2 * 4) {
     // Producer. Buffer it % NB is written once both warpgroups released stage it-NB; FULL is
     // signalled after this thread's copies (fp8: the whole converted stage) are in place.
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::P_REGS) : "memory");
     const int ptid = tid - 2 * 128;
-    KvStream<128, C::CPR, C::BN> kv(p, t, D * C::ES);
+    KvStream<C::NP, C::CPR, C::BN> kv(p, t, D * C::ES);
     kv.tid = ptid;
     auto claim = [&](int it) {
       if (it >= C::NB) mbar_wait(empty_u32 + (it % C::NB) * 8, ((it / C::NB) - 1) & 1);
@@ -112,11 +121,11 @@ __global__ void __launch_bounds__(WsCfg<D, KV8>::NT, 1) grouped_ws_kernel(const 
       if constexpr (KV8) {
         // Every producer thread's copies of stage it landed, and all finished converting
         // stage it-1, whose raw slot the next load reuses.
-        asm volatile("bar.sync 3, 128;\n" ::: "memory");
+        asm volatile("bar.sync 3, %0;\n" ::"n"(C::NP) : "memory");
         if (it + C::NS - 1 < t.ntiles) load_stage(it + C::NS - 1);
         cp_async_commit();
         claim(it);
-        wg_convert<D, 128>(ring + (it % C::NS) * C::RAW, bufs + (it % C::NB) * C::BUF, ptid);
+        wg_convert<D, C::NP>(ring + (it % C::NS) * C::RAW, bufs + (it % C::NB) * C::BUF, ptid);
         mbar_arrive(full_u32 + (it % C::NB) * 8);
       } else {
         fence_async_smem();
@@ -131,7 +140,7 @@ __global__ void __launch_bounds__(WsCfg<D, KV8>::NT, 1) grouped_ws_kernel(const 
     return;
   }
 
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n" ::: "memory");
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(C::C_REGS) : "memory");
   constexpr int TB = KV8 ? 0 : 1;  // V^T (K-major) or V (MN-major)
   const int wg = warp >> 2;
   const int g = lane >> 2, cq = lane & 3;
