@@ -257,3 +257,33 @@ def test_comparison_rows_carry_verdicts_and_a_slower_one_is_a_regression(tmp_pat
     from lxml import etree
 
     etree.XMLSchema(etree.parse(str(XSD))).assertValid(etree.parse(str(path)))
+
+
+def _on_gpu(row: ResultRow, uuid: str, visible: str, worker: str) -> ResultRow:
+    return replace(
+        row, device={**row.device, "uuid": uuid, "visible_devices": visible}, worker=worker
+    )
+
+
+def test_a_sharded_run_names_each_gpu_and_each_case_says_where_it_ran(tmp_path: Path) -> None:
+    from lxml import etree
+
+    rows = [
+        _on_gpu(make_row(8, 2, "cuda_baseline", median=0.057), "GPU-aaaaaaaa-1111", "0", "gw0"),
+        _on_gpu(make_row(8, 2, "cuda_grouped", median=0.046), "GPU-bbbbbbbb-2222", "1", "gw1"),
+        _on_gpu(make_row(16, 2, "cuda_grouped", median=0.09), "GPU-bbbbbbbb-2222", "1", "gw1"),
+    ]
+    path = write_junit(rows, tmp_path / "junit.xml")
+    suite = _suites(path)["NVIDIA H100 80GB HBM3"]
+    props = {p.name: p.value for p in suite.properties()}
+    assert props["device.gpus"] == (
+        "ran on 2 GPUs: GPU-aaaaaaaa (CUDA_VISIBLE_DEVICES=0, gw0): 1 results; "
+        "GPU-bbbbbbbb (CUDA_VISIBLE_DEVICES=1, gw1): 2 results"
+    )
+    assert props["Qwen3-480B-fp8_e4m3-batchSize8-seqLenQ2[cuda_baseline].gpu"] == "GPU-aaaaaaaa gw0"
+    assert props["Qwen3-480B-fp8_e4m3-batchSize16-seqLenQ2[cuda_grouped].gpu"] == "GPU-bbbbbbbb gw1"
+    etree.XMLSchema(etree.parse(str(XSD))).assertValid(etree.parse(str(path)))
+    one = write_junit(rows[1:], tmp_path / "one.xml")  # one GPU: no shard line
+    assert "device.gpus" not in {
+        p.name for s in JUnitXml.fromfile(str(one)) for p in s.properties()
+    }

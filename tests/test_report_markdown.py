@@ -369,3 +369,23 @@ def test_comparisons_section_lists_regressions_first() -> None:
     assert "base-vs" not in _section(md, "## Failures and errors")
     assert "-vs-" not in _section(md, "## NVIDIA H100")
     assert "Regressions" not in render_markdown(sample_rows())
+
+
+def test_device_section_lists_the_gpus_of_a_sharded_run() -> None:
+    def on(row: ResultRow, uuid: str, visible: str, worker: str) -> ResultRow:
+        return replace(
+            row, device={**row.device, "uuid": uuid, "visible_devices": visible}, worker=worker
+        )
+
+    rows = [
+        on(make_row(8, 2, "cuda_baseline", median=0.057), "GPU-c2db4247-4ef4", "0", "gw0"),
+        on(make_row(8, 2, "cuda_grouped", median=0.046), "GPU-4b828b72-0b46", "1", "gw1"),
+        on(make_row(16, 2, "cuda_baseline", median=0.11), "GPU-4b828b72-0b46", "1", "gw3"),
+    ]
+    section = _section(render_markdown(rows), "## NVIDIA H100")
+    assert (
+        "Ran on 2 GPUs: GPU-4b828b72 (CUDA_VISIBLE_DEVICES=1, gw1, gw3): 2 results; "
+        "GPU-c2db4247 (CUDA_VISIBLE_DEVICES=0, gw0): 1 results"
+    ) in section
+    single = _section(render_markdown(rows[1:]), "## NVIDIA H100")
+    assert "Ran on" not in single

@@ -81,6 +81,49 @@ def by_device(rows: Iterable[ResultRow]) -> list[tuple[str, list[ResultRow]]]:
     return [(name, sorted(group, key=row_order_key)) for name, group in ordered]
 
 
+@dataclass(frozen=True)
+class GpuUse:
+    """One physical GPU of a device group: which worker(s) ran on it and how many results."""
+
+    uuid: str
+    visible: str  # the CUDA_VISIBLE_DEVICES its worker(s) had
+    workers: tuple[str, ...]
+    results: int
+
+
+def gpus_used(rows: Iterable[ResultRow]) -> list[GpuUse]:
+    """The GPUs (by uuid) the rows ran on, in uuid order: a sharded run shows each GPU's
+    share, so a reader can see that both cards of a 2-GPU host were used."""
+    groups: dict[str, list[ResultRow]] = defaultdict(list)
+    for row in rows:
+        uuid = str(row.device.get("uuid") or "")
+        if uuid and not is_cpu(row):
+            groups[uuid].append(row)
+    return [
+        GpuUse(
+            uuid,
+            ",".join(sorted({str(r.device.get("visible_devices") or "") for r in group})),
+            tuple(sorted({r.worker or "main" for r in group})),
+            len(group),
+        )
+        for uuid, group in sorted(groups.items())
+    ]
+
+
+def gpus_text(rows: Iterable[ResultRow]) -> str | None:
+    """`ran on 2 GPUs: GPU-c2db4247 (CUDA_VISIBLE_DEVICES=0, gw0): 35 results; ...`, or None
+    when the rows ran on one GPU (or none)."""
+    uses = gpus_used(rows)
+    if len(uses) < 2:
+        return None
+    parts = [
+        f"{u.uuid[:12]} (CUDA_VISIBLE_DEVICES={u.visible or 'unset'}, {', '.join(u.workers)}): "
+        f"{u.results} results"
+        for u in uses
+    ]
+    return f"ran on {len(uses)} GPUs: " + "; ".join(parts)
+
+
 def count_statuses(rows: Iterable[ResultRow]) -> dict[str, int]:
     """{status: count} for every status, in the schema's order (zeros included)."""
     counts = dict.fromkeys(STATUSES, 0)

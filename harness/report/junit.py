@@ -36,6 +36,7 @@ from harness.report.figures import (
     failure_text,
     fmt_pct,
     fmt_tbps,
+    gpus_text,
     is_cpu,
     key_figures,
     pct_of_copy,
@@ -101,6 +102,9 @@ def _testcase(row: ResultRow, name: str) -> TestCase:
 
 def _figure_properties(row: ResultRow, name: str) -> list[tuple[str, str]]:
     props = [(f"{name}.status", row.status)]
+    uuid = str(row.device.get("uuid") or "")
+    if uuid:
+        props.append((f"{name}.gpu", f"{uuid[:12]} {row.worker or 'main'}"))
     t = timing_of(row)
     if t is not None:
         props += [
@@ -151,6 +155,9 @@ def _device_properties(rows: list[ResultRow]) -> list[tuple[str, str]]:
     for key in ("driver", "cuda", "torch", "python"):
         if env.get(key):
             props.append((key, str(env[key])))
+    shards = gpus_text(rows)
+    if shards:
+        props.append(("device.gpus", shards))
     props.append(("commits", ",".join(sorted({commit_of(r) for r in rows}))))
     props.append(("hosts", ",".join(sorted({str(r.env.get("hostname", "")) for r in rows}))))
     props.append(("runs", ",".join(sorted({r.run_id for r in rows}))))

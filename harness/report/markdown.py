@@ -37,6 +37,7 @@ from harness.report.figures import (
     fmt_ratio,
     fmt_rel_ci,
     fmt_tbps,
+    gpus_text,
     is_cpu,
     pct_of_copy,
     short_commit,
@@ -223,6 +224,9 @@ def _device_section(name: str, rows: list[ResultRow]) -> list[_Block]:
         if first.env.get(key):
             facts.append(f"{key} {first.env[key]}")
     out = [_Block(f"## {device_label(first)}"), _Block(" · ".join(facts))]
+    shards = gpus_text(rows)
+    if shards:
+        out.append(_Block(shards[0].upper() + shards[1:]))
     commits = sorted({commit_of(r) for r in rows})
     level = "####" if len(commits) > 1 else "###"
     for commit in commits:
