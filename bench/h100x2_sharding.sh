@@ -3,7 +3,8 @@
 # README's main command sharded over both GPUs and on one, for coverage and spec_decode,
 # which GPU each case ran on (from the result rows), and a crash/hang/OOM matrix sharded over
 # two workers. Carry .whl-nox and .whl-min (nox runs on the system interpreter there).
-# MATRICES="coverage" picks the matrices, SKIP_FAULTS=1 skips the fault run.
+# MATRICES="coverage" picks the matrices, N_LIST="2" the worker counts, SKIP_FAULTS=1 skips
+# the fault run.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 HARNESS_CUDA_ARCHS=${HARNESS_CUDA_ARCHS:-90a}
 OUT=${OUT:-/tmp/out}
@@ -31,7 +32,7 @@ PY
 for m in ${MATRICES:-coverage spec_decode}; do
   extra=""
   [ "$m" = coverage ] && [ "${COV_TIMING:-0}" != 1 ] && extra="--no-timing"
-  for n in 2 1; do
+  for n in ${N_LIST:-2 1}; do
     s=$(date +%s)
     python3 -m nox -s gpu_matrix -- -n $n --matrix matrices/$m.toml --no-build $extra \
       --backends cuda_baseline,cuda_grouped --out reports/${m}_n$n \
