@@ -24,7 +24,7 @@ static cudaError_t launch_tile(const Params& p, int tile, cudaStream_t st) {
   if constexpr (PD_HEAD_DIM <= 128) {
     const bool wg_tile = tile == 128 || (tile == 64 && p.q_len * p.group >= 64);
     if (wg_tile && wg_supported()) {
-      if constexpr (PD_HEAD_DIM == 128)  // warp-specialized (grouped_ws.cuh): 19-22 % faster
+      if constexpr (PD_HEAD_DIM == 128)  // warp-specialized (grouped_ws.cuh): 15-22 % faster
         if (tile == 128 && ws_enabled()) return launch_grouped_ws<PD_HEAD_DIM, T, KV8>(p, st);
       if constexpr (KV8)
         return tile == 64 ? launch_grouped_wg<PD_HEAD_DIM, T, 1>(p, st) : launch_grouped_wg<PD_HEAD_DIM, T, 2>(p, st);
