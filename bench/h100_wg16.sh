@@ -22,14 +22,6 @@ if [ "${QUICK:-0}" != 1 ]; then
   PD_NO_WGMMA=1 python3 -m kernels.selfcheck --only-bench --kernels grouped --filter seqLenQ8 > "$OUT/q8_mma.log" 2>&1
   python3 -m kernels.selfcheck --only-bench --kernels grouped --filter seqLenQ8 > "$OUT/q8_wg.log" 2>&1
 fi
-python3 -m harness run --matrix matrices/coverage.toml --no-build --no-timing \
-  --backends cuda_baseline,cuda_grouped --out /tmp/coverage --results-dir /tmp/coverage/results \
-  2>&1 | grep -E "report:|done in" | log
-python3 -m harness run --matrix matrices/spec_decode.toml --no-build \
-  --backends cuda_baseline,cuda_grouped --out /tmp/spec --results-dir /tmp/spec/results 2>&1 |
-  grep -E "report:|done in" | log
-cp /tmp/spec/summary.md "$OUT/summary_spec_decode.md"
-python3 -m harness run --matrix matrices/spec_decode_bf16.toml --no-build --peers \
-  --backends cuda_baseline,cuda_grouped --out /tmp/bf16 --results-dir /tmp/bf16/results 2>&1 |
-  grep -E "report:|done in|warm" | tail -4 | log
-cp /tmp/bf16/summary.md "$OUT/summary_spec_decode_bf16.md"
+harness_matrix coverage --no-timing
+harness_matrix spec_decode
+harness_matrix spec_decode_bf16 --peers

@@ -23,16 +23,8 @@ paste <(grep -E "^Qwen" /tmp/ab_wg_1.log | awk '{print $1, $3}') \
   <(grep -E "^Qwen" /tmp/ab_wg_2.log | awk '{print $3}') \
   <(grep -E "^Qwen" /tmp/ab_ws_2.log | awk '{print $3}') |
   awk '{printf "%-42s lockstep %8s %8s ws %8s %8s  ws/lockstep %.3f\n", $1, $2, $4, $3, $5, ($3+$5)/($2+$4)}' | log
-python3 -m harness run --matrix matrices/coverage.toml --no-build --no-timing \
-  --backends cuda_baseline,cuda_grouped --out /tmp/coverage --results-dir /tmp/coverage/results \
-  2>&1 | grep -E "report:|done in" | log
-python3 -m harness run --matrix matrices/spec_decode.toml --no-build \
-  --backends cuda_baseline,cuda_grouped --out /tmp/spec --results-dir /tmp/spec/results 2>&1 |
-  grep -E "report:|done in" | log
-cp /tmp/spec/summary.md "$OUT/summary_spec_decode.md"
+harness_matrix coverage --no-timing
+harness_matrix spec_decode
 PEERS=""
 ls .whl-peers/*.whl > /dev/null 2>&1 && PEERS="--peers"
-python3 -m harness run --matrix matrices/spec_decode_bf16.toml --no-build $PEERS \
-  --backends cuda_baseline,cuda_grouped --out /tmp/bf16 --results-dir /tmp/bf16/results 2>&1 |
-  grep -E "report:|done in|warm" | tail -4 | log
-cp /tmp/bf16/summary.md "$OUT/summary_spec_decode_bf16.md"
+harness_matrix spec_decode_bf16 $PEERS

@@ -22,3 +22,14 @@ kernels_ok() {
   python3 -m kernels.selfcheck 2>&1 | tee "$OUT/selfcheck.log" | tail -8 | log
   grep -q "CORRECTNESS: PASS" "$OUT/selfcheck.log" || { echo "selfcheck failed: stopping" | log; exit 1; }
 }
+
+# The harness on matrices/NAME.toml with both CUDA kernels (already built; extra arguments
+# passed on): its report and timing lines logged, its summary copied to $OUT/summary_NAME.md.
+harness_matrix() {
+  local m=$1
+  shift
+  python3 -m harness run --matrix "matrices/$m.toml" --no-build "$@" \
+    --backends cuda_baseline,cuda_grouped --out "/tmp/$m" --results-dir "/tmp/$m/results" 2>&1 |
+    grep -E "report:|done in|warm" | tail -4 | log
+  cp "/tmp/$m/summary.md" "$OUT/summary_$m.md"
+}
