@@ -354,7 +354,7 @@ def _supervise(cmd: list[str], env: dict[str, str], results: Path, run_id: str) 
     recorded as an error and the finished ones are skipped. Returns pytest's exit code,
     or, after resuming, 1 if any case failed or errored and 0 otherwise."""
     from harness.pytest_plugin import inflight_path, record_dead_item
-    from harness.results import read_results
+    from harness.results import run_rows
 
     resumes = 0
     while True:
@@ -382,9 +382,7 @@ def _supervise(cmd: list[str], env: dict[str, str], results: Path, run_id: str) 
         )
     if not resumes or _stopping:
         return rc
-    rows, _ = read_results([results])
-    mine = [r for r in rows if r.run_id == run_id]
-    return 1 if any(r.status in ("failed", "error") for r in mine) else 0
+    return 1 if any(r.status in ("failed", "error") for r in run_rows(results, run_id)) else 0
 
 
 def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:

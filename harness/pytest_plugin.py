@@ -170,11 +170,10 @@ def pytest_collection_modifyitems(
     """--resume: drop the items this run already recorded (before a crash)."""
     if not config.option.resume:
         return
-    from harness.results import read_results
+    from harness.results import run_rows
 
-    results = Path(config.option.results_dir)
-    rows, _ = read_results([results]) if results.exists() else ([], [])
-    done = {(r.case_id, r.backend) for r in rows if r.run_id == config.option.run_id}
+    rows = run_rows(Path(config.option.results_dir), config.option.run_id)
+    done = {(r.case_id, r.backend) for r in rows}
     keep, drop = [], []
     for item in items:
         key = (getattr(item, "case", None) and item.case.id, getattr(item, "backend_name", ""))
