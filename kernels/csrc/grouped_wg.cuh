@@ -443,6 +443,13 @@ __global__ void __launch_bounds__(WCfg<D, NWG, false>::NT, 1) grouped_wg16_kerne
 #endif
 }
 
+// Whether an A/B switch such as PD_NO_WGMMA is set in the environment (any value but
+// empty or "0").
+inline bool env_switch(const char* name) {
+  const char* v = getenv(name);
+  return v && *v && *v != '0';
+}
+
 // Whether the wgmma kernels may run on the current device: an sm_90 GPU (the fat binary's
 // sm_90a code), unless PD_NO_WGMMA is set (used to A/B them against mma.sync).
 inline bool wg_supported() {
@@ -454,8 +461,7 @@ inline bool wg_supported() {
     int major = 0, minor = 0;
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-    const char* off = getenv("PD_NO_WGMMA");
-    c = (major == 9 && minor == 0 && !(off && *off && *off != '0')) ? 1 : 2;
+    c = (major == 9 && minor == 0 && !env_switch("PD_NO_WGMMA")) ? 1 : 2;
   }
   return c == 1;
 }

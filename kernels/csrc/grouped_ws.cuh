@@ -200,10 +200,7 @@ __global__ void __launch_bounds__(WsCfg<D, KV8>::NT, 1) grouped_ws_kernel(const 
 // Whether 128-row head_dim-128 tiles take this kernel (else grouped_wg16_kernel or
 // grouped_wg_kernel): unless PD_NO_WS is set (used to A/B them).
 inline bool ws_enabled() {
-  static const bool on = [] {
-    const char* off = getenv("PD_NO_WS");
-    return !(off && *off && *off != '0');
-  }();
+  static const bool on = !env_switch("PD_NO_WS");
   return on;
 }
 
