@@ -7,6 +7,7 @@
 #include "api_internal.h"
 #include "grouped.cuh"
 #include "grouped_wg.cuh"
+#include "grouped_sw.cuh"
 #include "grouped_ws.cuh"
 
 #define PD_CAT_(a, b) a##b
@@ -24,6 +25,13 @@ static cudaError_t launch_tile(const Params& p, int tile, cudaStream_t st) {
   if constexpr (PD_HEAD_DIM <= 128) {
     const bool wg_tile = tile == 128 || (tile == 64 && p.q_len * p.group >= 64);
     if (wg_tile && wg_supported()) {
+      // fp8 KV, 65-96 rows of a 128-row head_dim-128 tile (Qwen3 q_len 8): swapped operands
+      // (grouped_sw.cuh), 17-20 % faster than grouped_ws_kernel there. Its head_dim-64 form
+      // (GPT-OSS q_len 8) lost 16 % to grouped_wg_kernel at batch 64, so it is not used.
+      if constexpr (KV8 && PD_HEAD_DIM == 128) {
+        const int fill = p.q_len * p.group < tile ? p.q_len * p.group : tile;
+        if (tile == 128 && fill > 64 && fill <= 96 && sw_enabled()) return launch_grouped_sw<128, 96, T>(p, tile, st);
+      }
       if constexpr (PD_HEAD_DIM == 128)  // warp-specialized (grouped_ws.cuh): 15-22 % faster
         if (tile == 128 && ws_enabled()) return launch_grouped_ws<PD_HEAD_DIM, T, KV8>(p, st);
       if constexpr (KV8)

@@ -208,13 +208,14 @@ __device__ __forceinline__ float quad_sum(float x) {
 
 // Launch one grouped kernel on its (row tile x split, KV head, request) grid, raising its
 // shared-memory limit first (once per device; `done` is the kernel's own static).
-template <typename Kernel>
+// Arguments after p (`extra`) are passed on to the kernel.
+template <typename Kernel, typename... Extra>
 inline cudaError_t launch_tiles(Kernel kern, int threads, int smem, unsigned long long& done, const Params& p,
-                                cudaStream_t st) {
+                                cudaStream_t st, Extra... extra) {
   cudaError_t e = set_smem_once(kern, smem, done);
   if (e != cudaSuccess) return e;
   dim3 grid(p.num_row_tiles * p.num_splits, p.hkv, p.batch);
-  kern<<<grid, threads, smem, st>>>(p);
+  kern<<<grid, threads, smem, st>>>(p, extra...);
   return cudaGetLastError();
 }
 

@@ -1,0 +1,557 @@
+// `grouped` for fp8 e4m3 KV on sm_90a with the KV tokens as the MMA's M dimension ("swapped"
+// operands): S^T = K Q^T and O^T = V^T P^T. Why: in Q K^T form the rows are wgmma's M,
+// padded to 64 (Qwen3 q_len 8: 96 rows computed as 128), and both K and V are its B
+// operand, which must sit in shared memory as fp16: grouped_ws.cuh converts every stage
+// and both consumer warpgroups read all of it (128 KB of shared-memory traffic per 64-token
+// stage; 46 % of DRAM bandwidth on Qwen3 fp8 q_len 8). Swapped, the rows are wgmma's N,
+// exactly 96, and V^T is the A operand, which wgmma takes from registers: each thread
+// converts the fp8 V bytes it loads straight into its A fragments. K (S^T's A) is converted
+// into shared memory once, by the warpgroup that owns the stage (A from registers there made
+// ptxas serialize the MMAs: the next stage's K would be written while P V is in flight).
+//
+// Layout tricks: O^T's rows (head_dim) are permuted so a thread's V^T fragment is 4 (head_dim
+// 128) or 2 (64) contiguous bytes of each of its tokens, and its output is contiguous; the
+// raw fp8 stages are XOR-swizzled in 16-byte chunks (sw_off) so those loads are conflict-free.
+// P^T goes through shared memory (stmatrix.trans, 128-byte-swizzled K-major) as the B operand
+// of O^T += V^T P^T.
+//
+// Structure: one producer warpgroup streams raw fp8 stages (cp.async, mbarrier FULL/EMPTY);
+// NC consumer warpgroups take alternate stages, each with its own online softmax (merged at
+// the end), and issue P V of their stage together with S^T of their next one, so the tensor
+// cores get both while the other warpgroup runs its softmax. The softmax runs down the
+// columns (a column is one query row, spread over the warpgroup's 4 warps), so the running
+// maximum is shared through shared memory; it is only raised when some score exceeds it by
+// more than 2^8 (bar.red.or decides, warpgroup-wide), the rescaling trick FlashAttention-4
+// describes, so most stages need no exchange.
+#pragma once
+
+#include <utility>
+
+#include "grouped_ws.cuh"
+
+namespace pd {
+
+template <int D, int N>
+struct SwCfg {
+  // head_dim 128: two consumer warpgroups, one CTA per SM; head_dim 64: one, three CTAs per
+  // SM (the cost model's occupancy for those tiles, kernels/plan.py).
+  static constexpr int NC = D == 128 ? 2 : 1;
+  static constexpr int NT = (NC + 1) * 128;
+  static constexpr int MIN_CTAS = D == 128 ? 1 : 3;
+  static constexpr int P_REGS = D == 128 ? 40 : 24;
+  static constexpr int C_REGS = D == 128 ? 232 : 136;
+  static_assert(128 * P_REGS + NC * 128 * C_REGS <= (65536 / MIN_CTAS / NT) / 8 * 8 * NT, "register file");
+  static constexpr int BN = 64;                  // tokens per stage
+  static constexpr int RAW_HALF = BN * D;        // fp8 K (or V) of one stage
+  static constexpr int RAW = 2 * RAW_HALF;
+  static constexpr int NS = D == 128 ? 6 : 6;    // ring depth
+  static constexpr int CPR = D / 16;             // 16-byte chunks per raw row
+  static constexpr int QB = N * D * 2;           // fp16 Q^T operand: D/64 blocks of [N][128 B]
+  static constexpr int PB = N * BN * 2;          // one warpgroup's P^T: [N][64 tok] fp16
+  static constexpr int KB = BN * D * 2;          // one warpgroup's fp16 K: D/64 blocks of [64 tok][128 B]
+  static constexpr int RED = 4 * N * 4;          // one warpgroup's 4 warps' column maxima/sums
+  static constexpr int MC = 2 * N * 4 + 16;      // one warpgroup's running maxima per column, two
+                                                 // buffers (raised ones go to the other), + which
+  static constexpr int P_OFF = QB;
+  static constexpr int K_OFF = P_OFF + NC * PB;
+  static constexpr int RING_OFF = K_OFF + NC * KB;
+  static constexpr int RED_OFF = RING_OFF + NS * RAW;
+  static constexpr int MC_OFF = RED_OFF + NC * RED;
+  static constexpr int BAR_OFF = MC_OFF + NC * MC;
+  static constexpr int SMEM = 1024 + BAR_OFF + 2 * NS * 8;
+  static_assert(QB % 1024 == 0 && PB % 1024 == 0, "wgmma operands need 1024-byte alignment");
+  static_assert(NC == 1 || D * N * 4 <= NC * (PB + KB), "the merge buffer reuses P and K");
+  static_assert(N % 16 == 0 && N <= (D == 128 ? 96 : 128), "rows per tile");
+  static_assert(MIN_CTAS * (SMEM + 1024) <= 228 * 1024, "shared memory per SM");
+};
+
+// Raw fp8 row r (a token), 16-byte chunk c: XOR-swizzled so both the K fragment loads (16-byte
+// chunks of 2 rows per 8 lanes) and the V^T fragment loads (4 or 2 bytes of 4 rows per
+// chunk) hit distinct banks.
+template <int D>
+__device__ __forceinline__ int sw_off(int r, int c) {
+  if constexpr (D == 128) return r * 128 + ((c ^ (r & 7)) << 4);
+  else return r * 64 + ((c ^ ((r >> 1) & 3)) << 4);
+}
+
+#define PD_SWSS64 "{\n.reg .pred p;\n.reg .b32 ta, tb;\n.reg .b64 da, db;\n" \
+  "setp.ne.b32 p, %34, 0;\nadd.u32 ta, %32, %35;\nadd.u32 tb, %33, %36;\n" \
+  "mov.b64 da, {ta, 1073741888};\nmov.b64 db, {tb, 1073741888};\n" \
+  "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, da, db, p, 1, 1, 0, 0;\n}\n"
+#define PD_SWRS64 "{\n.reg .b32 tb;\n.reg .b64 db;\nadd.u32 tb, %36, %37;\n" \
+  "mov.b64 db, {tb, 1073741888};\n" \
+  "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, db, 1, 1, 1, 0;\n}\n"
+#define PD_SW64_OUT "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+#define PD_SW64_NEW "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]), "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]), "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3]), "=f"(d[6][0]), "=f"(d[6][1]), "=f"(d[6][2]), "=f"(d[6][3]), "=f"(d[7][0]), "=f"(d[7][1]), "=f"(d[7][2]), "=f"(d[7][3])
+#define PD_SWSS96 "{\n.reg .pred p;\n.reg .b32 ta, tb;\n.reg .b64 da, db;\n" \
+  "setp.ne.b32 p, %50, 0;\nadd.u32 ta, %48, %51;\nadd.u32 tb, %49, %52;\n" \
+  "mov.b64 da, {ta, 1073741888};\nmov.b64 db, {tb, 1073741888};\n" \
+  "wgmma.mma_async.sync.aligned.m64n96k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, da, db, p, 1, 1, 0, 0;\n}\n"
+#define PD_SWRS96 "{\n.reg .b32 tb;\n.reg .b64 db;\nadd.u32 tb, %52, %53;\n" \
+  "mov.b64 db, {tb, 1073741888};\n" \
+  "wgmma.mma_async.sync.aligned.m64n96k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, {%48, %49, %50, %51}, db, 1, 1, 1, 0;\n}\n"
+#define PD_SW96_OUT "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3])
+#define PD_SW96_NEW "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]), "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]), "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3]), "=f"(d[6][0]), "=f"(d[6][1]), "=f"(d[6][2]), "=f"(d[6][3]), "=f"(d[7][0]), "=f"(d[7][1]), "=f"(d[7][2]), "=f"(d[7][3]), "=f"(d[8][0]), "=f"(d[8][1]), "=f"(d[8][2]), "=f"(d[8][3]), "=f"(d[9][0]), "=f"(d[9][1]), "=f"(d[9][2]), "=f"(d[9][3]), "=f"(d[10][0]), "=f"(d[10][1]), "=f"(d[10][2]), "=f"(d[10][3]), "=f"(d[11][0]), "=f"(d[11][1]), "=f"(d[11][2]), "=f"(d[11][3])
+
+// wgmma m64nNk16, fp16 in, fp32 accumulators, B (and for _ss A) from shared memory: K-major,
+// 128-byte swizzle, 8-row groups 1024 B apart. Operands are given as the descriptor's low
+// word (wg_lo) plus a compile-time byte offset, added inside the asm so the compiler does
+// not hoist one 64-bit descriptor per k-step out of the loop (32 registers at head_dim 128).
+__device__ __forceinline__ uint32_t wg_lo(uint32_t addr) { return (addr >> 4) | (1u << 16); }
+
+template <int N, int OA, int OB>
+__device__ __forceinline__ void wg_mma_ss(float (&d)[N / 8][4], uint32_t a_lo, uint32_t b_lo, bool accumulate) {
+  // Without `accumulate` d is overwritten: its old values are not inputs (need not stay live).
+  if (accumulate) {
+    if constexpr (N == 64) asm volatile(PD_SWSS64 : PD_SW64_OUT : "r"(a_lo), "r"(b_lo), "r"(1), "n"(OA >> 4), "n"(OB >> 4) : "memory");
+    else asm volatile(PD_SWSS96 : PD_SW96_OUT : "r"(a_lo), "r"(b_lo), "r"(1), "n"(OA >> 4), "n"(OB >> 4) : "memory");
+  } else {
+    if constexpr (N == 64) asm volatile(PD_SWSS64 : PD_SW64_NEW : "r"(a_lo), "r"(b_lo), "r"(0), "n"(OA >> 4), "n"(OB >> 4) : "memory");
+    else asm volatile(PD_SWSS96 : PD_SW96_NEW : "r"(a_lo), "r"(b_lo), "r"(0), "n"(OA >> 4), "n"(OB >> 4) : "memory");
+  }
+}
+
+// The same with A from registers, accumulating.
+template <int N, int OB>
+__device__ __forceinline__ void wg_mma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4], uint32_t b_lo) {
+  if constexpr (N == 64)
+    asm volatile(PD_SWRS64 : PD_SW64_OUT : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "n"(OB >> 4) : "memory");
+  else
+    asm volatile(PD_SWRS96 : PD_SW96_OUT : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "n"(OB >> 4) : "memory");
+}
+#undef PD_SWSS64
+#undef PD_SWSS96
+#undef PD_SWRS64
+#undef PD_SWRS96
+#undef PD_SW64_OUT
+#undef PD_SW64_NEW
+#undef PD_SW96_OUT
+#undef PD_SW96_NEW
+
+// S^T = K Q^T of one stage, one wgmma per 16 head_dim columns KK (issued, not committed):
+// K [64 tok][D] and Q [N][D] in D/64 swizzled blocks.
+template <int N, int... KK>
+__device__ __forceinline__ void sw_issue_s(float (&s)[N / 8][4], uint32_t k_lo, uint32_t q_lo,
+                                           std::integer_sequence<int, KK...>) {
+  (wg_mma_ss<N, (KK >> 2) * (64 * 128) + (KK & 3) * 32, (KK >> 2) * (N * 128) + (KK & 3) * 32>(s, k_lo, q_lo, KK > 0),
+   ...);
+}
+
+// Four e4m3 bytes -> two fp16x2 words (bytes 0-1, bytes 2-3), with no shift or mask.
+__device__ __forceinline__ void sw_cvt4(uint32_t x, uint32_t& lo, uint32_t& hi) {
+  asm("{\n.reg .b16 l, h;\nmov.b32 {l, h}, %2;\ncvt.rn.f16x2.e4m3x2 %0, l;\ncvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
+      : "=r"(lo), "=r"(hi)
+      : "r"(x));
+}
+
+// Q of the tile's N rows (zero past nrows) as fp16: the K-major B operand of S^T, D/64
+// blocks of [N rows][128 B], 128-byte swizzled.
+template <int D, int N, typename TQ>
+__device__ __forceinline__ void sw_load_q(uint8_t* qs, const Params& p, const TileRange& t, int tid, int nthreads) {
+  for (int idx = tid; idx < N * (D / 8); idx += nthreads) {
+    const int n = idx / (D / 8), k8 = idx % (D / 8);
+    uint4 w = make_uint4(0u, 0u, 0u, 0u);
+    if (n < t.nrows) {
+      w = *reinterpret_cast<const uint4*>(q_row<D, TQ>(p, t.b, t.h, t.row0 + n) + 8 * k8);
+      if constexpr (!std::is_same_v<TQ, __half>)
+        w = make_uint4(bf16x2_to_half2(w.x), bf16x2_to_half2(w.y), bf16x2_to_half2(w.z), bf16x2_to_half2(w.w));
+    }
+    *reinterpret_cast<uint4*>(qs + (k8 >> 3) * (N * 128) + n * 128 + (((k8 & 7) ^ (n & 7)) << 4)) = w;
+  }
+}
+
+// K of tokens wl*16 + g and +8 of a raw stage, converted into the warpgroup's fp16 K buffer
+// (S^T's K-major A operand, the wg16_off layout). The thread's bytes: cq * D/4 onwards.
+template <int D>
+__device__ __forceinline__ void sw_convert_k(uint8_t* kb, const uint8_t* rk, int wl, int g, int cq) {
+  constexpr int CH = D / 64;  // raw 16-byte chunks per thread per token
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int i = wl * 16 + g + 8 * h;
+#pragma unroll
+    for (int ch = 0; ch < CH; ++ch) {
+      const int c = cq * CH + ch;
+      const uint4 x = *reinterpret_cast<const uint4*>(rk + sw_off<D>(i, c));
+      uint4 y0, y1;
+      sw_cvt4(x.x, y0.x, y0.y);
+      sw_cvt4(x.y, y0.z, y0.w);
+      sw_cvt4(x.z, y1.x, y1.y);
+      sw_cvt4(x.w, y1.z, y1.w);
+      *reinterpret_cast<uint4*>(kb + wg16_off(i, 2 * c)) = y0;
+      *reinterpret_cast<uint4*>(kb + wg16_off(i, 2 * c + 1)) = y1;
+    }
+  }
+}
+
+// V of a raw stage as the A fragments of O^T += V^T P^T: [k16 step][head_dim half][4].
+// Logical O^T row (e, 16 wl + g + 8 h) is physical head_dim 4 (8 wl + g) + 2 e + h (D 128)
+// or 2 (8 wl + g) + h (D 64).
+template <int D>
+__device__ __forceinline__ void sw_load_v(uint32_t (&va)[4][D / 64][4], const uint8_t* rv, int wl, int g, int cq) {
+#pragma unroll
+  for (int kt = 0; kt < 4; ++kt) {
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const int ia = kt * 16 + 2 * cq + 8 * hh, ib = ia + 1;
+      uint32_t a, b;
+      if constexpr (D == 128) {
+        const int c = 2 * wl + (g >> 2), o = (g & 3) * 4;
+        a = *reinterpret_cast<const uint32_t*>(rv + sw_off<D>(ia, c) + o);
+        b = *reinterpret_cast<const uint32_t*>(rv + sw_off<D>(ib, c) + o);
+      } else {
+        a = *reinterpret_cast<const uint16_t*>(rv + sw_off<D>(ia, wl) + 2 * g);
+        b = *reinterpret_cast<const uint16_t*>(rv + sw_off<D>(ib, wl) + 2 * g);
+      }
+      // (a0 b0) (a1 b1): the token pair of each byte
+      sw_cvt4(__byte_perm(a, b, 0x5140), va[kt][0][2 * hh], va[kt][0][2 * hh + 1]);
+      if constexpr (D == 128) sw_cvt4(__byte_perm(a, b, 0x7362), va[kt][1][2 * hh], va[kt][1][2 * hh + 1]);
+    }
+  }
+}
+
+// Whether any thread of the 128 at named barrier `id` passes `pred` (and a barrier).
+__device__ __forceinline__ bool wg_any(bool pred, int id) {
+  uint32_t r;
+  asm volatile(
+      "{\n.reg .pred pi, po;\nsetp.ne.u32 pi, %1, 0;\nbar.red.or.pred po, %2, 128, pi;\nselp.u32 %0, 1, 0, po;\n}\n"
+      : "=r"(r)
+      : "r"((uint32_t)pred), "r"(id)
+      : "memory");
+  return r != 0;
+}
+__device__ __forceinline__ void wg_bar(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+
+// P (the S^T accumulators, fp32) as fp16 into the warpgroup's K-major [N][64 tok] buffer.
+template <int N>
+__device__ __forceinline__ void sw_store_p(const float (&s)[N / 8][4], uint32_t p_u32, int wl, int lane) {
+  const int mi = lane >> 3, r = lane & 7;
+  const uint32_t row = p_u32 + (8 * (mi >> 1) + r) * 128 + (((2 * wl + (mi & 1)) ^ r) << 4);
+#pragma unroll
+  for (int j = 0; j < N / 8; j += 2) {
+    const uint32_t r0 = Tr<__half>::pack(s[j][0], s[j][1]), r1 = Tr<__half>::pack(s[j][2], s[j][3]);
+    const uint32_t r2 = Tr<__half>::pack(s[j + 1][0], s[j + 1][1]), r3 = Tr<__half>::pack(s[j + 1][2], s[j + 1][3]);
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(row + j * 1024),
+                 "r"(r0), "r"(r1), "r"(r2), "r"(r3)
+                 : "memory");
+  }
+}
+
+template <int D, int N, typename TQ>
+__global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) grouped_sw_kernel(const Params p, int tile) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#ifdef HARNESS_PLANTED_SLOWDOWN
+  if (threadIdx.x == 0) planted_begin();
+#endif
+  using C = SwCfg<D, N>;
+  constexpr int NJ = N / 8, E = D / 64;
+  extern __shared__ __align__(1024) uint8_t smem_sw_base[];
+  const uint32_t base_u32 = smem_u32(smem_sw_base);
+  uint8_t* sm = smem_sw_base + (((base_u32 + 1023u) & ~1023u) - base_u32);
+  uint8_t* ring = sm + C::RING_OFF;
+  const uint32_t full_u32 = smem_u32(sm + C::BAR_OFF), empty_u32 = full_u32 + C::NS * 8;
+  const TileRange t = cta_tile(p, tile, C::BN);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  if (tid < C::NS) {
+    mbar_init(full_u32 + tid * 8, 128);  // the producer threads
+    mbar_init(empty_u32 + tid * 8, 4);   // lane 0 of each warp of the stage's warpgroup
+  }
+  if (tid < C::NC) *reinterpret_cast<int*>(sm + C::MC_OFF + tid * C::MC) = 0;  // buffer 0 current
+  for (int i = tid; i < C::NC * N; i += C::NT)
+    reinterpret_cast<float*>(sm + C::MC_OFF + (i / N) * C::MC + 16)[i % N] = -INFINITY;
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  __syncthreads();
+
+  if (warp >= C::NC * 4) {
+    // Producer: stage it into slot it % NS once the warpgroup that read stage it-NS freed it.
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::P_REGS) : "memory");
+    KvStream<128, C::CPR, C::BN> kv(p, t, D);
+    kv.tid = tid - C::NC * 128;
+    // Stage k is issued once EMPTY says its slot's previous stage was read; FULL(k) is
+    // signalled LAG stages later (after this thread's copies of it landed), before the next
+    // EMPTY wait: a warpgroup waits for its next stage (NC ahead) before releasing its
+    // current one, so signalling later than NS - 1 - NC stages deadlocks. Page numbers are
+    // fetched a stage ahead, so their latency hides behind that wait.
+    constexpr int LAG = C::NS - 1 - C::NC;
+    auto signal = [&](int k) { mbar_arrive(full_u32 + (k % C::NS) * 8); };
+    if (t.ntiles > 0) kv.fetch(0);
+#pragma unroll 1
+    for (int k = 0; k < t.ntiles; ++k) {
+      const int slot = k % C::NS;
+      if (k >= C::NS) mbar_wait(empty_u32 + slot * 8, ((k / C::NS) - 1) & 1);
+      kv.load(k, ring + slot * C::RAW, C::RAW_HALF, [](int r, int c) { return sw_off<D>(r, c); });
+      cp_async_commit();
+      if (k + 1 < t.ntiles) kv.fetch(k + 1);
+      cp_async_wait<LAG>();
+      if (k >= LAG) signal(k - LAG);
+    }
+    cp_async_wait<0>();
+#pragma unroll 1
+    for (int k = t.ntiles > LAG ? t.ntiles - LAG : 0; k < t.ntiles; ++k) signal(k);
+#ifdef HARNESS_PLANTED_SLOWDOWN
+    __syncthreads();  // pairs with the consumers' final one
+#endif
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(C::C_REGS) : "memory");
+  const int wg = warp >> 2, wl = warp & 3, g = lane >> 2, cq = lane & 3;
+  const int bar_wg = 2 + wg;  // named barrier of this warpgroup (1: all consumers)
+  const int ctid = tid & 127;
+  sw_load_q<D, N, TQ>(sm, p, t, tid, C::NC * 128);
+  fence_async_smem();
+  wg_bar(1, C::NC * 128);
+
+  const uint32_t q_u32 = smem_u32(sm), p_u32 = smem_u32(sm + C::P_OFF + wg * C::PB);
+  float* red = reinterpret_cast<float*>(sm + C::RED_OFF + wg * C::RED);  // [4 warps][N]
+  float* const mcb = reinterpret_cast<float*>(sm + C::MC_OFF + wg * C::MC + 16);  // [2][N]
+  float* mc = mcb;  // the current buffer (uniform over the warpgroup)
+  const float sc = p.scale_log2;
+  float o[E][NJ][4];
+#pragma unroll
+  for (int e = 0; e < E; ++e) zero(o[e]);
+  float l[NJ][2];
+#pragma unroll
+  for (int j = 0; j < NJ; ++j) l[j][0] = l[j][1] = 0.f;
+  // Keep O's zeroing ahead of the first wgmma: moved into its pipeline stage, ptxas
+  // serializes every wgmma (C7515).
+#pragma unroll
+  for (int e = 0; e < E; ++e)
+#pragma unroll
+    for (int j = 0; j < NJ; ++j)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) asm volatile("" : "+f"(o[e][j][c]));
+
+  uint8_t* kb = sm + C::K_OFF + wg * C::KB;
+  const uint32_t k_u32 = smem_u32(kb);
+  float s[NJ][4];
+  // S^T of stage it from the converted K buffer (issued, not committed).
+  const uint32_t k_lo = wg_lo(k_u32), q_lo = wg_lo(q_u32), p_lo = wg_lo(p_u32);
+  auto issue_s = [&]() { sw_issue_s<N>(s, k_lo, q_lo, std::make_integer_sequence<int, D / 16>{}); };
+  if (wg < t.ntiles) {
+    mbar_wait(full_u32 + (wg % C::NS) * 8, (wg / C::NS) & 1);
+    sw_convert_k<D>(kb, ring + (wg % C::NS) * C::RAW, wl, g, cq);
+    fence_async_smem();
+    wg_bar(bar_wg, 128);
+    wg_fence();
+    issue_s();
+    wg_commit();
+    wg_wait<0>();
+  }
+  // One stage's softmax on S^T (complete), P into shared memory, the next stage's K
+  // converted; ends with the warpgroup barrier that publishes both.
+  auto softmax_stage = [&](int it) {
+    const int nx = it + C::NC;
+    // Softmax down the columns. Rows of this thread: tokens tok0 and tok0 + 8.
+    const int tok0 = t.t_begin + it * C::BN + wl * 16 + g;
+    if (t.t_begin + (it + 1) * C::BN > t.mask_from) {
+#pragma unroll
+      for (int j = 0; j < NJ; ++j)
+#pragma unroll
+        for (int b = 0; b < 2; ++b) {
+          const int lim = row_limit(p, t, t.row0 + 8 * j + 2 * cq + b);
+          if (tok0 > lim) s[j][b] = -INFINITY;
+          if (tok0 + 8 > lim) s[j][2 + b] = -INFINITY;
+        }
+    }
+    bool raise = false;
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) {
+      const float2 mo = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
+      raise |= fmaxf(s[j][0], s[j][2]) * sc > mo.x + 8.f;
+      raise |= fmaxf(s[j][1], s[j][3]) * sc > mo.y + 8.f;
+    }
+    if (wg_any(raise, bar_wg)) {
+      // Some score exceeds its column's maximum by more than 2^8: exchange the warps' column
+      // maxima, raise the maxima, rescale O and l.
+#pragma unroll
+      for (int j = 0; j < NJ; ++j) {
+        float x0 = fmaxf(s[j][0], s[j][2]), x1 = fmaxf(s[j][1], s[j][3]);
+#pragma unroll
+        for (int sh = 4; sh < 32; sh <<= 1) {
+          x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, sh));
+          x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, sh));
+        }
+        if (g == 0) *reinterpret_cast<float2*>(red + wl * N + 8 * j + 2 * cq) = make_float2(x0, x1);
+      }
+      wg_bar(bar_wg, 128);
+      float* const mnew = mc == mcb ? mcb + N : mcb;  // last read before this stage's P barrier
+#pragma unroll
+      for (int j = 0; j < NJ; ++j) {
+        const float2 mo = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
+        float2 x = *reinterpret_cast<const float2*>(red + 8 * j + 2 * cq);
+#pragma unroll
+        for (int w = 1; w < 4; ++w) {
+          const float2 y = *reinterpret_cast<const float2*>(red + w * N + 8 * j + 2 * cq);
+          x.x = fmaxf(x.x, y.x);
+          x.y = fmaxf(x.y, y.y);
+        }
+        const float m0 = fmaxf(mo.x, x.x * sc), m1 = fmaxf(mo.y, x.y * sc);
+        if (wl == 0 && g == 0) *reinterpret_cast<float2*>(mnew + 8 * j + 2 * cq) = make_float2(m0, m1);
+        const float b0 = m0 == -INFINITY ? 0.f : m0, b1 = m1 == -INFINITY ? 0.f : m1;
+        const float c0 = ex2(mo.x - b0), c1 = ex2(mo.y - b1);
+#pragma unroll
+        for (int e = 0; e < E; ++e) {
+          o[e][j][0] *= c0; o[e][j][2] *= c0;
+          o[e][j][1] *= c1; o[e][j][3] *= c1;
+        }
+        s[j][0] = ex2(fmaf(s[j][0], sc, -b0));
+        s[j][2] = ex2(fmaf(s[j][2], sc, -b0));
+        s[j][1] = ex2(fmaf(s[j][1], sc, -b1));
+        s[j][3] = ex2(fmaf(s[j][3], sc, -b1));
+        l[j][0] = l[j][0] * c0 + s[j][0] + s[j][2];
+        l[j][1] = l[j][1] * c1 + s[j][1] + s[j][3];
+      }
+      mc = mnew;
+      if (ctid == 0) *reinterpret_cast<int*>(mcb - 4) = mc == mcb ? 0 : 1;
+    } else {
+#pragma unroll
+      for (int j = 0; j < NJ; ++j) {
+        const float2 mo = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
+        const float b0 = mo.x == -INFINITY ? 0.f : mo.x, b1 = mo.y == -INFINITY ? 0.f : mo.y;
+        s[j][0] = ex2(fmaf(s[j][0], sc, -b0));
+        s[j][2] = ex2(fmaf(s[j][2], sc, -b0));
+        s[j][1] = ex2(fmaf(s[j][1], sc, -b1));
+        s[j][3] = ex2(fmaf(s[j][3], sc, -b1));
+        l[j][0] += s[j][0] + s[j][2];
+        l[j][1] += s[j][1] + s[j][3];
+      }
+    }
+    sw_store_p<N>(s, p_u32, wl, lane);
+    if (nx < t.ntiles) {  // the next stage's K, under the other warpgroup's MMAs
+      mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
+      sw_convert_k<D>(kb, ring + (nx % C::NS) * C::RAW, wl, g, cq);
+    }
+    fence_async_smem();
+    wg_bar(bar_wg, 128);  // P and K complete; orders this stage's maxima reads before the next writes
+
+  };
+  // Each iteration waits for its stage's S^T and the previous P V: overlapping that P V with
+  // the softmax (wait<1>) keeps its V fragments live beside O, S and l, which spills at head
+  // dim 128. The other warpgroup's MMAs run under this one's softmax instead.
+#pragma unroll 1
+  for (int it = wg; it < t.ntiles; it += C::NC) {
+    const int slot = it % C::NS, nx = it + C::NC;
+    const uint8_t* rk = ring + slot * C::RAW;
+    wg_wait<0>();
+    softmax_stage(it);
+    uint32_t va[4][E][4];
+    sw_load_v<D>(va, rk + C::RAW_HALF, wl, g, cq);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(empty_u32 + slot * 8);
+    wg_fence();
+    // S^T of the next stage first (the next softmax waits only for it), then P V.
+    issue_s();  // past the last stage on a stale K, discarded: a conditional issue serializes (C7520)
+    wg_commit();
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      wg_mma_rs<N, 0>(o[e], va[0][e], p_lo);
+      wg_mma_rs<N, 32>(o[e], va[1][e], p_lo);
+      wg_mma_rs<N, 64>(o[e], va[2][e], p_lo);
+      wg_mma_rs<N, 96>(o[e], va[3][e], p_lo);
+    }
+    wg_commit();
+  }
+  wg_wait<0>();
+
+  // Column sums of l over the warpgroup: lanes, then warps through `red`.
+#pragma unroll
+  for (int j = 0; j < NJ; ++j)
+#pragma unroll
+    for (int b = 0; b < 2; ++b)
+#pragma unroll
+      for (int sh = 4; sh < 32; sh <<= 1) l[j][b] += __shfl_xor_sync(0xffffffffu, l[j][b], sh);
+  if (g == 0)
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) *reinterpret_cast<float2*>(red + wl * N + 8 * j + 2 * cq) = make_float2(l[j][0], l[j][1]);
+  float* ob = reinterpret_cast<float*>(sm + C::P_OFF);  // warpgroup 1's O, [register][thread]
+  if constexpr (C::NC == 2) wg_bar(1, C::NC * 128);  // both loops done: P and K buffers are free
+  if (wg == 1) {
+#pragma unroll
+    for (int e = 0; e < E; ++e)
+#pragma unroll
+      for (int j = 0; j < NJ; ++j)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) ob[((e * NJ + j) * 4 + c) * 128 + ctid] = o[e][j][c];
+  }
+  wg_bar(1, C::NC * 128);
+  if (wg == 0) {
+    const float* red0 = reinterpret_cast<const float*>(sm + C::RED_OFF);
+    // Each warpgroup's final maxima: the buffer its last raise wrote (index before them).
+    auto final_max = [&](int w) {
+      const float* b = reinterpret_cast<const float*>(sm + C::MC_OFF + w * C::MC + 16);
+      return b + N * *reinterpret_cast<const int*>(b - 4);
+    };
+    const float* mc0 = final_max(0);
+    const int rtot = p.batch * p.q_len * p.hq;
+    const int d0 = D == 128 ? 4 * (8 * wl + g) : 2 * (8 * wl + g);
+#pragma unroll
+    for (int j = 0; j < NJ; ++j)
+#pragma unroll
+      for (int b = 0; b < 2; ++b) {
+        const int n = 8 * j + 2 * cq + b;
+        float m = mc0[n], a0 = 1.f, a1 = 0.f, lsum = 0.f;
+        for (int w = 0; w < 4; ++w) lsum += red0[w * N + n];
+        if constexpr (C::NC == 2) {
+          const float mb = final_max(1)[n];
+          float lb = 0.f;
+          for (int w = 0; w < 4; ++w) lb += red0[4 * N + w * N + n];
+          const float mm = fmaxf(m, mb);
+          a0 = m == -INFINITY ? 0.f : ex2(m - mm);
+          a1 = mb == -INFINITY ? 0.f : ex2(mb - mm);
+          lsum = lsum * a0 + lb * a1;
+          m = mm;
+        }
+        if (n >= t.nrows) continue;
+        float v[2 * E];
+#pragma unroll
+        for (int e = 0; e < E; ++e)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int c = b + 2 * h;
+            float x = o[e][j][c] * a0;
+            if constexpr (C::NC == 2) x += ob[((e * NJ + j) * 4 + c) * 128 + ctid] * a1;
+            v[2 * e + h] = x;
+          }
+        const float inv = lsum > 0.f ? p.v_scale / lsum : 0.f;
+        const int r = t.row0 + n;
+        const size_t orow = (size_t)(t.b * p.q_len + r / p.group) * p.hq + t.h * p.group + r % p.group;
+        if (p.num_splits == 1) {
+          TQ* dst = static_cast<TQ*>(p.out) + orow * D + d0;
+          if constexpr (E == 2)
+            *reinterpret_cast<uint2*>(dst) = make_uint2(Tr<TQ>::pack(v[0] * inv, v[1] * inv), Tr<TQ>::pack(v[2] * inv, v[3] * inv));
+          else
+            *reinterpret_cast<uint32_t*>(dst) = Tr<TQ>::pack(v[0] * inv, v[1] * inv);
+        } else {
+          float* dst = p.ws_o + ((size_t)t.split * rtot + orow) * D + d0;
+          if constexpr (E == 2)
+            *reinterpret_cast<float4*>(dst) = make_float4(v[0] * inv, v[1] * inv, v[2] * inv, v[3] * inv);
+          else
+            *reinterpret_cast<float2*>(dst) = make_float2(v[0] * inv, v[1] * inv);
+          if (wl == 0 && g == 0) p.ws_lse[(size_t)t.split * rtot + orow] = lsum > 0.f ? m + __log2f(lsum) : -INFINITY;
+        }
+      }
+  }
+#ifdef HARNESS_PLANTED_SLOWDOWN
+  __syncthreads();  // every store of this CTA precedes its count
+  if (threadIdx.x == 0) planted_end();
+#endif
+#else
+  __trap();  // launched only on sm_90 devices (wg_supported), where the sm_90a code runs
+#endif
+}
+
+// Whether fp8 tiles may take this kernel: unless PD_NO_SW is set (used to A/B it against
+// grouped_ws_kernel / grouped_wg_kernel).
+inline bool sw_enabled() {
+  static const bool on = !env_switch("PD_NO_SW");
+  return on;
+}
+
+template <int D, int N, typename TQ>
+cudaError_t launch_grouped_sw(const Params& p, int tile, cudaStream_t st) {
+  using C = SwCfg<D, N>;
+  static unsigned long long done = 0;
+  return launch_tiles(grouped_sw_kernel<D, N, TQ>, C::NT, C::SMEM, done, p, st, tile);
+}
+
+}  // namespace pd
