@@ -49,7 +49,11 @@ def test_parse_ptxas_ignores_text_without_entries() -> None:
 @pytest.mark.skipif(not HAVE_NVCC, reason="nvcc not found")
 def test_hopper_tensor_core_kernels_do_not_spill() -> None:
     units = [kb.CSRC / "grouped_d64.cu", kb.CSRC / "grouped_d128.cu"]
-    kernels = [k for k in kr.resource_usage("90a", units) if "grouped_w" in k.name or "grouped_sw" in k.name]
+    kernels = [
+        k
+        for k in kr.resource_usage("90a", units)
+        if "grouped_w" in k.name or "grouped_sw" in k.name
+    ]
     names = {k.name for k in kernels}
     assert any("grouped_ws_kernel" in n for n in names)
     assert any("grouped_sw_kernel" in n for n in names)
