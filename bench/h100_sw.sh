@@ -7,12 +7,7 @@
 LOG=sw
 source bench/prelude.sh
 kernels_ok
-CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-for tool in memcheck racecheck; do
-  timeout 200 $CS --tool $tool --error-exitcode 9 python3 -m kernels.selfcheck --cases 5 > /tmp/sc_$tool.log 2>&1
-  echo "selfcheck $tool rc=$? $(grep -c '^ok' /tmp/sc_$tool.log) cases ok; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' /tmp/sc_$tool.log)" | log
-  grep -E "^FAIL|rror|azard" /tmp/sc_$tool.log | head -5 | log
-done
+sanitize_selfcheck 5 200
 F=${AB_FILTER:-fp8}
 for r in 1 2; do
   PD_NO_SW=1 python3 -m kernels.selfcheck --only-bench --kernels grouped --filter "$F" > "/tmp/ab_old_$r.log" 2>&1

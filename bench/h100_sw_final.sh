@@ -7,12 +7,7 @@
 LOG=sw_final
 source bench/prelude.sh
 kernels_ok
-CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-for tool in memcheck racecheck; do
-  timeout 240 $CS --tool $tool --error-exitcode 9 python3 -m kernels.selfcheck --cases 12 > /tmp/sc_$tool.log 2>&1
-  echo "selfcheck $tool rc=$? $(grep -c '^ok' /tmp/sc_$tool.log) cases ok; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' /tmp/sc_$tool.log | head -1)" | log
-  grep -E "^FAIL|rror|azard" /tmp/sc_$tool.log | head -5 | log
-done
+sanitize_selfcheck 12 240
 PEERS=""
 ls .whl-peers/*.whl > /dev/null 2>&1 && PEERS="--peers"
 harness_matrix coverage --no-timing

@@ -33,3 +33,15 @@ harness_matrix() {
     grep -E "report:|done in|warm" | tail -4 | log
   cp "/tmp/$m/summary.md" "$OUT/summary_$m.md"
 }
+
+# compute-sanitizer memcheck and racecheck on the kernel self-check's first N cases (each
+# cut at T seconds, default 200): their summaries logged, and the first errors or hazards.
+sanitize_selfcheck() {
+  local n=$1 t=${2:-200} cs
+  cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  for tool in memcheck racecheck; do
+    timeout "$t" "$cs" --tool $tool --error-exitcode 9 python3 -m kernels.selfcheck --cases "$n" > /tmp/sc_$tool.log 2>&1
+    echo "selfcheck $tool rc=$? $(grep -c '^ok' /tmp/sc_$tool.log) cases ok; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' /tmp/sc_$tool.log | head -1)" | log
+    grep -E "^FAIL|rror|azard" /tmp/sc_$tool.log | head -5 | log
+  done
+}
