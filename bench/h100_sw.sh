@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# One device call for the swapped-operand fp8 kernel (grouped_sw.cuh: Qwen3 q_len 8 at
-# head_dim 128, GPT-OSS q_len 8 at head_dim 64): build + full self-check; memcheck and
-# racecheck on the self-check's first 5 cases (cases 3 and 4 run it); the fp8 seed rows with
-# and without it (PD_NO_SW=1: grouped_ws / grouped_wg), twice each, alternating; then the
-# harness's timed spec_decode run (SKIP_HARNESS=1 skips it). Carry .whl-min.
+# One device call for the swapped-operand fp8 kernel (grouped_sw.cuh: Qwen3 q_len 8 and 4 at
+# head_dim 128): build + full self-check; memcheck and racecheck on the self-check's first
+# SAN_CASES cases (default 5; case 3 runs it, 10-12 too); the AB_FILTER seed rows (default
+# fp8) with and without it (PD_NO_SW=1: grouped_ws / grouped_wg / mma.sync), twice each,
+# alternating; then the harness's timed spec_decode run (SKIP_HARNESS=1 skips it). Carry
+# .whl-min.
 LOG=sw
 source bench/prelude.sh
 kernels_ok
-sanitize_selfcheck 5 200
+sanitize_selfcheck "${SAN_CASES:-5}" 300
 F=${AB_FILTER:-fp8}
 for r in 1 2; do
   PD_NO_SW=1 python3 -m kernels.selfcheck --only-bench --kernels grouped --filter "$F" > "/tmp/ab_old_$r.log" 2>&1

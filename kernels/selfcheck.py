@@ -147,6 +147,8 @@ def cases(quick: bool, rng: random.Random) -> list[Case]:
         # that leaves the second consumer warpgroup fully masked columns; and a second
         # 64-row head_dim-64 tile
         Case(3, 6, 96, 8, 128, 16, "fp8", "fp16", 65),
+        Case(3, 4, 96, 8, 128, 32, "fp8", "bf16", 333),  # 48 rows: its one-warpgroup form
+        Case(2, 5, 64, 8, 128, 16, "fp8", "fp16", 130),  # 40 of 48
         Case(2, 16, 64, 8, 64, 16, "fp8", "bf16", 300),
         Case(2, 4, 8, 2, 128, 64, "fp8", "bf16", 500, tiny=True),
         Case(2, 4, 8, 2, 128, 64, "fp8", "fp16", 500, tiny=True),

@@ -20,18 +20,22 @@ static cudaError_t launch_tile(const Params& p, int tile, cudaStream_t st) {
   // On an sm_90 GPU a 128-row tile, or a full 64-row one, runs the wgmma kernels
   // (grouped_wg.cuh), faster than mma.sync there on H100: 8-16 % for fp8 KV, 3-8 % for bf16
   // (kernels/NOTES.md).
-  // A part-filled 64-row tile (Qwen3 q_len 4: 48 rows) stays on mma.sync: its serial
-  // per-stage phases lost 12 % in a one-CTA-per-SM wave tail.
+  // A part-filled 64-row tile with 16-bit KV (Qwen3 q_len 4: 48 rows) stays on mma.sync:
+  // the lockstep wgmma kernel's serial per-stage phases lost 12 % in a one-CTA-per-SM tail.
   if constexpr (PD_HEAD_DIM <= 128) {
+    // fp8 KV at head_dim 128 with 65-96 rows in a 128-row tile (Qwen3 q_len 8) or 33-48 in a
+    // 64-row one (Qwen3 q_len 4): swapped operands (grouped_sw.cuh), 17-20 % faster than
+    // grouped_ws_kernel on q_len 8. Its head_dim-64 form (GPT-OSS q_len 8) lost 16 % to
+    // grouped_wg_kernel at batch 64, so it is not used.
+    if constexpr (KV8 && PD_HEAD_DIM == 128) {
+      const int fill = p.q_len * p.group < tile ? p.q_len * p.group : tile;
+      if (sw_enabled() && wg_supported()) {
+        if (tile == 128 && fill > 64 && fill <= 96) return launch_grouped_sw<128, 96, T>(p, tile, st);
+        if (tile == 64 && fill > 32 && fill <= 48) return launch_grouped_sw<128, 48, T>(p, tile, st);
+      }
+    }
     const bool wg_tile = tile == 128 || (tile == 64 && p.q_len * p.group >= 64);
     if (wg_tile && wg_supported()) {
-      // fp8 KV, 65-96 rows of a 128-row head_dim-128 tile (Qwen3 q_len 8): swapped operands
-      // (grouped_sw.cuh), 17-20 % faster than grouped_ws_kernel there. Its head_dim-64 form
-      // (GPT-OSS q_len 8) lost 16 % to grouped_wg_kernel at batch 64, so it is not used.
-      if constexpr (KV8 && PD_HEAD_DIM == 128) {
-        const int fill = p.q_len * p.group < tile ? p.q_len * p.group : tile;
-        if (tile == 128 && fill > 64 && fill <= 96 && sw_enabled()) return launch_grouped_sw<128, 96, T>(p, tile, st);
-      }
       if constexpr (PD_HEAD_DIM == 128)  // warp-specialized (grouped_ws.cuh): 15-22 % faster
         if (tile == 128 && ws_enabled()) return launch_grouped_ws<PD_HEAD_DIM, T, KV8>(p, st);
       if constexpr (KV8)

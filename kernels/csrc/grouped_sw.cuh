@@ -33,18 +33,21 @@ namespace pd {
 
 template <int D, int N>
 struct SwCfg {
-  // head_dim 128: two consumer warpgroups, one CTA per SM; head_dim 64: one, three CTAs per
-  // SM (the cost model's occupancy for those tiles, kernels/plan.py).
-  static constexpr int NC = D == 128 ? 2 : 1;
+  // Over 64 rows (Qwen3 q_len 8): two consumer warpgroups, one CTA per SM. Up to 64 rows:
+  // one, and two CTAs per SM at head_dim 128 (Qwen3 q_len 4), three at 64 — the cost
+  // model's occupancy for those tiles (kernels/plan.py).
+  static constexpr int NC = N > 64 ? 2 : 1;
   static constexpr int NT = (NC + 1) * 128;
-  static constexpr int MIN_CTAS = D == 128 ? 1 : 3;
-  static constexpr int P_REGS = D == 128 ? 40 : 24;
-  static constexpr int C_REGS = D == 128 ? 232 : 136;
-  static_assert(128 * P_REGS + NC * 128 * C_REGS <= (65536 / MIN_CTAS / NT) / 8 * 8 * NT, "register file");
+  static constexpr int MIN_CTAS = D == 64 ? 3 : (NC == 2 ? 1 : 2);
+  // setmaxnreg split of the registers each thread gets at launch.
+  static constexpr int LAUNCH_REGS = (65536 / MIN_CTAS / NT) / 8 * 8;
+  static constexpr int P_REGS = LAUNCH_REGS >= 128 ? 40 : 24;
+  static constexpr int C_REGS_FIT = (NT * LAUNCH_REGS - 128 * P_REGS) / (NC * 128) / 8 * 8;
+  static constexpr int C_REGS = C_REGS_FIT < 240 ? C_REGS_FIT : 240;
   static constexpr int BN = 64;                  // tokens per stage
   static constexpr int RAW_HALF = BN * D;        // fp8 K (or V) of one stage
   static constexpr int RAW = 2 * RAW_HALF;
-  static constexpr int NS = D == 128 ? 6 : 6;    // ring depth
+  static constexpr int NS = NC == 2 || D == 64 ? 6 : 4;  // ring depth (4: two CTAs per SM)
   static constexpr int CPR = D / 16;             // 16-byte chunks per raw row
   static constexpr int QB = N * D * 2;           // fp16 Q^T operand: D/64 blocks of [N][128 B]
   static constexpr int PB = N * BN * 2;          // one warpgroup's P^T: [N][64 tok] fp16
@@ -74,6 +77,15 @@ __device__ __forceinline__ int sw_off(int r, int c) {
   else return r * 64 + ((c ^ ((r >> 1) & 3)) << 4);
 }
 
+#define PD_SWSS48 "{\n.reg .pred p;\n.reg .b32 ta, tb;\n.reg .b64 da, db;\n" \
+  "setp.ne.b32 p, %26, 0;\nadd.u32 ta, %24, %27;\nadd.u32 tb, %25, %28;\n" \
+  "mov.b64 da, {ta, 1073741888};\nmov.b64 db, {tb, 1073741888};\n" \
+  "wgmma.mma_async.sync.aligned.m64n48k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, da, db, p, 1, 1, 0, 0;\n}\n"
+#define PD_SWRS48 "{\n.reg .b32 tb;\n.reg .b64 db;\nadd.u32 tb, %28, %29;\n" \
+  "mov.b64 db, {tb, 1073741888};\n" \
+  "wgmma.mma_async.sync.aligned.m64n48k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, {%24, %25, %26, %27}, db, 1, 1, 1, 0;\n}\n"
+#define PD_SW48_OUT "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3])
+#define PD_SW48_NEW "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]), "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]), "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3])
 #define PD_SWSS64 "{\n.reg .pred p;\n.reg .b32 ta, tb;\n.reg .b64 da, db;\n" \
   "setp.ne.b32 p, %34, 0;\nadd.u32 ta, %32, %35;\nadd.u32 tb, %33, %36;\n" \
   "mov.b64 da, {ta, 1073741888};\nmov.b64 db, {tb, 1073741888};\n" \
@@ -99,26 +111,37 @@ __device__ __forceinline__ int sw_off(int r, int c) {
 // not hoist one 64-bit descriptor per k-step out of the loop (32 registers at head_dim 128).
 __device__ __forceinline__ uint32_t wg_lo(uint32_t addr) { return (addr >> 4) | (1u << 16); }
 
+#define PD_SW_SS(NN, OUTS, SCALE) \
+  asm volatile(PD_SWSS##NN : OUTS : "r"(a_lo), "r"(b_lo), "r"(SCALE), "n"(OA >> 4), "n"(OB >> 4) : "memory")
 template <int N, int OA, int OB>
 __device__ __forceinline__ void wg_mma_ss(float (&d)[N / 8][4], uint32_t a_lo, uint32_t b_lo, bool accumulate) {
   // Without `accumulate` d is overwritten: its old values are not inputs (need not stay live).
   if (accumulate) {
-    if constexpr (N == 64) asm volatile(PD_SWSS64 : PD_SW64_OUT : "r"(a_lo), "r"(b_lo), "r"(1), "n"(OA >> 4), "n"(OB >> 4) : "memory");
-    else asm volatile(PD_SWSS96 : PD_SW96_OUT : "r"(a_lo), "r"(b_lo), "r"(1), "n"(OA >> 4), "n"(OB >> 4) : "memory");
+    if constexpr (N == 48) PD_SW_SS(48, PD_SW48_OUT, 1);
+    else if constexpr (N == 64) PD_SW_SS(64, PD_SW64_OUT, 1);
+    else PD_SW_SS(96, PD_SW96_OUT, 1);
   } else {
-    if constexpr (N == 64) asm volatile(PD_SWSS64 : PD_SW64_NEW : "r"(a_lo), "r"(b_lo), "r"(0), "n"(OA >> 4), "n"(OB >> 4) : "memory");
-    else asm volatile(PD_SWSS96 : PD_SW96_NEW : "r"(a_lo), "r"(b_lo), "r"(0), "n"(OA >> 4), "n"(OB >> 4) : "memory");
+    if constexpr (N == 48) PD_SW_SS(48, PD_SW48_NEW, 0);
+    else if constexpr (N == 64) PD_SW_SS(64, PD_SW64_NEW, 0);
+    else PD_SW_SS(96, PD_SW96_NEW, 0);
   }
 }
+#undef PD_SW_SS
 
 // The same with A from registers, accumulating.
+#define PD_SW_RS(NN) \
+  asm volatile(PD_SWRS##NN : PD_SW##NN##_OUT : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "n"(OB >> 4) : "memory")
 template <int N, int OB>
 __device__ __forceinline__ void wg_mma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4], uint32_t b_lo) {
-  if constexpr (N == 64)
-    asm volatile(PD_SWRS64 : PD_SW64_OUT : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "n"(OB >> 4) : "memory");
-  else
-    asm volatile(PD_SWRS96 : PD_SW96_OUT : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "n"(OB >> 4) : "memory");
+  if constexpr (N == 48) PD_SW_RS(48);
+  else if constexpr (N == 64) PD_SW_RS(64);
+  else PD_SW_RS(96);
 }
+#undef PD_SW_RS
+#undef PD_SWSS48
+#undef PD_SWRS48
+#undef PD_SW48_OUT
+#undef PD_SW48_NEW
 #undef PD_SWSS64
 #undef PD_SWSS96
 #undef PD_SWRS64
