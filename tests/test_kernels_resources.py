@@ -56,7 +56,9 @@ def test_hopper_tensor_core_kernels_do_not_spill() -> None:
     ]
     names = {k.name for k in kernels}
     assert any("grouped_ws_kernel" in n for n in names)
-    assert any("grouped_sw_kernel" in n for n in names)
+    # the swapped-operand fp8 kernel's two forms: 96 rows (two consumer warpgroups), 48 (one)
+    assert any("grouped_sw_kernelILi128ELi96E" in n for n in names)
+    assert any("grouped_sw_kernelILi128ELi48E" in n for n in names)
     assert any("grouped_wg16_kernel" in n for n in names)
     assert any("grouped_wg_kernel" in n for n in names)
     spilled = [(k.name, k.spill_store_bytes, k.spill_load_bytes) for k in kernels if k.spills]
@@ -66,7 +68,8 @@ def test_hopper_tensor_core_kernels_do_not_spill() -> None:
             # 384 threads (bf16) or 512 (fp8) at launch: 168 or 128 registers at most
             assert k.registers <= (128 if "Lb1E" in k.name else 168), k
         if "grouped_sw_kernel" in k.name:
-            assert k.registers <= 168, k  # 384 threads at launch
+            # 384 threads, one CTA per SM (96 rows); 256 threads, two CTAs per SM (48 rows)
+            assert k.registers <= (168 if "Li96E" in k.name else 128), k
 
 
 def test_cli_rejects_an_unknown_unit(capsys: pytest.CaptureFixture[str]) -> None:
