@@ -4,7 +4,7 @@
 // operand, which must sit in shared memory as fp16: grouped_ws.cuh converts every stage
 // and both consumer warpgroups read all of it (128 KB of shared-memory traffic per 64-token
 // stage; 46 % of DRAM bandwidth on Qwen3 fp8 q_len 8). Swapped, the rows are wgmma's N,
-// exactly 96, and V^T is the A operand, which wgmma takes from registers: each thread
+// exactly 96 (or 48: Qwen3 q_len 4, on mma.sync before), and V^T is the A operand, which wgmma takes from registers: each thread
 // converts the fp8 V bytes it loads straight into its A fragments. K (S^T's A) is converted
 // into shared memory once, by the warpgroup that owns the stage (A from registers there made
 // ptxas serialize the MMAs: the next stage's K would be written while P V is in flight).
