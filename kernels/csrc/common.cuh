@@ -43,6 +43,14 @@ __device__ __forceinline__ void planted_end() {
 }
 #endif
 
+// Every kernel's first statement: the planted slowdown's start mark in test builds (thread
+// 0 of each CTA), nothing otherwise.
+__device__ __forceinline__ void planted_cta_begin() {
+#ifdef HARNESS_PLANTED_SLOWDOWN
+  if (threadIdx.x == 0) planted_begin();
+#endif
+}
+
 // dtype codes of the C ABI (kernels/binding.py mirrors them).
 enum DType : int { kF16 = 0, kBF16 = 1, kE4M3 = 2 };
 

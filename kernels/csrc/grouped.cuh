@@ -71,9 +71,7 @@ __device__ __forceinline__ uint32_t e4m3x2_to_half2(uint32_t x) {
 
 template <int D, typename TQ, bool KV8, int WM>
 __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const Params p) {
-#ifdef HARNESS_PLANTED_SLOWDOWN
-  if (threadIdx.x == 0) planted_begin();
-#endif
+  planted_cta_begin();
   using C = GCfg<D, KV8, WM>;
   // MMA dtype: q's for 16-bit KV; fp16 for fp8 KV (fp16 holds every e4m3 value exactly;
   // q is rounded to fp16 once).
@@ -313,9 +311,7 @@ inline void grouped_config(int* threads, int* smem_bytes) {
 
 template <int D, typename T, bool KV8, int WM>
 cudaError_t launch_grouped_t(const Params& p, cudaStream_t st) {
-  using C = GCfg<D, KV8, WM>;
-  static unsigned long long done = 0;
-  return launch_tiles(grouped_kernel<D, T, KV8, WM>, C::NT, C::SMEM, done, p, st);
+  return launch_tiles<GCfg<D, KV8, WM>, grouped_kernel<D, T, KV8, WM>>(p, st);
 }
 
 template <int D, typename T, bool KV8, int WM>

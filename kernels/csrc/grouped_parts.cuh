@@ -206,16 +206,17 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
-// Launch one grouped kernel on its (row tile x split, KV head, request) grid, raising its
-// shared-memory limit first (once per device; `done` is the kernel's own static).
-// Arguments after p (`extra`) are passed on to the kernel.
-template <typename Kernel, typename... Extra>
-inline cudaError_t launch_tiles(Kernel kern, int threads, int smem, unsigned long long& done, const Params& p,
-                                cudaStream_t st, Extra... extra) {
-  cudaError_t e = set_smem_once(kern, smem, done);
+// Launch grouped kernel Kernel, whose configuration C gives its threads (NT) and dynamic
+// shared memory (SMEM), on its (row tile x split, KV head, request) grid, raising its
+// shared-memory limit first (once per device: `done` is this instantiation's, so the
+// kernel's, own static). Arguments after st (`extra`) are passed on to the kernel.
+template <typename C, auto Kernel, typename... Extra>
+inline cudaError_t launch_tiles(const Params& p, cudaStream_t st, Extra... extra) {
+  static unsigned long long done = 0;
+  cudaError_t e = set_smem_once(Kernel, C::SMEM, done);
   if (e != cudaSuccess) return e;
   dim3 grid(p.num_row_tiles * p.num_splits, p.hkv, p.batch);
-  kern<<<grid, threads, smem, st>>>(p, extra...);
+  Kernel<<<grid, C::NT, C::SMEM, st>>>(p, extra...);
   return cudaGetLastError();
 }
 

@@ -262,9 +262,7 @@ __device__ __forceinline__ void sw_store_p(const float (&s)[N / 8][4], uint32_t 
 template <int D, int N, typename TQ>
 __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) grouped_sw_kernel(const Params p, int tile) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#ifdef HARNESS_PLANTED_SLOWDOWN
-  if (threadIdx.x == 0) planted_begin();
-#endif
+  planted_cta_begin();
   using C = SwCfg<D, N>;
   constexpr int NJ = N / 8, E = D / 64;
   extern __shared__ __align__(1024) uint8_t smem_sw_base[];
@@ -572,9 +570,7 @@ inline bool sw_enabled() {
 
 template <int D, int N, typename TQ>
 cudaError_t launch_grouped_sw(const Params& p, int tile, cudaStream_t st) {
-  using C = SwCfg<D, N>;
-  static unsigned long long done = 0;
-  return launch_tiles(grouped_sw_kernel<D, N, TQ>, C::NT, C::SMEM, done, p, st, tile);
+  return launch_tiles<SwCfg<D, N>, grouped_sw_kernel<D, N, TQ>>(p, st, tile);
 }
 
 }  // namespace pd

@@ -281,9 +281,7 @@ __device__ __forceinline__ void wg_qk(float (&s)[8][4], const uint32_t (&qa)[D /
 template <int D, typename TQ, int NWG>
 __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const Params p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#ifdef HARNESS_PLANTED_SLOWDOWN
-  if (threadIdx.x == 0) planted_begin();
-#endif
+  planted_cta_begin();
   using C = WCfg<D, NWG>;
   extern __shared__ __align__(1024) uint8_t smem_raw_base[];
   const uint32_t base_u32 = smem_u32(smem_raw_base);
@@ -406,9 +404,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
 template <int D, typename T, int NWG>
 __global__ void __launch_bounds__(WCfg<D, NWG, false>::NT, 1) grouped_wg16_kernel(const Params p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#ifdef HARNESS_PLANTED_SLOWDOWN
-  if (threadIdx.x == 0) planted_begin();
-#endif
+  planted_cta_begin();
   using C = WCfg<D, NWG, false>;
   extern __shared__ __align__(1024) uint8_t smem16_base[];
   const uint32_t base_u32 = smem_u32(smem16_base);
@@ -477,16 +473,12 @@ inline bool wg_supported() {
 
 template <int D, typename TQ, int NWG>
 cudaError_t launch_grouped_wg(const Params& p, cudaStream_t st) {
-  using C = WCfg<D, NWG>;
-  static unsigned long long done = 0;
-  return launch_tiles(grouped_wg_kernel<D, TQ, NWG>, C::NT, C::SMEM, done, p, st);
+  return launch_tiles<WCfg<D, NWG>, grouped_wg_kernel<D, TQ, NWG>>(p, st);
 }
 
 template <int D, typename T, int NWG>
 cudaError_t launch_grouped_wg16(const Params& p, cudaStream_t st) {
-  using C = WCfg<D, NWG, false>;
-  static unsigned long long done = 0;
-  return launch_tiles(grouped_wg16_kernel<D, T, NWG>, C::NT, C::SMEM, done, p, st);
+  return launch_tiles<WCfg<D, NWG, false>, grouped_wg16_kernel<D, T, NWG>>(p, st);
 }
 
 }  // namespace pd

@@ -72,9 +72,7 @@ __device__ __forceinline__ void turn_pass(int wg) {
 template <int D, typename TQ, bool KV8>
 __global__ void __launch_bounds__(WsCfg<D, KV8>::NT, 1) grouped_ws_kernel(const Params p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#ifdef HARNESS_PLANTED_SLOWDOWN
-  if (threadIdx.x == 0) planted_begin();
-#endif
+  planted_cta_begin();
   using C = WsCfg<D, KV8>;
   using T = std::conditional_t<KV8, __half, TQ>;  // the MMA type (fp8 KV computes in fp16)
   extern __shared__ __align__(1024) uint8_t smem_ws_base[];
@@ -206,9 +204,7 @@ inline bool ws_enabled() {
 
 template <int D, typename TQ, bool KV8>
 cudaError_t launch_grouped_ws(const Params& p, cudaStream_t st) {
-  using C = WsCfg<D, KV8>;
-  static unsigned long long done = 0;
-  return launch_tiles(grouped_ws_kernel<D, TQ, KV8>, C::NT, C::SMEM, done, p, st);
+  return launch_tiles<WsCfg<D, KV8>, grouped_ws_kernel<D, TQ, KV8>>(p, st);
 }
 
 }  // namespace pd
