@@ -9,8 +9,8 @@
 // into shared memory once, by the warpgroup that owns the stage (A from registers there made
 // ptxas serialize the MMAs: the next stage's K would be written while P V is in flight).
 //
-// Layout tricks: O^T's rows (head_dim) are permuted so a thread's V^T fragment is 4 (head_dim
-// 128) or 2 (64) contiguous bytes of each of its tokens, and its output is contiguous; the
+// Layout tricks: O^T's rows (head_dim) are permuted so a thread's V^T fragment is 4
+// contiguous bytes of each of its tokens, and its output is contiguous; the
 // raw fp8 stages are XOR-swizzled in 16-byte chunks (sw_off) so those loads are conflict-free.
 // P^T goes through shared memory (stmatrix.trans, 128-byte-swizzled K-major) as the B operand
 // of O^T += V^T P^T.
@@ -33,12 +33,15 @@ namespace pd {
 
 template <int D, int N>
 struct SwCfg {
-  // Over 64 rows (Qwen3 q_len 8): two consumer warpgroups, one CTA per SM. Up to 64 rows:
-  // one, and two CTAs per SM at head_dim 128 (Qwen3 q_len 4), three at 64 — the cost
-  // model's occupancy for those tiles (kernels/plan.py).
+  // head_dim 128 only: a head_dim-64 form (GPT-OSS q_len 8, three CTAs per SM) lost to
+  // grouped_wg_kernel (kernels/NOTES.md) and was removed.
+  static_assert(D == 128, "head_dim");
+  // Over 64 rows (Qwen3 q_len 8): two consumer warpgroups, one CTA per SM. Up to 64 rows
+  // (Qwen3 q_len 4): one, two CTAs per SM — the cost model's occupancy for those tiles
+  // (kernels/plan.py).
   static constexpr int NC = N > 64 ? 2 : 1;
   static constexpr int NT = (NC + 1) * 128;
-  static constexpr int MIN_CTAS = D == 64 ? 3 : (NC == 2 ? 1 : 2);
+  static constexpr int MIN_CTAS = NC == 2 ? 1 : 2;
   // setmaxnreg split of the registers each thread gets at launch.
   static constexpr int LAUNCH_REGS = (65536 / MIN_CTAS / NT) / 8 * 8;
   static constexpr int P_REGS = LAUNCH_REGS >= 128 ? 40 : 24;
@@ -47,7 +50,7 @@ struct SwCfg {
   static constexpr int BN = 64;                  // tokens per stage
   static constexpr int RAW_HALF = BN * D;        // fp8 K (or V) of one stage
   static constexpr int RAW = 2 * RAW_HALF;
-  static constexpr int NS = NC == 2 || D == 64 ? 6 : 4;  // ring depth (4: two CTAs per SM)
+  static constexpr int NS = NC == 2 ? 6 : 4;    // ring depth (4: two CTAs per SM)
   static constexpr int CPR = D / 16;             // 16-byte chunks per raw row
   static constexpr int QB = N * D * 2;           // fp16 Q^T operand: D/64 blocks of [N][128 B]
   static constexpr int PB = N * BN * 2;          // one warpgroup's P^T: [N][64 tok] fp16
@@ -64,18 +67,14 @@ struct SwCfg {
   static constexpr int SMEM = 1024 + BAR_OFF + 2 * NS * 8;
   static_assert(QB % 1024 == 0 && PB % 1024 == 0, "wgmma operands need 1024-byte alignment");
   static_assert(NC == 1 || D * N * 4 <= NC * (PB + KB), "the merge buffer reuses P and K");
-  static_assert(N % 16 == 0 && N <= (D == 128 ? 96 : 128), "rows per tile");
+  static_assert(N % 16 == 0 && N <= 96, "rows per tile");
   static_assert(MIN_CTAS * (SMEM + 1024) <= 228 * 1024, "shared memory per SM");
 };
 
-// Raw fp8 row r (a token), 16-byte chunk c: XOR-swizzled so both the K fragment loads (16-byte
-// chunks of 2 rows per 8 lanes) and the V^T fragment loads (4 or 2 bytes of 4 rows per
+// Raw fp8 row r (a token, 128 bytes), 16-byte chunk c: XOR-swizzled so both the K loads
+// (16-byte chunks of 2 rows per 8 lanes) and the V^T fragment loads (4 bytes of 4 rows per
 // chunk) hit distinct banks.
-template <int D>
-__device__ __forceinline__ int sw_off(int r, int c) {
-  if constexpr (D == 128) return r * 128 + ((c ^ (r & 7)) << 4);
-  else return r * 64 + ((c ^ ((r >> 1) & 3)) << 4);
-}
+__device__ __forceinline__ int sw_off(int r, int c) { return r * 128 + ((c ^ (r & 7)) << 4); }
 
 #define PD_SWSS48 "{\n.reg .pred p;\n.reg .b32 ta, tb;\n.reg .b64 da, db;\n" \
   "setp.ne.b32 p, %26, 0;\nadd.u32 ta, %24, %27;\nadd.u32 tb, %25, %28;\n" \
@@ -185,16 +184,15 @@ __device__ __forceinline__ void sw_load_q(uint8_t* qs, const Params& p, const Ti
 
 // K of tokens wl*16 + g and +8 of a raw stage, converted into the warpgroup's fp16 K buffer
 // (S^T's K-major A operand, the wg16_off layout). The thread's bytes: cq * D/4 onwards.
-template <int D>
 __device__ __forceinline__ void sw_convert_k(uint8_t* kb, const uint8_t* rk, int wl, int g, int cq) {
-  constexpr int CH = D / 64;  // raw 16-byte chunks per thread per token
+  constexpr int CH = 2;  // raw 16-byte chunks per thread per token
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int i = wl * 16 + g + 8 * h;
 #pragma unroll
     for (int ch = 0; ch < CH; ++ch) {
       const int c = cq * CH + ch;
-      const uint4 x = *reinterpret_cast<const uint4*>(rk + sw_off<D>(i, c));
+      const uint4 x = *reinterpret_cast<const uint4*>(rk + sw_off(i, c));
       uint4 y0, y1;
       sw_cvt4(x.x, y0.x, y0.y);
       sw_cvt4(x.y, y0.z, y0.w);
@@ -207,27 +205,19 @@ __device__ __forceinline__ void sw_convert_k(uint8_t* kb, const uint8_t* rk, int
 }
 
 // V of a raw stage as the A fragments of O^T += V^T P^T: [k16 step][head_dim half][4].
-// Logical O^T row (e, 16 wl + g + 8 h) is physical head_dim 4 (8 wl + g) + 2 e + h (D 128)
-// or 2 (8 wl + g) + h (D 64).
-template <int D>
-__device__ __forceinline__ void sw_load_v(uint32_t (&va)[4][D / 64][4], const uint8_t* rv, int wl, int g, int cq) {
+// Logical O^T row (e, 16 wl + g + 8 h) is physical head_dim 4 (8 wl + g) + 2 e + h.
+__device__ __forceinline__ void sw_load_v(uint32_t (&va)[4][2][4], const uint8_t* rv, int wl, int g, int cq) {
 #pragma unroll
   for (int kt = 0; kt < 4; ++kt) {
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
       const int ia = kt * 16 + 2 * cq + 8 * hh, ib = ia + 1;
-      uint32_t a, b;
-      if constexpr (D == 128) {
-        const int c = 2 * wl + (g >> 2), o = (g & 3) * 4;
-        a = *reinterpret_cast<const uint32_t*>(rv + sw_off<D>(ia, c) + o);
-        b = *reinterpret_cast<const uint32_t*>(rv + sw_off<D>(ib, c) + o);
-      } else {
-        a = *reinterpret_cast<const uint16_t*>(rv + sw_off<D>(ia, wl) + 2 * g);
-        b = *reinterpret_cast<const uint16_t*>(rv + sw_off<D>(ib, wl) + 2 * g);
-      }
-      // (a0 b0) (a1 b1): the token pair of each byte
+      const int c = 2 * wl + (g >> 2), o = (g & 3) * 4;
+      const uint32_t a = *reinterpret_cast<const uint32_t*>(rv + sw_off(ia, c) + o);
+      const uint32_t b = *reinterpret_cast<const uint32_t*>(rv + sw_off(ib, c) + o);
+      // (a0 b0) (a1 b1), (a2 b2) (a3 b3): the token pair of each byte
       sw_cvt4(__byte_perm(a, b, 0x5140), va[kt][0][2 * hh], va[kt][0][2 * hh + 1]);
-      if constexpr (D == 128) sw_cvt4(__byte_perm(a, b, 0x7362), va[kt][1][2 * hh], va[kt][1][2 * hh + 1]);
+      sw_cvt4(__byte_perm(a, b, 0x7362), va[kt][1][2 * hh], va[kt][1][2 * hh + 1]);
     }
   }
 }
@@ -299,7 +289,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     for (int k = 0; k < t.ntiles; ++k) {
       const int slot = k % C::NS;
       if (k >= C::NS) mbar_wait(empty_u32 + slot * 8, ((k / C::NS) - 1) & 1);
-      kv.load(k, ring + slot * C::RAW, C::RAW_HALF, [](int r, int c) { return sw_off<D>(r, c); });
+      kv.load(k, ring + slot * C::RAW, C::RAW_HALF, [](int r, int c) { return sw_off(r, c); });
       cp_async_commit();
       if (k + 1 < t.ntiles) kv.fetch(k + 1);
       cp_async_wait<LAG>();
@@ -350,7 +340,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   auto issue_s = [&]() { sw_issue_s<N>(s, k_lo, q_lo, std::make_integer_sequence<int, D / 16>{}); };
   if (wg < t.ntiles) {
     mbar_wait(full_u32 + (wg % C::NS) * 8, (wg / C::NS) & 1);
-    sw_convert_k<D>(kb, ring + (wg % C::NS) * C::RAW, wl, g, cq);
+    sw_convert_k(kb, ring + (wg % C::NS) * C::RAW, wl, g, cq);
     fence_async_smem();
     wg_bar(bar_wg, 128);
     wg_fence();
@@ -358,10 +348,14 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     wg_commit();
     wg_wait<0>();
   }
-  // One stage's softmax on S^T (complete), P into shared memory, the next stage's K
-  // converted; ends with the warpgroup barrier that publishes both.
-  auto softmax_stage = [&](int it) {
-    const int nx = it + C::NC;
+  // Each iteration waits for its stage's S^T and the previous P V: overlapping that P V with
+  // the softmax (wait<1>) keeps its V fragments live beside O, S and l, which spills. The
+  // other warpgroup's MMAs run under this one's softmax instead.
+#pragma unroll 1
+  for (int it = wg; it < t.ntiles; it += C::NC) {
+    const int slot = it % C::NS, nx = it + C::NC;
+    const uint8_t* rk = ring + slot * C::RAW;
+    wg_wait<0>();
     // Softmax down the columns. Rows of this thread: tokens tok0 and tok0 + 8.
     const int tok0 = t.t_begin + it * C::BN + wl * 16 + g;
     if (t.t_begin + (it + 1) * C::BN > t.mask_from) {
@@ -440,27 +434,16 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     sw_store_p<N>(s, p_u32, wl, lane);
     if (nx < t.ntiles) {  // the next stage's K, under the other warpgroup's MMAs
       mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
-      sw_convert_k<D>(kb, ring + (nx % C::NS) * C::RAW, wl, g, cq);
+      sw_convert_k(kb, ring + (nx % C::NS) * C::RAW, wl, g, cq);
     }
     fence_async_smem();
     wg_bar(bar_wg, 128);  // P and K complete; orders this stage's maxima reads before the next writes
-
-  };
-  // Each iteration waits for its stage's S^T and the previous P V: overlapping that P V with
-  // the softmax (wait<1>) keeps its V fragments live beside O, S and l, which spills at head
-  // dim 128. The other warpgroup's MMAs run under this one's softmax instead.
-#pragma unroll 1
-  for (int it = wg; it < t.ntiles; it += C::NC) {
-    const int slot = it % C::NS, nx = it + C::NC;
-    const uint8_t* rk = ring + slot * C::RAW;
-    wg_wait<0>();
-    softmax_stage(it);
     uint32_t va[4][E][4];
-    sw_load_v<D>(va, rk + C::RAW_HALF, wl, g, cq);
+    sw_load_v(va, rk + C::RAW_HALF, wl, g, cq);
     __syncwarp();
     if (lane == 0) mbar_arrive(empty_u32 + slot * 8);
     wg_fence();
-    // S^T of the next stage first (the next softmax waits only for it), then P V.
+    // S^T of the next stage, then P V (two commit groups; the next iteration waits for both).
     issue_s();  // past the last stage on a stale K, discarded: a conditional issue serializes (C7520)
     wg_commit();
 #pragma unroll
@@ -504,7 +487,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     };
     const float* mc0 = final_max(0);
     const int rtot = p.batch * p.q_len * p.hq;
-    const int d0 = D == 128 ? 4 * (8 * wl + g) : 2 * (8 * wl + g);
+    const int d0 = 4 * (8 * wl + g);
 #pragma unroll
     for (int j = 0; j < NJ; ++j)
 #pragma unroll
@@ -538,16 +521,10 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
         const size_t orow = (size_t)(t.b * p.q_len + r / p.group) * p.hq + t.h * p.group + r % p.group;
         if (p.num_splits == 1) {
           TQ* dst = static_cast<TQ*>(p.out) + orow * D + d0;
-          if constexpr (E == 2)
-            *reinterpret_cast<uint2*>(dst) = make_uint2(Tr<TQ>::pack(v[0] * inv, v[1] * inv), Tr<TQ>::pack(v[2] * inv, v[3] * inv));
-          else
-            *reinterpret_cast<uint32_t*>(dst) = Tr<TQ>::pack(v[0] * inv, v[1] * inv);
+          *reinterpret_cast<uint2*>(dst) = make_uint2(Tr<TQ>::pack(v[0] * inv, v[1] * inv), Tr<TQ>::pack(v[2] * inv, v[3] * inv));
         } else {
           float* dst = p.ws_o + ((size_t)t.split * rtot + orow) * D + d0;
-          if constexpr (E == 2)
-            *reinterpret_cast<float4*>(dst) = make_float4(v[0] * inv, v[1] * inv, v[2] * inv, v[3] * inv);
-          else
-            *reinterpret_cast<float2*>(dst) = make_float2(v[0] * inv, v[1] * inv);
+          *reinterpret_cast<float4*>(dst) = make_float4(v[0] * inv, v[1] * inv, v[2] * inv, v[3] * inv);
           if (wl == 0 && g == 0) p.ws_lse[(size_t)t.split * rtot + orow] = lsum > 0.f ? m + __log2f(lsum) : -INFINITY;
         }
       }
