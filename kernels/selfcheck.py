@@ -144,11 +144,12 @@ def cases(quick: bool, rng: random.Random) -> list[Case]:
         Case(2, 16, 64, 8, 128, 32, "fp16", "fp16", 16, exact_q_len=True),
         Case(3, 8, 64, 8, 64, 16, "bf16", "bf16", 130),
         # ... its swapped-operand fp8 kernel (grouped_sw.cuh): 72 of 96 rows with a KV length
-        # that leaves the second consumer warpgroup fully masked columns; and a second
-        # 64-row head_dim-64 tile
+        # that leaves the second consumer warpgroup fully masked columns; 48 rows (its
+        # one-warpgroup form) and 40 of 48
         Case(3, 6, 96, 8, 128, 16, "fp8", "fp16", 65),
-        Case(3, 4, 96, 8, 128, 32, "fp8", "bf16", 333),  # 48 rows: its one-warpgroup form
-        Case(2, 5, 64, 8, 128, 16, "fp8", "fp16", 130),  # 40 of 48
+        Case(3, 4, 96, 8, 128, 32, "fp8", "bf16", 333),
+        Case(2, 5, 64, 8, 128, 16, "fp8", "fp16", 130),
+        # ... and GPT-OSS-like fp8 at q_len 16: 128 rows at head_dim 64
         Case(2, 16, 64, 8, 64, 16, "fp8", "bf16", 300),
         Case(2, 4, 8, 2, 128, 64, "fp8", "bf16", 500, tiny=True),
         Case(2, 4, 8, 2, 128, 64, "fp8", "fp16", 500, tiny=True),
