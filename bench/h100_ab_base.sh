@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Same-call A/B of this tree's kernels against a base commit's (make the base with
+# `mkdir -p .ab-base && git archive BASE kernels -o .ab-base/kernels.tar`; carry .ab-base and
+# .whl-min): build + full self-check of this tree; the base's self-check on the first
+# SAN_CASES cases (default 13; for the error comparison); the AB_FILTER seed rows (default
+# fp8) with base, this tree and each define set in VARIANTS ("NAME=VAL ..." built with
+# HARNESS_KERNEL_DEFINES), alternating, twice; memcheck/racecheck on this tree's first
+# SAN_CASES self-check cases (each cut at SAN_TIMEOUT s, default 240); then the harness's
+# timed spec_decode run unless SKIP_HARNESS=1.
+LOG=ab
+source bench/prelude.sh
+kernels_ok
+BASE=/tmp/ab_base
+mkdir -p "$BASE" && tar -xf .ab-base/kernels.tar -C "$BASE"
+(cd "$BASE" && python3 -m kernels.build 2>&1 | tail -1 && python3 -m kernels.selfcheck --cases "${SAN_CASES:-13}") > "$OUT/selfcheck_base.log" 2>&1
+F=${AB_FILTER:-fp8}
+bench() {  # bench LABEL ROUND [env assignments...]: the seed rows' grouped times
+  local label=$1 r=$2
+  shift 2
+  if [ "$label" = base ]; then
+    (cd "$BASE" && env "$@" python3 -m kernels.selfcheck --only-bench --kernels grouped --filter "$F") > "/tmp/ab_${label}_$r.log" 2>&1
+  else
+    env "$@" python3 -m kernels.selfcheck --only-bench --kernels grouped --filter "$F" > "/tmp/ab_${label}_$r.log" 2>&1
+  fi
+}
+labels=(base new)
+for v in ${VARIANTS:-}; do
+  python3 -m kernels.build $(echo "$v" | tr ',' '\n' | sed 's/^/--define /') 2>&1 | tail -3 | log
+  labels+=("$v")
+done
+for r in 1 2; do
+  bench base $r
+  bench new $r
+  for v in ${VARIANTS:-}; do bench "$v" $r HARNESS_KERNEL_DEFINES="$v"; done
+done
+cp /tmp/ab_new_1.log "$OUT/bench_new.log"
+for l in "${labels[@]}"; do
+  for r in 1 2; do grep -E "^(Qwen|GPT)" "/tmp/ab_${l}_$r.log" | awk '{print $3}' > "/tmp/col_${l}_$r"; done
+done
+echo "case | ${labels[*]} (us, two runs each) | ratios to base" | log
+paste <(grep -E "^(Qwen|GPT)" /tmp/ab_base_1.log | awk '{print $1}') \
+  $(for l in "${labels[@]}"; do echo "/tmp/col_${l}_1 /tmp/col_${l}_2"; done) |
+  awk '{printf "%-42s", $1; for (i = 2; i <= NF; i += 2) printf " %8s %8s", $i, $(i+1);
+        b = $2 + $3; for (i = 4; i <= NF; i += 2) printf "  %.3f", ($i + $(i+1)) / b; printf "\n"}' | log
+sanitize_selfcheck "${SAN_CASES:-13}" "${SAN_TIMEOUT:-240}"
+[ -n "${SKIP_HARNESS:-}" ] || harness_matrix spec_decode
