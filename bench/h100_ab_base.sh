@@ -6,7 +6,8 @@
 # fp8) with base, this tree and each define set in VARIANTS ("NAME=VAL ..." built with
 # HARNESS_KERNEL_DEFINES), alternating, twice; memcheck/racecheck on this tree's first
 # SAN_CASES self-check cases (each cut at SAN_TIMEOUT s, default 240); then the harness's
-# timed spec_decode run unless SKIP_HARNESS=1.
+# timed spec_decode run unless SKIP_HARNESS=1. CHECK_VARIANTS: variants to run the full
+# self-check on; CHECKED: the one variant the sanitizers and the harness run on instead.
 LOG=ab
 source bench/prelude.sh
 kernels_ok
@@ -42,5 +43,11 @@ paste <(grep -E "^(Qwen|GPT)" /tmp/ab_base_1.log | awk '{print $1}') \
   $(for l in "${labels[@]}"; do echo "/tmp/col_${l}_1 /tmp/col_${l}_2"; done) |
   awk '{printf "%-42s", $1; for (i = 2; i <= NF; i += 2) printf " %8s %8s", $i, $(i+1);
         b = $2 + $3; for (i = 4; i <= NF; i += 2) printf "  %.3f", ($i + $(i+1)) / b; printf "\n"}' | log
+for v in ${CHECK_VARIANTS:-}; do  # full self-check of each: correctness of a variant
+  HARNESS_KERNEL_DEFINES=$v python3 -m kernels.selfcheck > "/tmp/sc_$v.log" 2>&1
+  echo "variant $v: $(grep -c '^ok' "/tmp/sc_$v.log") cases ok; $(grep CORRECTNESS "/tmp/sc_$v.log")" | log
+done
+export HARNESS_KERNEL_DEFINES=${CHECKED:-}  # the sanitizers and the harness run on this one
+[ -z "$HARNESS_KERNEL_DEFINES" ] || echo "sanitizers and harness on $HARNESS_KERNEL_DEFINES" | log
 sanitize_selfcheck "${SAN_CASES:-13}" "${SAN_TIMEOUT:-240}"
 [ -n "${SKIP_HARNESS:-}" ] || harness_matrix spec_decode

@@ -490,12 +490,14 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     sw_store_p<N>(s, p_u32, wl, lane);
     if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);  // the next stage's K landed
     fence_async_smem();
-    wg_bar(bar_wg, 128);  // P complete; orders this stage's maxima reads before the next writes
+    // V to registers before the barrier: its loads and conversion fill the wait for the
+    // warpgroup's slowest warp (1-2 % at q_len 8, kernels/NOTES.md).
     uint32_t vr[4][2][2], va[4][E][4];
     sw_load_v(vr, rk + C::RAW_HALF, wl, g, cq);
     __syncwarp();
     if (lane == 0) mbar_arrive(empty_u32 + slot * 8);
     sw_cvt_v(va, vr);
+    wg_bar(bar_wg, 128);  // P complete; orders this stage's maxima reads before the next writes
     wg_fence();
     // S^T of the next stage, then P V (two commit groups; the next iteration waits for both).
     issue_s(nx);  // past the last stage on a stale slot, discarded: a conditional issue serializes (C7520)
