@@ -6,9 +6,9 @@
 // stage; 46 % of DRAM bandwidth on Qwen3 fp8 q_len 8). Swapped, the rows are wgmma's N,
 // exactly 96 (or 48: Qwen3 q_len 4, on mma.sync before), and:
 // - K is S^T's A operand as it lands: the raw fp8 stage is already K-major with the
-//   128-byte swizzle, so S^T is an e4m3 x e4m3 wgmma against Q quantized to e4m3 once per
-//   CTA (one scale: amax / 448), as TensorRT-LLM's XQA does for fp8 caches. No K
-//   conversion, half the S^T MMA time.
+//   128-byte swizzle, so S^T is e4m3 x e4m3 wgmmas against Q quantized to e4m3 once per
+//   CTA (one scale: amax / 448), in hi and lo parts (sw_load_q says why two). No K
+//   conversion; the MMA time is the fp16 form's.
 // - V^T is O^T's A operand, which wgmma takes from registers: each thread converts the fp8
 //   V bytes it loads straight into fp16 A fragments (P stays fp16).
 //
@@ -106,10 +106,11 @@ __device__ __forceinline__ int sw_off(int r, int c) { return r * 128 + ((c ^ (r 
 #define PD_SW96_NEW "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]), "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]), "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3]), "=f"(d[6][0]), "=f"(d[6][1]), "=f"(d[6][2]), "=f"(d[6][3]), "=f"(d[7][0]), "=f"(d[7][1]), "=f"(d[7][2]), "=f"(d[7][3]), "=f"(d[8][0]), "=f"(d[8][1]), "=f"(d[8][2]), "=f"(d[8][3]), "=f"(d[9][0]), "=f"(d[9][1]), "=f"(d[9][2]), "=f"(d[9][3]), "=f"(d[10][0]), "=f"(d[10][1]), "=f"(d[10][2]), "=f"(d[10][3]), "=f"(d[11][0]), "=f"(d[11][1]), "=f"(d[11][2]), "=f"(d[11][3])
 
 // wgmma, fp32 accumulators, B (and A) from shared memory, K-major, 128-byte swizzle, 8-row
-// groups 1024 B apart: _ss is m64nNk32 with e4m3 A and B (S^T = K Q^T straight from the raw
-// stage), _rs m64nNk16 with fp16 A from registers (O^T += V^T P^T). Operands are given as the descriptor's low
-// word (wg_lo) plus a compile-time byte offset, added inside the asm so the compiler does
-// not hoist one 64-bit descriptor per k-step out of the loop (32 registers at head_dim 128).
+// groups 1024 B apart: _ss is m64nNk32 with e4m3 A and B (S^T = K Q^T straight from the
+// raw stage), _rs m64nNk16 with fp16 A from registers (O^T += V^T P^T). Operands are given
+// as the descriptor's low word (wg_lo) plus a compile-time byte offset, added inside the
+// asm so the compiler does not hoist one 64-bit descriptor per k-step out of the loop (32
+// registers at head_dim 128).
 __device__ __forceinline__ uint32_t wg_lo(uint32_t addr) { return (addr >> 4) | (1u << 16); }
 
 #define PD_SW_SS(NN, OUTS, SCALE) \
