@@ -68,7 +68,7 @@ struct SwCfg {
   static constexpr int SMEM = 1024 + BAR_OFF + 2 * NS * 8;
   static_assert(QB % 1024 == 0 && PB % 1024 == 0, "wgmma operands need 1024-byte alignment");
   static_assert(NC == 1 || D * N * 4 <= QB + NC * PB, "the merge buffer reuses Q and P");
-  static_assert(N % 16 == 0 && N <= 96, "rows per tile");
+  static_assert(N == 48 || N == 96, "rows per tile: the two forms launch_tile dispatches");
   static_assert(MIN_CTAS * (SMEM + 1024) <= 228 * 1024, "shared memory per SM");
 };
 
@@ -86,15 +86,6 @@ __device__ __forceinline__ int sw_off(int r, int c) { return r * 128 + ((c ^ (r 
   "wgmma.mma_async.sync.aligned.m64n48k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, {%24, %25, %26, %27}, db, 1, 1, 1, 0;\n}\n"
 #define PD_SW48_OUT "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3])
 #define PD_SW48_NEW "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]), "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]), "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3])
-#define PD_SWSS64 "{\n.reg .pred p;\n.reg .b32 ta, tb;\n.reg .b64 da, db;\n" \
-  "setp.ne.b32 p, %34, 0;\nadd.u32 ta, %32, %35;\nadd.u32 tb, %33, %36;\n" \
-  "mov.b64 da, {ta, 1073741888};\nmov.b64 db, {tb, 1073741888};\n" \
-  "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, da, db, p, 1, 1;\n}\n"
-#define PD_SWRS64 "{\n.reg .b32 tb;\n.reg .b64 db;\nadd.u32 tb, %36, %37;\n" \
-  "mov.b64 db, {tb, 1073741888};\n" \
-  "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, db, 1, 1, 1, 0;\n}\n"
-#define PD_SW64_OUT "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-#define PD_SW64_NEW "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]), "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]), "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3]), "=f"(d[6][0]), "=f"(d[6][1]), "=f"(d[6][2]), "=f"(d[6][3]), "=f"(d[7][0]), "=f"(d[7][1]), "=f"(d[7][2]), "=f"(d[7][3])
 #define PD_SWSS96 "{\n.reg .pred p;\n.reg .b32 ta, tb;\n.reg .b64 da, db;\n" \
   "setp.ne.b32 p, %50, 0;\nadd.u32 ta, %48, %51;\nadd.u32 tb, %49, %52;\n" \
   "mov.b64 da, {ta, 1073741888};\nmov.b64 db, {tb, 1073741888};\n" \
@@ -120,11 +111,9 @@ __device__ __forceinline__ void wg_mma_ss(float (&d)[N / 8][4], uint32_t a_lo, u
   // Without `accumulate` d is overwritten: its old values are not inputs (need not stay live).
   if (accumulate) {
     if constexpr (N == 48) PD_SW_SS(48, PD_SW48_OUT, 1);
-    else if constexpr (N == 64) PD_SW_SS(64, PD_SW64_OUT, 1);
     else PD_SW_SS(96, PD_SW96_OUT, 1);
   } else {
     if constexpr (N == 48) PD_SW_SS(48, PD_SW48_NEW, 0);
-    else if constexpr (N == 64) PD_SW_SS(64, PD_SW64_NEW, 0);
     else PD_SW_SS(96, PD_SW96_NEW, 0);
   }
 }
@@ -136,7 +125,6 @@ __device__ __forceinline__ void wg_mma_ss(float (&d)[N / 8][4], uint32_t a_lo, u
 template <int N, int OB>
 __device__ __forceinline__ void wg_mma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4], uint32_t b_lo) {
   if constexpr (N == 48) PD_SW_RS(48);
-  else if constexpr (N == 64) PD_SW_RS(64);
   else PD_SW_RS(96);
 }
 #undef PD_SW_RS
@@ -144,12 +132,8 @@ __device__ __forceinline__ void wg_mma_rs(float (&d)[N / 8][4], const uint32_t (
 #undef PD_SWRS48
 #undef PD_SW48_OUT
 #undef PD_SW48_NEW
-#undef PD_SWSS64
 #undef PD_SWSS96
-#undef PD_SWRS64
 #undef PD_SWRS96
-#undef PD_SW64_OUT
-#undef PD_SW64_NEW
 #undef PD_SW96_OUT
 #undef PD_SW96_NEW
 
