@@ -6,7 +6,7 @@
 # fp8) with base, this tree and each define set in VARIANTS ("NAME=VAL ..." built with
 # HARNESS_KERNEL_DEFINES), alternating, twice; memcheck/racecheck on this tree's first
 # SAN_CASES self-check cases (each cut at SAN_TIMEOUT s, default 240); then the harness's
-# timed spec_decode run unless SKIP_HARNESS=1. CHECK_VARIANTS: variants to run the full
+# timed spec_decode run unless SKIP_HARNESS=1 (SKIP_SAN=1 skips the sanitizers). CHECK_VARIANTS: variants to run the full
 # self-check on; CHECKED: the one variant the sanitizers and the harness run on instead.
 LOG=ab
 source bench/prelude.sh
@@ -49,5 +49,5 @@ for v in ${CHECK_VARIANTS:-}; do  # full self-check of each: correctness of a va
 done
 export HARNESS_KERNEL_DEFINES=${CHECKED:-}  # the sanitizers and the harness run on this one
 [ -z "$HARNESS_KERNEL_DEFINES" ] || echo "sanitizers and harness on $HARNESS_KERNEL_DEFINES" | log
-sanitize_selfcheck "${SAN_CASES:-13}" "${SAN_TIMEOUT:-240}"
+[ -n "${SKIP_SAN:-}" ] || sanitize_selfcheck "${SAN_CASES:-13}" "${SAN_TIMEOUT:-240}"
 [ -n "${SKIP_HARNESS:-}" ] || harness_matrix spec_decode

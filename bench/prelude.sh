@@ -16,10 +16,12 @@ fi
 # Append stdin to $OUT/$LOG.log and echo it.
 log() { tee -a "$OUT/${LOG:-bench}.log"; }
 
-# Build the kernels and run their self-check against the reference; stop unless it passes.
+# Build the kernels and run their self-check against the reference (cut at SELFCHECK_TIMEOUT
+# s, default 900: a hung kernel still leaves the log of the cases before it); stop unless it
+# passes.
 kernels_ok() {
   python3 -m kernels.build 2>&1 | tail -1 | log
-  python3 -m kernels.selfcheck 2>&1 | tee "$OUT/selfcheck.log" | tail -8 | log
+  timeout "${SELFCHECK_TIMEOUT:-900}" python3 -m kernels.selfcheck 2>&1 | tee "$OUT/selfcheck.log" | tail -8 | log
   grep -q "CORRECTNESS: PASS" "$OUT/selfcheck.log" || { echo "selfcheck failed: stopping" | log; exit 1; }
 }
 

@@ -41,12 +41,14 @@ class Case:
     max_kv: int
     exact_q_len: bool = False  # every kv_len == q_len
     tiny: bool = False  # fp8 values in the e4m3 subnormal range, large scales
+    ramp: float = 0.0  # K of token t scaled by 1 + ramp * t: the running maxima keep rising
 
     def __str__(self) -> str:
         return (
             f"b{self.batch} q{self.q_len} h{self.hq}/{self.hkv} d{self.head_dim} "
             f"p{self.page_size} kv={self.kv} q={self.q_dtype} kv<={self.max_kv}"
             f"{' kv==q' if self.exact_q_len else ''}{' subnormal' if self.tiny else ''}"
+            f"{f' ramp{self.ramp:g}' if self.ramp else ''}"
         )
 
 
@@ -76,6 +78,12 @@ def make_inputs(c: Case, gen: torch.Generator, dev: torch.device) -> dict:
         k += n
     q = torch.randn(c.batch * c.q_len, c.hq, c.head_dim, generator=gen).to(dev, qd)
     kv_f = torch.randn(total, 2, c.page_size, c.hkv, c.head_dim, generator=gen)
+    if c.ramp:
+        for b, n in enumerate(pages):
+            for j in range(n):
+                t = j * c.page_size + torch.arange(c.page_size, dtype=torch.float32)
+                f = 1.0 + c.ramp * t
+                kv_f[int(table[b, j]), 0] *= f[:, None, None]
     k_scale = v_scale = 1.0
     if c.kv == "fp8":
         if c.tiny:
@@ -149,6 +157,12 @@ def cases(quick: bool, rng: random.Random) -> list[Case]:
         Case(3, 6, 96, 8, 128, 16, "fp8", "fp16", 65),
         Case(3, 4, 96, 8, 128, 32, "fp8", "bf16", 333),
         Case(2, 5, 64, 8, 128, 16, "fp8", "fp16", 130),
+        # ... and its 96-row form with V^T from the producer (grouped_swv.cuh): rising maxima
+        # (a build with PD_SW_RAISE=0 raises them in most stages, while P V is in flight); one
+        # stage (the second warpgroup idle); three stages
+        Case(3, 8, 96, 8, 128, 16, "fp8", "bf16", 500, ramp=0.004),
+        Case(2, 8, 96, 8, 128, 32, "fp8", "fp16", 40),
+        Case(2, 8, 96, 8, 128, 64, "fp8", "bf16", 150),
         # ... and GPT-OSS-like fp8 at q_len 16: 128 rows at head_dim 64
         Case(2, 16, 64, 8, 64, 16, "fp8", "bf16", 300),
         Case(2, 4, 8, 2, 128, 64, "fp8", "bf16", 500, tiny=True),

@@ -34,6 +34,13 @@
 
 namespace pd {
 
+// The softmax raises a column's running maximum only when a score exceeds it by more than
+// 2^PD_SW_RAISE (FlashAttention-4's conditional rescaling; P then stays below 2^8, well inside
+// fp16). A build with 0 raises at every new maximum: the self-check's way to exercise that path.
+#ifndef PD_SW_RAISE
+#define PD_SW_RAISE 8
+#endif
+
 template <int D, int N>
 struct SwCfg {
   // head_dim 128 only: a head_dim-64 form (GPT-OSS q_len 8, three CTAs per SM) lost to
@@ -128,6 +135,18 @@ __device__ __forceinline__ void wg_mma_rs(float (&d)[N / 8][4], const uint32_t (
   else PD_SW_RS(96);
 }
 #undef PD_SW_RS
+
+// fp16 A and B both from shared memory, accumulating: O^T += V^T P^T in grouped_swv_kernel,
+// whose producer writes V^T as fp16 (m64n96k16; A at a_lo + OA, B at b_lo + OB).
+#define PD_SWSS16_96 "{\n.reg .b32 ta, tb;\n.reg .b64 da, db;\nadd.u32 ta, %48, %50;\nadd.u32 tb, %49, %51;\n" \
+  "mov.b64 da, {ta, 1073741888};\nmov.b64 db, {tb, 1073741888};\n" \
+  "wgmma.mma_async.sync.aligned.m64n96k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, da, db, 1, 1, 1, 0, 0;\n}\n"
+template <int N, int OA, int OB>
+__device__ __forceinline__ void wg_mma_ss16(float (&d)[N / 8][4], uint32_t a_lo, uint32_t b_lo) {
+  static_assert(N == 96, "the 96-row form only");
+  asm volatile(PD_SWSS16_96 : PD_SW96_OUT : "r"(a_lo), "r"(b_lo), "n"(OA >> 4), "n"(OB >> 4) : "memory");
+}
+#undef PD_SWSS16_96
 #undef PD_SWSS48
 #undef PD_SWRS48
 #undef PD_SW48_OUT
@@ -287,6 +306,178 @@ __device__ __forceinline__ void sw_store_p(const float (&s)[N / 8][4], uint32_t 
   }
 }
 
+// One stage's softmax down the columns, S^T -> P in place (fp32): masks the causal
+// tail, and raises the running maxima (mc, swapped between the two buffers at mcb) only
+// when a score exceeds its column's by more than 2^8, rescaling l and O then. WAIT_PV:
+// O may still be written by an in-flight wgmma (grouped_swv), so that path waits for it
+// first.
+template <int N, int E, int BN, bool WAIT_PV>
+__device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N / 8][4], float (&l)[N / 8][2],
+                                           float*& mc, float* const mcb, float* red, float sc, const Params& p,
+                                           const TileRange& t, int it, int wl, int g, int cq, int ctid, int bar_wg) {
+  constexpr int NJ = N / 8;
+  // Rows of this thread: tokens tok0 and tok0 + 8.
+  const int tok0 = t.t_begin + it * BN + wl * 16 + g;
+  if (t.t_begin + (it + 1) * BN > t.mask_from) {
+#pragma unroll
+    for (int j = 0; j < NJ; ++j)
+#pragma unroll
+      for (int b = 0; b < 2; ++b) {
+        const int lim = row_limit(p, t, t.row0 + 8 * j + 2 * cq + b);
+        if (tok0 > lim) s[j][b] = -INFINITY;
+        if (tok0 + 8 > lim) s[j][2 + b] = -INFINITY;
+      }
+  }
+  bool raise = false;
+#pragma unroll
+  for (int j = 0; j < NJ; ++j) {
+    const float2 mo = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
+    raise |= fmaxf(s[j][0], s[j][2]) * sc > mo.x + float(PD_SW_RAISE);
+    raise |= fmaxf(s[j][1], s[j][3]) * sc > mo.y + float(PD_SW_RAISE);
+  }
+  if (wg_any(raise, bar_wg)) {
+    // Some score exceeds its column's maximum by more than 2^8: exchange the warps' column
+    // maxima, raise the maxima, rescale O and l.
+    if constexpr (WAIT_PV) wg_wait<0>();
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) {
+      float x0 = fmaxf(s[j][0], s[j][2]), x1 = fmaxf(s[j][1], s[j][3]);
+#pragma unroll
+      for (int sh = 4; sh < 32; sh <<= 1) {
+        x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, sh));
+        x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, sh));
+      }
+      if (g == 0) *reinterpret_cast<float2*>(red + wl * N + 8 * j + 2 * cq) = make_float2(x0, x1);
+    }
+    wg_bar(bar_wg, 128);
+    float* const mnew = mc == mcb ? mcb + N : mcb;  // last read before this stage's P barrier
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) {
+      const float2 mo = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
+      float2 x = *reinterpret_cast<const float2*>(red + 8 * j + 2 * cq);
+#pragma unroll
+      for (int w = 1; w < 4; ++w) {
+        const float2 y = *reinterpret_cast<const float2*>(red + w * N + 8 * j + 2 * cq);
+        x.x = fmaxf(x.x, y.x);
+        x.y = fmaxf(x.y, y.y);
+      }
+      const float m0 = fmaxf(mo.x, x.x * sc), m1 = fmaxf(mo.y, x.y * sc);
+      if (wl == 0 && g == 0) *reinterpret_cast<float2*>(mnew + 8 * j + 2 * cq) = make_float2(m0, m1);
+      const float b0 = m0 == -INFINITY ? 0.f : m0, b1 = m1 == -INFINITY ? 0.f : m1;
+      const float c0 = ex2(mo.x - b0), c1 = ex2(mo.y - b1);
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        o[e][j][0] *= c0; o[e][j][2] *= c0;
+        o[e][j][1] *= c1; o[e][j][3] *= c1;
+      }
+      s[j][0] = ex2(fmaf(s[j][0], sc, -b0));
+      s[j][2] = ex2(fmaf(s[j][2], sc, -b0));
+      s[j][1] = ex2(fmaf(s[j][1], sc, -b1));
+      s[j][3] = ex2(fmaf(s[j][3], sc, -b1));
+      l[j][0] = l[j][0] * c0 + s[j][0] + s[j][2];
+      l[j][1] = l[j][1] * c1 + s[j][1] + s[j][3];
+    }
+    mc = mnew;
+    if (ctid == 0) *reinterpret_cast<int*>(mcb - 4) = mc == mcb ? 0 : 1;
+  } else {
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) {
+      const float2 mo = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
+      const float b0 = mo.x == -INFINITY ? 0.f : mo.x, b1 = mo.y == -INFINITY ? 0.f : mo.y;
+      s[j][0] = ex2(fmaf(s[j][0], sc, -b0));
+      s[j][2] = ex2(fmaf(s[j][2], sc, -b0));
+      s[j][1] = ex2(fmaf(s[j][1], sc, -b1));
+      s[j][3] = ex2(fmaf(s[j][3], sc, -b1));
+      l[j][0] += s[j][0] + s[j][2];
+      l[j][1] += s[j][1] + s[j][3];
+    }
+  }
+}
+
+// After the loop: each warpgroup's column sums, warpgroup 1's O merged into warpgroup 0's
+// (through shared memory over Q and P, free by then) with their maxima, and the tile's
+// rows written: out directly, or the split's partial O and log-sum-exp. O^T's rows are in
+// the permuted head_dim order (sw_load_v), so a thread's four values are contiguous.
+template <class C, int D, int N, typename TQ>
+__device__ __forceinline__ void sw_epilogue(const Params& p, const TileRange& t, uint8_t* sm,
+                                            float (&o)[D / 64][N / 8][4], float (&l)[N / 8][2], float* red, int wg,
+                                            int wl, int g, int cq, int ctid) {
+  constexpr int NJ = N / 8, E = D / 64;
+  // Column sums of l over the warpgroup: lanes, then warps through `red`.
+#pragma unroll
+  for (int j = 0; j < NJ; ++j)
+#pragma unroll
+    for (int b = 0; b < 2; ++b)
+#pragma unroll
+      for (int sh = 4; sh < 32; sh <<= 1) l[j][b] += __shfl_xor_sync(0xffffffffu, l[j][b], sh);
+  if (g == 0)
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) *reinterpret_cast<float2*>(red + wl * N + 8 * j + 2 * cq) = make_float2(l[j][0], l[j][1]);
+  // Warpgroup 1's O, [register][thread], over Q and P (only wgmma reads them in the loop).
+  float* ob = reinterpret_cast<float*>(sm);
+  if constexpr (C::NC == 2) wg_bar(1, C::NC * 128);  // both loops done: Q and P are free
+  if (wg == 1) {
+#pragma unroll
+    for (int e = 0; e < E; ++e)
+#pragma unroll
+      for (int j = 0; j < NJ; ++j)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) ob[((e * NJ + j) * 4 + c) * 128 + ctid] = o[e][j][c];
+  }
+  wg_bar(1, C::NC * 128);
+  if (wg == 0) {
+    const float* red0 = reinterpret_cast<const float*>(sm + C::RED_OFF);
+    // Each warpgroup's final maxima: the buffer its last raise wrote (index before them).
+    auto final_max = [&](int w) {
+      const float* b = reinterpret_cast<const float*>(sm + C::MC_OFF + w * C::MC + 16);
+      return b + N * *reinterpret_cast<const int*>(b - 4);
+    };
+    const float* mc0 = final_max(0);
+    const int rtot = p.batch * p.q_len * p.hq;
+    const int d0 = 4 * (8 * wl + g);
+#pragma unroll
+    for (int j = 0; j < NJ; ++j)
+#pragma unroll
+      for (int b = 0; b < 2; ++b) {
+        const int n = 8 * j + 2 * cq + b;
+        float m = mc0[n], a0 = 1.f, a1 = 0.f, lsum = 0.f;
+        for (int w = 0; w < 4; ++w) lsum += red0[w * N + n];
+        if constexpr (C::NC == 2) {
+          const float mb = final_max(1)[n];
+          float lb = 0.f;
+          for (int w = 0; w < 4; ++w) lb += red0[4 * N + w * N + n];
+          const float mm = fmaxf(m, mb);
+          a0 = m == -INFINITY ? 0.f : ex2(m - mm);
+          a1 = mb == -INFINITY ? 0.f : ex2(mb - mm);
+          lsum = lsum * a0 + lb * a1;
+          m = mm;
+        }
+        if (n >= t.nrows) continue;
+        float v[2 * E];
+#pragma unroll
+        for (int e = 0; e < E; ++e)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int c = b + 2 * h;
+            float x = o[e][j][c] * a0;
+            if constexpr (C::NC == 2) x += ob[((e * NJ + j) * 4 + c) * 128 + ctid] * a1;
+            v[2 * e + h] = x;
+          }
+        const float inv = lsum > 0.f ? p.v_scale / lsum : 0.f;
+        const int r = t.row0 + n;
+        const size_t orow = (size_t)(t.b * p.q_len + r / p.group) * p.hq + t.h * p.group + r % p.group;
+        if (p.num_splits == 1) {
+          TQ* dst = static_cast<TQ*>(p.out) + orow * D + d0;
+          *reinterpret_cast<uint2*>(dst) = make_uint2(Tr<TQ>::pack(v[0] * inv, v[1] * inv), Tr<TQ>::pack(v[2] * inv, v[3] * inv));
+        } else {
+          float* dst = p.ws_o + ((size_t)t.split * rtot + orow) * D + d0;
+          *reinterpret_cast<float4*>(dst) = make_float4(v[0] * inv, v[1] * inv, v[2] * inv, v[3] * inv);
+          if (wl == 0 && g == 0) p.ws_lse[(size_t)t.split * rtot + orow] = lsum > 0.f ? m + __log2f(lsum) : -INFINITY;
+        }
+      }
+  }
+}
+
 template <int D, int N, typename TQ>
 __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) grouped_sw_kernel(const Params p, int tile) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -397,81 +588,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     const int slot = it % C::NS, nx = it + C::NC;
     const uint8_t* rk = ring + slot * C::RAW;
     wg_wait<0>();
-    // Softmax down the columns. Rows of this thread: tokens tok0 and tok0 + 8.
-    const int tok0 = t.t_begin + it * C::BN + wl * 16 + g;
-    if (t.t_begin + (it + 1) * C::BN > t.mask_from) {
-#pragma unroll
-      for (int j = 0; j < NJ; ++j)
-#pragma unroll
-        for (int b = 0; b < 2; ++b) {
-          const int lim = row_limit(p, t, t.row0 + 8 * j + 2 * cq + b);
-          if (tok0 > lim) s[j][b] = -INFINITY;
-          if (tok0 + 8 > lim) s[j][2 + b] = -INFINITY;
-        }
-    }
-    bool raise = false;
-#pragma unroll
-    for (int j = 0; j < NJ; ++j) {
-      const float2 mo = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
-      raise |= fmaxf(s[j][0], s[j][2]) * sc > mo.x + 8.f;
-      raise |= fmaxf(s[j][1], s[j][3]) * sc > mo.y + 8.f;
-    }
-    if (wg_any(raise, bar_wg)) {
-      // Some score exceeds its column's maximum by more than 2^8: exchange the warps' column
-      // maxima, raise the maxima, rescale O and l.
-#pragma unroll
-      for (int j = 0; j < NJ; ++j) {
-        float x0 = fmaxf(s[j][0], s[j][2]), x1 = fmaxf(s[j][1], s[j][3]);
-#pragma unroll
-        for (int sh = 4; sh < 32; sh <<= 1) {
-          x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, sh));
-          x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, sh));
-        }
-        if (g == 0) *reinterpret_cast<float2*>(red + wl * N + 8 * j + 2 * cq) = make_float2(x0, x1);
-      }
-      wg_bar(bar_wg, 128);
-      float* const mnew = mc == mcb ? mcb + N : mcb;  // last read before this stage's P barrier
-#pragma unroll
-      for (int j = 0; j < NJ; ++j) {
-        const float2 mo = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
-        float2 x = *reinterpret_cast<const float2*>(red + 8 * j + 2 * cq);
-#pragma unroll
-        for (int w = 1; w < 4; ++w) {
-          const float2 y = *reinterpret_cast<const float2*>(red + w * N + 8 * j + 2 * cq);
-          x.x = fmaxf(x.x, y.x);
-          x.y = fmaxf(x.y, y.y);
-        }
-        const float m0 = fmaxf(mo.x, x.x * sc), m1 = fmaxf(mo.y, x.y * sc);
-        if (wl == 0 && g == 0) *reinterpret_cast<float2*>(mnew + 8 * j + 2 * cq) = make_float2(m0, m1);
-        const float b0 = m0 == -INFINITY ? 0.f : m0, b1 = m1 == -INFINITY ? 0.f : m1;
-        const float c0 = ex2(mo.x - b0), c1 = ex2(mo.y - b1);
-#pragma unroll
-        for (int e = 0; e < E; ++e) {
-          o[e][j][0] *= c0; o[e][j][2] *= c0;
-          o[e][j][1] *= c1; o[e][j][3] *= c1;
-        }
-        s[j][0] = ex2(fmaf(s[j][0], sc, -b0));
-        s[j][2] = ex2(fmaf(s[j][2], sc, -b0));
-        s[j][1] = ex2(fmaf(s[j][1], sc, -b1));
-        s[j][3] = ex2(fmaf(s[j][3], sc, -b1));
-        l[j][0] = l[j][0] * c0 + s[j][0] + s[j][2];
-        l[j][1] = l[j][1] * c1 + s[j][1] + s[j][3];
-      }
-      mc = mnew;
-      if (ctid == 0) *reinterpret_cast<int*>(mcb - 4) = mc == mcb ? 0 : 1;
-    } else {
-#pragma unroll
-      for (int j = 0; j < NJ; ++j) {
-        const float2 mo = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
-        const float b0 = mo.x == -INFINITY ? 0.f : mo.x, b1 = mo.y == -INFINITY ? 0.f : mo.y;
-        s[j][0] = ex2(fmaf(s[j][0], sc, -b0));
-        s[j][2] = ex2(fmaf(s[j][2], sc, -b0));
-        s[j][1] = ex2(fmaf(s[j][1], sc, -b1));
-        s[j][3] = ex2(fmaf(s[j][3], sc, -b1));
-        l[j][0] += s[j][0] + s[j][2];
-        l[j][1] += s[j][1] + s[j][3];
-      }
-    }
+    sw_softmax<N, E, C::BN, false>(s, o, l, mc, mcb, red, sc, p, t, it, wl, g, cq, ctid, bar_wg);
     sw_store_p<N>(s, p_u32, wl, lane);
     if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);  // the next stage's K landed
     fence_async_smem();
@@ -498,79 +615,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   }
   wg_wait<0>();
 
-  // Column sums of l over the warpgroup: lanes, then warps through `red`.
-#pragma unroll
-  for (int j = 0; j < NJ; ++j)
-#pragma unroll
-    for (int b = 0; b < 2; ++b)
-#pragma unroll
-      for (int sh = 4; sh < 32; sh <<= 1) l[j][b] += __shfl_xor_sync(0xffffffffu, l[j][b], sh);
-  if (g == 0)
-#pragma unroll
-    for (int j = 0; j < NJ; ++j) *reinterpret_cast<float2*>(red + wl * N + 8 * j + 2 * cq) = make_float2(l[j][0], l[j][1]);
-  // Warpgroup 1's O, [register][thread], over Q and P (only wgmma reads them in the loop).
-  float* ob = reinterpret_cast<float*>(sm);
-  if constexpr (C::NC == 2) wg_bar(1, C::NC * 128);  // both loops done: Q and P are free
-  if (wg == 1) {
-#pragma unroll
-    for (int e = 0; e < E; ++e)
-#pragma unroll
-      for (int j = 0; j < NJ; ++j)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) ob[((e * NJ + j) * 4 + c) * 128 + ctid] = o[e][j][c];
-  }
-  wg_bar(1, C::NC * 128);
-  if (wg == 0) {
-    const float* red0 = reinterpret_cast<const float*>(sm + C::RED_OFF);
-    // Each warpgroup's final maxima: the buffer its last raise wrote (index before them).
-    auto final_max = [&](int w) {
-      const float* b = reinterpret_cast<const float*>(sm + C::MC_OFF + w * C::MC + 16);
-      return b + N * *reinterpret_cast<const int*>(b - 4);
-    };
-    const float* mc0 = final_max(0);
-    const int rtot = p.batch * p.q_len * p.hq;
-    const int d0 = 4 * (8 * wl + g);
-#pragma unroll
-    for (int j = 0; j < NJ; ++j)
-#pragma unroll
-      for (int b = 0; b < 2; ++b) {
-        const int n = 8 * j + 2 * cq + b;
-        float m = mc0[n], a0 = 1.f, a1 = 0.f, lsum = 0.f;
-        for (int w = 0; w < 4; ++w) lsum += red0[w * N + n];
-        if constexpr (C::NC == 2) {
-          const float mb = final_max(1)[n];
-          float lb = 0.f;
-          for (int w = 0; w < 4; ++w) lb += red0[4 * N + w * N + n];
-          const float mm = fmaxf(m, mb);
-          a0 = m == -INFINITY ? 0.f : ex2(m - mm);
-          a1 = mb == -INFINITY ? 0.f : ex2(mb - mm);
-          lsum = lsum * a0 + lb * a1;
-          m = mm;
-        }
-        if (n >= t.nrows) continue;
-        float v[2 * E];
-#pragma unroll
-        for (int e = 0; e < E; ++e)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int c = b + 2 * h;
-            float x = o[e][j][c] * a0;
-            if constexpr (C::NC == 2) x += ob[((e * NJ + j) * 4 + c) * 128 + ctid] * a1;
-            v[2 * e + h] = x;
-          }
-        const float inv = lsum > 0.f ? p.v_scale / lsum : 0.f;
-        const int r = t.row0 + n;
-        const size_t orow = (size_t)(t.b * p.q_len + r / p.group) * p.hq + t.h * p.group + r % p.group;
-        if (p.num_splits == 1) {
-          TQ* dst = static_cast<TQ*>(p.out) + orow * D + d0;
-          *reinterpret_cast<uint2*>(dst) = make_uint2(Tr<TQ>::pack(v[0] * inv, v[1] * inv), Tr<TQ>::pack(v[2] * inv, v[3] * inv));
-        } else {
-          float* dst = p.ws_o + ((size_t)t.split * rtot + orow) * D + d0;
-          *reinterpret_cast<float4*>(dst) = make_float4(v[0] * inv, v[1] * inv, v[2] * inv, v[3] * inv);
-          if (wl == 0 && g == 0) p.ws_lse[(size_t)t.split * rtot + orow] = lsum > 0.f ? m + __log2f(lsum) : -INFINITY;
-        }
-      }
-  }
+  sw_epilogue<C, D, N, TQ>(p, t, sm, o, l, red, wg, wl, g, cq, ctid);
 #ifdef HARNESS_PLANTED_SLOWDOWN
   __syncthreads();  // every store of this CTA precedes its count
   if (threadIdx.x == 0) planted_end();
