@@ -157,9 +157,8 @@ def cases(quick: bool, rng: random.Random) -> list[Case]:
         Case(3, 6, 96, 8, 128, 16, "fp8", "fp16", 65),
         Case(3, 4, 96, 8, 128, 32, "fp8", "bf16", 333),
         Case(2, 5, 64, 8, 128, 16, "fp8", "fp16", 130),
-        # ... and its 96-row form with V^T from the producer (grouped_swv.cuh): rising maxima
-        # (a build with PD_SW_RAISE=0 raises them in most stages, while P V is in flight); one
-        # stage (the second warpgroup idle); three stages
+        # ... its 96-row form again: rising maxima (a build with PD_SW_RAISE=0 raises them in
+        # most stages); one stage (the second warpgroup idle); three stages
         Case(3, 8, 96, 8, 128, 16, "fp8", "bf16", 500, ramp=0.004),
         Case(2, 8, 96, 8, 128, 32, "fp8", "fp16", 40),
         Case(2, 8, 96, 8, 128, 64, "fp8", "bf16", 150),

@@ -8,7 +8,6 @@
 #include "grouped.cuh"
 #include "grouped_wg.cuh"
 #include "grouped_sw.cuh"
-#include "grouped_swv.cuh"
 #include "grouped_ws.cuh"
 
 #define PD_CAT_(a, b) a##b
@@ -32,8 +31,7 @@ static cudaError_t launch_tile(const Params& p, int tile, cudaStream_t st) {
     if constexpr (KV8 && PD_HEAD_DIM == 128) {
       const int fill = p.q_len * p.group < tile ? p.q_len * p.group : tile;
       if (sw_enabled() && wg_supported()) {
-        if (tile == 128 && fill > 64 && fill <= 96)  // V^T from the producer (grouped_swv.cuh)
-          return swv_enabled() ? launch_grouped_swv<128, 96, T>(p, tile, st) : launch_grouped_sw<128, 96, T>(p, tile, st);
+        if (tile == 128 && fill > 64 && fill <= 96) return launch_grouped_sw<128, 96, T>(p, tile, st);
         if (tile == 64 && fill > 32 && fill <= 48) return launch_grouped_sw<128, 48, T>(p, tile, st);
       }
     }

@@ -36,7 +36,8 @@ namespace pd {
 
 // The softmax raises a column's running maximum only when a score exceeds it by more than
 // 2^PD_SW_RAISE (FlashAttention-4's conditional rescaling; P then stays below 2^8, well inside
-// fp16). A build with 0 raises at every new maximum: the self-check's way to exercise that path.
+// fp16). A build with 0 raises at every new maximum: the self-check's way to exercise that
+// path (bench/h100_ab_base.sh CHECK_VARIANTS).
 #ifndef PD_SW_RAISE
 #define PD_SW_RAISE 8
 #endif
@@ -136,17 +137,6 @@ __device__ __forceinline__ void wg_mma_rs(float (&d)[N / 8][4], const uint32_t (
 }
 #undef PD_SW_RS
 
-// fp16 A and B both from shared memory, accumulating: O^T += V^T P^T in grouped_swv_kernel,
-// whose producer writes V^T as fp16 (m64n96k16; A at a_lo + OA, B at b_lo + OB).
-#define PD_SWSS16_96 "{\n.reg .b32 ta, tb;\n.reg .b64 da, db;\nadd.u32 ta, %48, %50;\nadd.u32 tb, %49, %51;\n" \
-  "mov.b64 da, {ta, 1073741888};\nmov.b64 db, {tb, 1073741888};\n" \
-  "wgmma.mma_async.sync.aligned.m64n96k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, da, db, 1, 1, 1, 0, 0;\n}\n"
-template <int N, int OA, int OB>
-__device__ __forceinline__ void wg_mma_ss16(float (&d)[N / 8][4], uint32_t a_lo, uint32_t b_lo) {
-  static_assert(N == 96, "the 96-row form only");
-  asm volatile(PD_SWSS16_96 : PD_SW96_OUT : "r"(a_lo), "r"(b_lo), "n"(OA >> 4), "n"(OB >> 4) : "memory");
-}
-#undef PD_SWSS16_96
 #undef PD_SWSS48
 #undef PD_SWRS48
 #undef PD_SW48_OUT
@@ -308,10 +298,8 @@ __device__ __forceinline__ void sw_store_p(const float (&s)[N / 8][4], uint32_t 
 
 // One stage's softmax down the columns, S^T -> P in place (fp32): masks the causal
 // tail, and raises the running maxima (mc, swapped between the two buffers at mcb) only
-// when a score exceeds its column's by more than 2^8, rescaling l and O then. WAIT_PV:
-// O may still be written by an in-flight wgmma (grouped_swv), so that path waits for it
-// first.
-template <int N, int E, int BN, bool WAIT_PV>
+// when a score exceeds its column's by more than 2^PD_SW_RAISE, rescaling l and O then.
+template <int N, int E, int BN>
 __device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N / 8][4], float (&l)[N / 8][2],
                                            float*& mc, float* const mcb, float* red, float sc, const Params& p,
                                            const TileRange& t, int it, int wl, int g, int cq, int ctid, int bar_wg) {
@@ -338,7 +326,6 @@ __device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N
   if (wg_any(raise, bar_wg)) {
     // Some score exceeds its column's maximum by more than 2^8: exchange the warps' column
     // maxima, raise the maxima, rescale O and l.
-    if constexpr (WAIT_PV) wg_wait<0>();
 #pragma unroll
     for (int j = 0; j < NJ; ++j) {
       float x0 = fmaxf(s[j][0], s[j][2]), x1 = fmaxf(s[j][1], s[j][3]);
@@ -588,7 +575,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     const int slot = it % C::NS, nx = it + C::NC;
     const uint8_t* rk = ring + slot * C::RAW;
     wg_wait<0>();
-    sw_softmax<N, E, C::BN, false>(s, o, l, mc, mcb, red, sc, p, t, it, wl, g, cq, ctid, bar_wg);
+    sw_softmax<N, E, C::BN>(s, o, l, mc, mcb, red, sc, p, t, it, wl, g, cq, ctid, bar_wg);
     sw_store_p<N>(s, p_u32, wl, lane);
     if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);  // the next stage's K landed
     fence_async_smem();
