@@ -157,9 +157,11 @@ def cases(quick: bool, rng: random.Random) -> list[Case]:
         Case(3, 6, 96, 8, 128, 16, "fp8", "fp16", 65),
         Case(3, 4, 96, 8, 128, 32, "fp8", "bf16", 333),
         Case(2, 5, 64, 8, 128, 16, "fp8", "fp16", 130),
-        # ... its 96-row form again: rising maxima (a build with PD_SW_RAISE=0 raises them in
-        # most stages); one stage (the second warpgroup idle); three stages
-        Case(3, 8, 96, 8, 128, 16, "fp8", "bf16", 500, ramp=0.004),
+        # ... both forms with large, rising scores (max logit ~117 and ~30: an e4m3 S^T failed
+        # these, kernels/NOTES.md; a build with PD_SW_RAISE=0 raises the maxima in most
+        # stages); the 96-row form with one stage (the second warpgroup idle) and with three
+        Case(3, 8, 96, 8, 128, 16, "fp8", "bf16", 500, ramp=0.08),
+        Case(3, 4, 96, 8, 128, 32, "fp8", "fp16", 400, ramp=0.02),
         Case(2, 8, 96, 8, 128, 32, "fp8", "fp16", 40),
         Case(2, 8, 96, 8, 128, 64, "fp8", "bf16", 150),
         # ... and GPT-OSS-like fp8 at q_len 16: 128 rows at head_dim 64

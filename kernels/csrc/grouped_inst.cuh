@@ -25,8 +25,8 @@ static cudaError_t launch_tile(const Params& p, int tile, cudaStream_t st) {
   if constexpr (PD_HEAD_DIM <= 128) {
     // fp8 KV at head_dim 128 with 65-96 rows in a 128-row tile (Qwen3 q_len 8) or 33-48 in a
     // 64-row one (Qwen3 q_len 4): swapped operands (grouped_sw.cuh), 17-20 % faster than
-    // grouped_ws_kernel on q_len 8 with fp16 MMAs, ~11 % more since its S^T is an e4m3 MMA
-    // (kernels/NOTES.md). A head_dim-64 form (GPT-OSS q_len 8) lost 16 % to
+    // grouped_ws_kernel on q_len 8 (fp16 MMAs; an e4m3 S^T was faster but inaccurate at
+    // large scores, kernels/NOTES.md). A head_dim-64 form (GPT-OSS q_len 8) lost 16 % to
     // grouped_wg_kernel at batch 64 and was removed.
     if constexpr (KV8 && PD_HEAD_DIM == 128) {
       const int fill = p.q_len * p.group < tile ? p.q_len * p.group : tile;

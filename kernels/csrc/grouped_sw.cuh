@@ -5,10 +5,10 @@
 // and both consumer warpgroups read all of it (128 KB of shared-memory traffic per 64-token
 // stage; 46 % of DRAM bandwidth on Qwen3 fp8 q_len 8). Swapped, the rows are wgmma's N,
 // exactly 96 (or 48: Qwen3 q_len 4, on mma.sync before), and:
-// - K is S^T's A operand as it lands: the raw fp8 stage is already K-major with the
-//   128-byte swizzle, so S^T is e4m3 x e4m3 wgmmas against Q quantized to e4m3 once per
-//   CTA (one scale: amax / 448), in hi and lo parts (sw_load_q says why two). No K
-//   conversion; the MMA time is the fp16 form's.
+// - K is S^T's A operand from shared memory: each warpgroup converts its stage's fp8 K into
+//   its own fp16 buffer (sw_convert_k), read by fp16 wgmmas against Q (fp16, once per CTA).
+//   Not e4m3 wgmmas straight from the raw stage (7 % faster, sixth session): Hopper's fp8
+//   MMA accumulates with too few bits once scores grow (kernels/NOTES.md, the ramp cases).
 // - V^T is O^T's A operand, which wgmma takes from registers: each thread converts the fp8
 //   V bytes it loads straight into fp16 A fragments (P stays fp16).
 //
@@ -63,13 +63,15 @@ struct SwCfg {
   static constexpr int RAW = 2 * RAW_HALF;
   static constexpr int NS = NC == 2 ? 6 : 4;    // ring depth (4: two CTAs per SM)
   static constexpr int CPR = D / 16;             // 16-byte chunks per raw row
-  static constexpr int QB = 2 * N * D;           // e4m3 Q^T operand: hi, then lo, [N][128 B] each
+  static constexpr int QB = N * D * 2;           // fp16 Q^T operand: D/64 blocks of [N][128 B]
   static constexpr int PB = N * BN * 2;          // one warpgroup's P^T: [N][64 tok] fp16
+  static constexpr int KB = BN * D * 2;          // one warpgroup's fp16 K: D/64 blocks of [64 tok][128 B]
   static constexpr int RED = 4 * N * 4;          // one warpgroup's 4 warps' column maxima/sums
   static constexpr int MC = 2 * N * 4 + 16;      // one warpgroup's running maxima per column, two
                                                  // buffers (raised ones go to the other), + which
   static constexpr int P_OFF = QB;
-  static constexpr int RING_OFF = P_OFF + NC * PB;
+  static constexpr int K_OFF = P_OFF + NC * PB;
+  static constexpr int RING_OFF = K_OFF + NC * KB;
   static constexpr int RED_OFF = RING_OFF + NS * RAW;
   static constexpr int MC_OFF = RED_OFF + NC * RED;
   static constexpr int BAR_OFF = MC_OFF + NC * MC;
@@ -88,7 +90,7 @@ __device__ __forceinline__ int sw_off(int r, int c) { return r * 128 + ((c ^ (r 
 #define PD_SWSS48 "{\n.reg .pred p;\n.reg .b32 ta, tb;\n.reg .b64 da, db;\n" \
   "setp.ne.b32 p, %26, 0;\nadd.u32 ta, %24, %27;\nadd.u32 tb, %25, %28;\n" \
   "mov.b64 da, {ta, 1073741888};\nmov.b64 db, {tb, 1073741888};\n" \
-  "wgmma.mma_async.sync.aligned.m64n48k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, da, db, p, 1, 1;\n}\n"
+  "wgmma.mma_async.sync.aligned.m64n48k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, da, db, p, 1, 1, 0, 0;\n}\n"
 #define PD_SWRS48 "{\n.reg .b32 tb;\n.reg .b64 db;\nadd.u32 tb, %28, %29;\n" \
   "mov.b64 db, {tb, 1073741888};\n" \
   "wgmma.mma_async.sync.aligned.m64n48k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, {%24, %25, %26, %27}, db, 1, 1, 1, 0;\n}\n"
@@ -97,16 +99,16 @@ __device__ __forceinline__ int sw_off(int r, int c) { return r * 128 + ((c ^ (r 
 #define PD_SWSS96 "{\n.reg .pred p;\n.reg .b32 ta, tb;\n.reg .b64 da, db;\n" \
   "setp.ne.b32 p, %50, 0;\nadd.u32 ta, %48, %51;\nadd.u32 tb, %49, %52;\n" \
   "mov.b64 da, {ta, 1073741888};\nmov.b64 db, {tb, 1073741888};\n" \
-  "wgmma.mma_async.sync.aligned.m64n96k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, da, db, p, 1, 1;\n}\n"
+  "wgmma.mma_async.sync.aligned.m64n96k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, da, db, p, 1, 1, 0, 0;\n}\n"
 #define PD_SWRS96 "{\n.reg .b32 tb;\n.reg .b64 db;\nadd.u32 tb, %52, %53;\n" \
   "mov.b64 db, {tb, 1073741888};\n" \
   "wgmma.mma_async.sync.aligned.m64n96k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, {%48, %49, %50, %51}, db, 1, 1, 1, 0;\n}\n"
 #define PD_SW96_OUT "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3])
 #define PD_SW96_NEW "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]), "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]), "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3]), "=f"(d[6][0]), "=f"(d[6][1]), "=f"(d[6][2]), "=f"(d[6][3]), "=f"(d[7][0]), "=f"(d[7][1]), "=f"(d[7][2]), "=f"(d[7][3]), "=f"(d[8][0]), "=f"(d[8][1]), "=f"(d[8][2]), "=f"(d[8][3]), "=f"(d[9][0]), "=f"(d[9][1]), "=f"(d[9][2]), "=f"(d[9][3]), "=f"(d[10][0]), "=f"(d[10][1]), "=f"(d[10][2]), "=f"(d[10][3]), "=f"(d[11][0]), "=f"(d[11][1]), "=f"(d[11][2]), "=f"(d[11][3])
 
-// wgmma, fp32 accumulators, B (and A) from shared memory, K-major, 128-byte swizzle, 8-row
-// groups 1024 B apart: _ss is m64nNk32 with e4m3 A and B (S^T = K Q^T straight from the
-// raw stage), _rs m64nNk16 with fp16 A from registers (O^T += V^T P^T). Operands are given
+// wgmma m64nNk16, fp16 in, fp32 accumulators, B (and for _ss A) from shared memory, K-major,
+// 128-byte swizzle, 8-row groups 1024 B apart: _ss for S^T = K Q^T, _rs (A from registers)
+// for O^T += V^T P^T. Operands are given
 // as the descriptor's low word (wg_lo) plus a compile-time byte offset, added inside the
 // asm so the compiler does not hoist one 64-bit descriptor per k-step out of the loop (32
 // registers at head_dim 128).
@@ -146,13 +148,13 @@ __device__ __forceinline__ void wg_mma_rs(float (&d)[N / 8][4], const uint32_t (
 #undef PD_SW96_OUT
 #undef PD_SW96_NEW
 
-// S^T = K Q^T of one stage, eight e4m3 wgmmas (issued, not committed): K (the raw stage's
-// [64 tok][128 B]; sw_off is the 128-byte swizzle) times the hi, then the lo part of Q^T,
-// 32 head_dim columns each (KK: part * 4 + column block).
+// S^T = K Q^T of one stage, one wgmma per 16 head_dim columns KK (issued, not committed):
+// K [64 tok][D] and Q [N][D] in D/64 swizzled blocks.
 template <int N, int... KK>
 __device__ __forceinline__ void sw_issue_s(float (&s)[N / 8][4], uint32_t k_lo, uint32_t q_lo,
                                            std::integer_sequence<int, KK...>) {
-  (wg_mma_ss<N, (KK & 3) * 32, (KK >> 2) * (N * 128) + (KK & 3) * 32>(s, k_lo, q_lo, KK > 0), ...);
+  (wg_mma_ss<N, (KK >> 2) * (64 * 128) + (KK & 3) * 32, (KK >> 2) * (N * 128) + (KK & 3) * 32>(s, k_lo, q_lo, KK > 0),
+   ...);
 }
 
 // Four e4m3 bytes -> two fp16x2 words (bytes 0-1, bytes 2-3), with no shift or mask.
@@ -165,79 +167,42 @@ __device__ __forceinline__ void sw_cvt4(uint32_t x, uint32_t& lo, uint32_t& hi) 
 // Named barrier `id` over n threads.
 __device__ __forceinline__ void wg_bar(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 
-// Four floats -> four e4m3 bytes (saturating), element 0 in the low byte.
-__device__ __forceinline__ uint32_t sw_e4m3x4(float a, float b, float c, float d) {
-  uint32_t r;
-  asm("{\n.reg .b16 l, h;\ncvt.rn.satfinite.e4m3x2.f32 l, %2, %1;\ncvt.rn.satfinite.e4m3x2.f32 h, %4, %3;\n"
-      "mov.b32 %0, {l, h};\n}\n"
-      : "=r"(r)
-      : "f"(a), "f"(b), "f"(c), "f"(d));
-  return r;
+// Q of the tile's N rows (zero past nrows) as fp16: the K-major B operand of S^T, D/64
+// blocks of [N rows][128 B], 128-byte swizzled.
+template <int D, int N, typename TQ>
+__device__ __forceinline__ void sw_load_q(uint8_t* qs, const Params& p, const TileRange& t, int tid, int nthreads) {
+  for (int idx = tid; idx < N * (D / 8); idx += nthreads) {
+    const int n = idx / (D / 8), k8 = idx % (D / 8);
+    uint4 w = make_uint4(0u, 0u, 0u, 0u);
+    if (n < t.nrows) {
+      w = *reinterpret_cast<const uint4*>(q_row<D, TQ>(p, t.b, t.h, t.row0 + n) + 8 * k8);
+      if constexpr (!std::is_same_v<TQ, __half>)
+        w = make_uint4(bf16x2_to_half2(w.x), bf16x2_to_half2(w.y), bf16x2_to_half2(w.z), bf16x2_to_half2(w.w));
+    }
+    *reinterpret_cast<uint4*>(qs + (k8 >> 3) * (N * 128) + n * 128 + (((k8 & 7) ^ (n & 7)) << 4)) = w;
+  }
 }
 
-// Q of the tile's N rows (zero past nrows) as two e4m3 parts with one scale per CTA (amax /
-// 448, returned): hi = e4m3(q / scale), lo = e4m3(q / scale - hi), each a K-major B operand
-// of S^T ([N rows][128 B], 128-byte swizzled). Why: K then feeds wgmma straight from the raw
-// stage, with no conversion, and hi + lo keeps ~7 significant bits of q (bf16 keeps 8); hi
-// alone (XQA's fp8 math) gave 1.2e-2 relative error, 60x the 16-bit path's, and failed the
-// self-check's fp8 tolerance. `scratch`: nthreads/32 floats.
-template <int D, int N, typename TQ>
-__device__ __forceinline__ float sw_load_q(uint8_t* qs, float* scratch, const Params& p, const TileRange& t, int tid,
-                                           int nthreads) {
-  static_assert(D == 128, "one 128-byte row per query row");
-  constexpr int CH = D / 16;  // 16-element chunks per row
-  auto chunk = [&](int idx, float (&x)[16]) {
-    const int n = idx / CH, c = idx % CH;
+// K of tokens wl*16 + g and +8 of a raw stage, converted into the warpgroup's fp16 K buffer
+// (S^T's K-major A operand, the wg16_off layout). The thread's bytes: cq * D/4 onwards.
+__device__ __forceinline__ void sw_convert_k(uint8_t* kb, const uint8_t* rk, int wl, int g, int cq) {
+  constexpr int CH = 2;  // raw 16-byte chunks per thread per token
 #pragma unroll
-    for (int e = 0; e < 16; ++e) x[e] = 0.f;
-    if (n < t.nrows) {
-      const uint4* src = reinterpret_cast<const uint4*>(q_row<D, TQ>(p, t.b, t.h, t.row0 + n) + 16 * c);
+  for (int h = 0; h < 2; ++h) {
+    const int i = wl * 16 + g + 8 * h;
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const uint4 w = src[h];
-        const uint32_t u[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const float2 f = Tr<TQ>::unpack(u[k]);
-          x[8 * h + 2 * k] = f.x;
-          x[8 * h + 2 * k + 1] = f.y;
-        }
-      }
+    for (int ch = 0; ch < CH; ++ch) {
+      const int c = cq * CH + ch;
+      const uint4 x = *reinterpret_cast<const uint4*>(rk + sw_off(i, c));
+      uint4 y0, y1;
+      sw_cvt4(x.x, y0.x, y0.y);
+      sw_cvt4(x.y, y0.z, y0.w);
+      sw_cvt4(x.z, y1.x, y1.y);
+      sw_cvt4(x.w, y1.z, y1.w);
+      *reinterpret_cast<uint4*>(kb + wg16_off(i, 2 * c)) = y0;
+      *reinterpret_cast<uint4*>(kb + wg16_off(i, 2 * c + 1)) = y1;
     }
-  };
-  float amax = 0.f;
-  for (int idx = tid; idx < N * CH; idx += nthreads) {
-    float x[16];
-    chunk(idx, x);
-#pragma unroll
-    for (int e = 0; e < 16; ++e) amax = fmaxf(amax, fabsf(x[e]));
   }
-#pragma unroll
-  for (int sh = 1; sh < 32; sh <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, sh));
-  if ((tid & 31) == 0) scratch[tid >> 5] = amax;
-  wg_bar(1, nthreads);
-  amax = 0.f;
-  for (int w = 0; w < nthreads / 32; ++w) amax = fmaxf(amax, scratch[w]);
-  const float scale = amax > 0.f ? amax / 448.f : 1.f, inv = 448.f / (amax > 0.f ? amax : 448.f);
-  for (int idx = tid; idx < N * CH; idx += nthreads) {
-    float x[16];
-    chunk(idx, x);
-    uint32_t hi[4], lo[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      float* y = x + 4 * k;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) y[e] *= inv;
-      hi[k] = sw_e4m3x4(y[0], y[1], y[2], y[3]);
-      const uint32_t hh0 = e4m3x2_to_half2(hi[k] & 0xFFFFu), hh1 = e4m3x2_to_half2(hi[k] >> 16);
-      const float2 a = Tr<__half>::unpack(hh0), b = Tr<__half>::unpack(hh1);
-      lo[k] = sw_e4m3x4(y[0] - a.x, y[1] - a.y, y[2] - b.x, y[3] - b.y);
-    }
-    const int off = sw_off(idx / CH, idx % CH);
-    *reinterpret_cast<uint4*>(qs + off) = make_uint4(hi[0], hi[1], hi[2], hi[3]);
-    *reinterpret_cast<uint4*>(qs + N * D + off) = make_uint4(lo[0], lo[1], lo[2], lo[3]);
-  }
-  return scale;
 }
 
 // V of a raw stage for the A fragments of O^T += V^T P^T: the thread's 4 bytes of tokens
@@ -499,11 +464,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     // current one, so signalling later than NS - 1 - NC stages deadlocks. Page numbers are
     // fetched a stage ahead, so their latency hides behind that wait.
     constexpr int LAG = C::NS - 1 - C::NC;
-    // The fence makes this thread's landed cp.async bytes visible to wgmma (the async proxy).
-    auto signal = [&](int k) {
-      fence_async_smem();
-      mbar_arrive(full_u32 + (k % C::NS) * 8);
-    };
+    auto signal = [&](int k) { mbar_arrive(full_u32 + (k % C::NS) * 8); };
     if (t.ntiles > 0) kv.fetch(0);
 #pragma unroll 1
     for (int k = 0; k < t.ntiles; ++k) {
@@ -516,7 +477,6 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
       if (k >= LAG) signal(k - LAG);
     }
     cp_async_wait<0>();
-    fence_async_smem();
 #pragma unroll 1
     for (int k = t.ntiles > LAG ? t.ntiles - LAG : 0; k < t.ntiles; ++k) signal(k);
 #ifdef HARNESS_PLANTED_SLOWDOWN
@@ -529,7 +489,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   const int wg = warp >> 2, wl = warp & 3, g = lane >> 2, cq = lane & 3;
   const int bar_wg = 2 + wg;  // named barrier of this warpgroup (1: all consumers)
   const int ctid = tid & 127;
-  const float q_scale = sw_load_q<D, N, TQ>(sm, reinterpret_cast<float*>(sm + C::RED_OFF), p, t, tid, C::NC * 128);
+  sw_load_q<D, N, TQ>(sm, p, t, tid, C::NC * 128);
   fence_async_smem();
   wg_bar(1, C::NC * 128);
 
@@ -537,7 +497,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   float* red = reinterpret_cast<float*>(sm + C::RED_OFF + wg * C::RED);  // [4 warps][N]
   float* const mcb = reinterpret_cast<float*>(sm + C::MC_OFF + wg * C::MC + 16);  // [2][N]
   float* mc = mcb;  // the current buffer (uniform over the warpgroup)
-  const float sc = p.scale_log2 * q_scale;
+  const float sc = p.scale_log2;
   float o[E][NJ][4];
 #pragma unroll
   for (int e = 0; e < E; ++e) zero(o[e]);
@@ -553,17 +513,18 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
 #pragma unroll
       for (int c = 0; c < 4; ++c) asm volatile("" : "+f"(o[e][j][c]));
 
+  uint8_t* kb = sm + C::K_OFF + wg * C::KB;
   float s[NJ][4];
-  // S^T of stage `it` straight from its raw ring slot (issued, not committed).
-  const uint32_t ring_lo = wg_lo(smem_u32(ring)), q_lo = wg_lo(q_u32), p_lo = wg_lo(p_u32);
-  auto issue_s = [&](int it) {
-    sw_issue_s<N>(s, ring_lo + (it % C::NS) * (C::RAW >> 4), q_lo, std::make_integer_sequence<int, 8>{});
-  };
+  // S^T of stage it from the converted K buffer (issued, not committed).
+  const uint32_t k_lo = wg_lo(smem_u32(kb)), q_lo = wg_lo(q_u32), p_lo = wg_lo(p_u32);
+  auto issue_s = [&]() { sw_issue_s<N>(s, k_lo, q_lo, std::make_integer_sequence<int, D / 16>{}); };
   if (wg < t.ntiles) {
     mbar_wait(full_u32 + (wg % C::NS) * 8, (wg / C::NS) & 1);
+    sw_convert_k(kb, ring + (wg % C::NS) * C::RAW, wl, g, cq);
     fence_async_smem();
+    wg_bar(bar_wg, 128);
     wg_fence();
-    issue_s(wg);
+    issue_s();
     wg_commit();
     wg_wait<0>();
   }
@@ -577,8 +538,10 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     wg_wait<0>();
     sw_softmax<N, E, C::BN>(s, o, l, mc, mcb, red, sc, p, t, it, wl, g, cq, ctid, bar_wg);
     sw_store_p<N>(s, p_u32, wl, lane);
-    if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);  // the next stage's K landed
-    fence_async_smem();
+    if (nx < t.ntiles) {  // the next stage's K, under the other warpgroup's MMAs
+      mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
+      sw_convert_k(kb, ring + (nx % C::NS) * C::RAW, wl, g, cq);
+    }
     // V to registers before the barrier: its loads and conversion fill the wait for the
     // warpgroup's slowest warp (1-2 % at q_len 8, kernels/NOTES.md).
     uint32_t vr[4][2][2], va[4][E][4];
@@ -586,10 +549,11 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     __syncwarp();
     if (lane == 0) mbar_arrive(empty_u32 + slot * 8);
     sw_cvt_v(va, vr);
-    wg_bar(bar_wg, 128);  // P complete; orders this stage's maxima reads before the next writes
+    fence_async_smem();   // P and K, written above, for wgmma (the async proxy)
+    wg_bar(bar_wg, 128);  // P and K complete; orders this stage's maxima reads before the next writes
     wg_fence();
     // S^T of the next stage, then P V (two commit groups; the next iteration waits for both).
-    issue_s(nx);  // past the last stage on a stale slot, discarded: a conditional issue serializes (C7520)
+    issue_s();  // past the last stage on a stale K, discarded: a conditional issue serializes (C7520)
     wg_commit();
 #pragma unroll
     for (int e = 0; e < E; ++e) {
