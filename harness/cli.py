@@ -64,6 +64,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                     c.kv_dtype,
                     c.q_dtype,
                     "yes" if c.ragged else "no",
+                    f"{c.score_scale:g}",
                 ]
             )
     print(
@@ -80,6 +81,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "kv dtype",
                 "q dtype",
                 "ragged",
+                "score scale",
             ],
             tablefmt="github",
         )

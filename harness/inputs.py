@@ -84,6 +84,8 @@ def make_inputs(case: Case, device: torch.device | str = "cpu") -> CaseInputs:
     ).to(q_dtype)
     shape = (num_pages, 2, case.page_size, case.num_kv_heads, case.head_dim)
     kv = torch.randn(shape, generator=dev_gen, device=device, dtype=torch.float32)
+    if case.score_scale != 1.0:
+        kv[:, 0].mul_(case.score_scale)  # logits scale with K (fp8: k_scale absorbs it)
     k_scale = v_scale = 1.0
     if case.kv_dtype == "fp8_e4m3":
         # Real-valued K/V scaled into e4m3's range with one scale per tensor, as serving

@@ -23,13 +23,25 @@ else:  # pragma: no cover
 
 KV_DTYPES = ("bf16", "fp16", "fp8_e4m3")
 Q_DTYPES = ("bf16", "fp16")
-AXES = ("model", "kv_dtype", "q_dtype", "batch", "q_len", "kv_len", "page_size", "ragged")
+AXES = (
+    "model",
+    "kv_dtype",
+    "q_dtype",
+    "batch",
+    "q_len",
+    "kv_len",
+    "page_size",
+    "ragged",
+    "score_scale",
+)
 AXIS_DEFAULTS: dict[str, Any] = {
     "kv_dtype": "bf16",
     "q_dtype": "bf16",
     "page_size": 16,
     "ragged": False,
+    "score_scale": 1.0,
 }
+MAX_SCORE_SCALE = 1000.0
 MODEL_KEYS = ("num_qo_heads", "num_kv_heads", "head_dim")
 TOP_KEYS = ("matrix", "models", "axes", "include", "exclude", "settings")
 MATRIX_KEYS = ("name", "description", "seed")
@@ -98,6 +110,9 @@ class Case:
     num_qo_heads: int
     num_kv_heads: int
     head_dim: int
+    # K is drawn this much larger, so the attention logits are too (std ~ score_scale):
+    # large scores are where low-precision score math breaks (kernels/NOTES.md).
+    score_scale: float = 1.0
     seed: int = 0
     id: str = ""
     threshold: float | None = field(default=None, compare=False)  # per-case verdict threshold
@@ -217,6 +232,16 @@ def _axis_value(
         if not isinstance(value, bool):
             raise loc.error(section, key, f"must be true or false, got {value!r}", index)
         return value
+    if key == "score_scale":
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0 < value <= MAX_SCORE_SCALE
+        ):
+            raise loc.error(
+                section, key, f"must be a number in (0, {MAX_SCORE_SCALE:g}], got {value!r}", index
+            )
+        return float(value)
     return _positive_int(loc, section, key, value, index)
 
 
@@ -323,6 +348,8 @@ def case_id(point: Mapping[str, Any], varying: Iterable[str]) -> str:
         parts.append(f"q{point['q_dtype']}")
     if "ragged" in varying:
         parts.append("ragged" if point["ragged"] else "uniform")
+    if "score_scale" in varying:
+        parts.append(f"scores{point['score_scale']:g}")
     return "-".join(parts)
 
 

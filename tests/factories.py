@@ -13,12 +13,13 @@ SHAPE_KEYS = ("num_qo_heads", "num_kv_heads", "head_dim")
 def make_case(defaults: dict[str, Any], **kw: Any) -> Case:
     """A Case from `defaults` (every point and shape key, plus seed) overridden by `kw`;
     the id names every axis, so two different cases never share one."""
-    values = {**defaults, **kw}
-    unknown = set(values) - set(POINT_KEYS) - set(SHAPE_KEYS) - {"seed"}
+    values = {"score_scale": 1.0, **defaults, **kw}
+    unknown = set(values) - set(POINT_KEYS) - set(SHAPE_KEYS) - {"seed", "score_scale"}
     assert not unknown, unknown
-    point = {k: values[k] for k in POINT_KEYS}
+    point = {k: values[k] for k in (*POINT_KEYS, "score_scale")}
     shape = {k: values[k] for k in SHAPE_KEYS}
-    return Case(**point, **shape, seed=values["seed"], id=case_id(point, AXES))
+    varying = [k for k in AXES if k != "score_scale" or point[k] != 1.0]
+    return Case(**point, **shape, seed=values["seed"], id=case_id(point, varying))
 
 
 def seed_case_axes(batch: int, q_len: int) -> dict[str, Any]:

@@ -55,6 +55,9 @@ CASES = {
     "fp8-fp16q-q4-p32": make_case(kv_dtype="fp8_e4m3", q_dtype="fp16", q_len=4, page_size=32),
     "kv-eq-q": make_case(q_len=6, kv_len=6, batch=3),
     "fp8-kv-eq-q1": make_case(kv_dtype="fp8_e4m3", q_len=1, kv_len=1, batch=2),
+    # logits of std ~16: 16-bit score math (or K scaled in 16 bits) fails these
+    "fp8-scores16": make_case(kv_dtype="fp8_e4m3", q_len=4, score_scale=16.0),
+    "bf16-scores16": make_case(q_len=2, score_scale=16.0),
 }
 
 

@@ -166,3 +166,17 @@ def test_byte_counts() -> None:
     assert inp.io_bytes() == inp.kv_bytes() + 2 * inp.q.numel() * 2
     fp8 = make_inputs(replace(c, kv_dtype="fp8_e4m3", id=c.id + "-fp8"))
     assert fp8.kv_bytes() == sum(fp8.kv_lens_host) * per_token // 2
+
+
+@pytest.mark.parametrize("kv_dtype", ["bf16", "fp8_e4m3"])
+def test_score_scale_scales_k_only(kv_dtype: str) -> None:
+    def kv_std(inp: CaseInputs) -> tuple[float, float]:
+        kv = inp.kv_cache.float()
+        return (kv[:, 0] * inp.k_scale).std().item(), (kv[:, 1] * inp.v_scale).std().item()
+
+    plain = make_inputs(make_case(kv_dtype=kv_dtype, q_dtype="bf16", kv_len=200))
+    big = make_inputs(make_case(kv_dtype=kv_dtype, q_dtype="bf16", kv_len=200, score_scale=8.0))
+    (k1, v1), (k8, v8) = kv_std(plain), kv_std(big)
+    assert k8 / k1 == pytest.approx(8.0, rel=0.1)
+    assert v8 / v1 == pytest.approx(1.0, rel=0.1)
+    assert big.case.id.endswith("-scores8")

@@ -338,6 +338,10 @@ def test_model_missing_a_key(tmp_path: Path) -> None:
         ("batch = [1, 2]", "batch = 2.5", "batch", "2.5"),
         ("batch = [1, 2]", "batch = []", "batch", "empty list"),
         ("ragged = false", "ragged = 1", "ragged", "true or false"),
+        ("ragged = false", "score_scale = 0", "score_scale", "number in (0, 1000]"),
+        ("ragged = false", "score_scale = 2000.0", "score_scale", "2000.0"),
+        ("ragged = false", 'score_scale = "4"', "score_scale", "'4'"),
+        ("ragged = false", "score_scale = true", "score_scale", "True"),
         ('kv_dtype = "bf16"', 'kv_dtype = "fp8_e5m2"', "kv_dtype", "fp8_e5m2"),
         ('q_dtype = "bf16"', 'q_dtype = "fp8_e4m3"', "q_dtype", "fp8_e4m3"),
         ("head_dim = 16", "head_dim = -16", "head_dim", "-16"),
@@ -492,3 +496,28 @@ def test_per_include_threshold(tmp_path: Path) -> None:
         "bad.toml",
     )
     _assert_error(bad, _line_of(bad, "threshold"), "threshold", "1.5")
+
+
+def test_score_scale_axis(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(
+        """
+[models.A]
+num_qo_heads = 8
+num_kv_heads = 2
+head_dim = 16
+[axes]
+batch = 2
+q_len = 2
+kv_len = 9
+score_scale = [1, 2.5, 16]
+"""
+    )
+    cases = load_matrix(path).cases
+    assert [c.score_scale for c in cases] == [1.0, 2.5, 16.0]
+    assert all(isinstance(c.score_scale, float) for c in cases)
+    assert [c.id.rsplit("-", 1)[1] for c in cases] == ["scores1", "scores2.5", "scores16"]
+    path.write_text(path.read_text().replace("score_scale = [1, 2.5, 16]\n", ""))
+    (case,) = load_matrix(path).cases
+    assert case.score_scale == AXIS_DEFAULTS["score_scale"] == 1.0
+    assert "scores" not in case.id

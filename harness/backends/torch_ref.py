@@ -20,19 +20,17 @@ def _supports(case: Case, device: torch.device) -> str | None:
 
 
 def _gather_padded(inputs: CaseInputs, part: int, dtype: torch.dtype) -> torch.Tensor:
-    """All requests' K or V, padded to the longest: [batch, kvh, max_len, d] in `dtype`."""
+    """All requests' K or V, padded to the longest: [batch, kvh, max_len, d] in `dtype`,
+    without its fp8 scale (exact: e4m3 fits bf16 and fp16); _attend applies the scales."""
     c = inputs.case
     max_len = max(inputs.kv_lens_host)
     n_pages = -(-max_len // c.page_size)
     table = inputs.page_table[:, :n_pages].long()
     pages = inputs.kv_cache[:, part][table]  # [batch, n_pages, page, kvh, d]
     x = pages.reshape(c.batch, n_pages * c.page_size, c.num_kv_heads, c.head_dim)[:, :max_len]
-    scale = inputs.k_scale if part == 0 else inputs.v_scale
     x = x.to(dtype)
     dead = torch.arange(max_len, device=x.device)[None, :] >= inputs.kv_lens.long()[:, None]
     x = x.masked_fill(dead[:, :, None, None], 0)
-    if scale != 1.0:
-        x = x * scale
     return x.permute(0, 2, 1, 3)
 
 
@@ -46,13 +44,22 @@ def _mask(inputs: CaseInputs, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def _attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, sm_scale: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    inputs: CaseInputs,
 ) -> torch.Tensor:
-    """q [b, kvh, rows, d], k/v [b, kvh, len, d], mask [b, 1|kvh, rows, len] -> [b, kvh, rows, d]."""
-    s = torch.matmul(q, k.transpose(-1, -2)).float() * sm_scale
+    """q [b, kvh, rows, d], k/v [b, kvh, len, d] (unscaled), mask [b, 1|kvh, rows, len] ->
+    [b, kvh, rows, d] in fp32.
+
+    Scores in fp32 with the K scale folded into the softmax scale, as the CUDA kernels do: a
+    16-bit matmul, or K scaled in 16 bits, rounds each score to 8-11 bits, which fails the
+    reference once logits are large (matrices/large_scores.toml)."""
+    s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * (inputs.sm_scale * inputs.k_scale)
     s = s.masked_fill(~mask, float("-inf"))
     p = torch.softmax(s, dim=-1).to(v.dtype)
-    return torch.matmul(p, v)
+    return torch.matmul(p, v).float() * inputs.v_scale
 
 
 def _prepare_baseline(inputs: CaseInputs) -> Launcher:
@@ -68,7 +75,7 @@ def _prepare_baseline(inputs: CaseInputs) -> Launcher:
             tok = torch.tensor([t], device=inputs.device)
             mask = _mask(inputs, tok)[:, None, :, :]  # [b, 1, 1, len]
             mask = mask.expand(-1, 1, c.group, -1)
-            res = _attend(q[:, t], k, v, mask, inputs.sm_scale)  # [b, kvh, group, d]
+            res = _attend(q[:, t], k, v, mask, inputs)  # [b, kvh, group, d]
             o[:, t].copy_(res)
 
     return launch
@@ -86,7 +93,7 @@ def _prepare_grouped(inputs: CaseInputs) -> Launcher:
     def launch(out: torch.Tensor) -> None:
         k = _gather_padded(inputs, 0, dt)  # the KV cache is gathered once
         v = _gather_padded(inputs, 1, dt)
-        res = _attend(q, k, v, mask, inputs.sm_scale)  # [b, kvh, rows, d]
+        res = _attend(q, k, v, mask, inputs)  # [b, kvh, rows, d]
         res = res.view(c.batch, c.num_kv_heads, c.q_len, c.group, c.head_dim)
         out.view(c.batch, c.q_len, c.num_kv_heads, c.group, c.head_dim).copy_(
             res.permute(0, 2, 1, 3, 4)
