@@ -6,8 +6,9 @@
 # fp8) with base, this tree and each define set in VARIANTS ("NAME=VAL ..." built with
 # HARNESS_KERNEL_DEFINES), alternating, twice; memcheck/racecheck on this tree's first
 # SAN_CASES self-check cases (each cut at SAN_TIMEOUT s, default 240); then the harness's
-# timed spec_decode run unless SKIP_HARNESS=1 (SKIP_SAN=1 skips the sanitizers). CHECK_VARIANTS: variants to run the full
-# self-check on; CHECKED: the one variant the sanitizers and the harness run on instead.
+# timed spec_decode run unless SKIP_HARNESS=1 (SKIP_SAN=1 skips the sanitizers).
+# CHECK_VARIANTS: variants to run the full self-check on; CHECKED: the one variant the
+# sanitizers and the harness run on instead.
 LOG=ab
 source bench/prelude.sh
 kernels_ok

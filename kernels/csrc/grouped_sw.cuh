@@ -7,7 +7,7 @@
 // exactly 96 (or 48: Qwen3 q_len 4, on mma.sync before), and:
 // - K is S^T's A operand from shared memory: each warpgroup converts its stage's fp8 K into
 //   its own fp16 buffer (sw_convert_k), read by fp16 wgmmas against Q (fp16, once per CTA).
-//   Not e4m3 wgmmas straight from the raw stage (7 % faster, sixth session): Hopper's fp8
+//   Not e4m3 wgmmas straight from the raw stage (8-14 % faster, sixth session): Hopper's fp8
 //   MMA accumulates with too few bits once scores grow (kernels/NOTES.md, the ramp cases).
 // - V^T is O^T's A operand, which wgmma takes from registers: each thread converts the fp8
 //   V bytes it loads straight into fp16 A fragments (P stays fp16).
@@ -289,7 +289,7 @@ __device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N
     raise |= fmaxf(s[j][1], s[j][3]) * sc > mo.y + float(PD_SW_RAISE);
   }
   if (wg_any(raise, bar_wg)) {
-    // Some score exceeds its column's maximum by more than 2^8: exchange the warps' column
+    // Some score exceeds its column's maximum by more than 2^PD_SW_RAISE: exchange the warps' column
     // maxima, raise the maxima, rescale O and l.
 #pragma unroll
     for (int j = 0; j < NJ; ++j) {
