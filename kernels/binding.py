@@ -108,6 +108,14 @@ def _check(cond: bool, msg: str) -> None:
         raise ValueError(msg)
 
 
+def _as_float(v: object) -> float:
+    """v as a float, or NaN (which fails every range check) if it is not a number."""
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 @functools.lru_cache(maxsize=64)
 def _sm_count(index: int) -> int:
     import torch
@@ -157,6 +165,12 @@ def paged_decode(
     import torch
 
     _check(kernel in KERNELS, f"kernel must be one of {sorted(KERNELS)}, got {kernel!r}")
+    # Dequantization scales: positive and finite (the kernels fold k_scale into the softmax
+    # scale, whose sign their rescaling thresholds rely on).
+    for name, v in (("k_scale", k_scale), ("v_scale", v_scale)):
+        _check(
+            0 < _as_float(v) < float("inf"), f"{name} must be a positive finite number, got {v!r}"
+        )
     tensors = {"q": q, "kv_cache": kv_cache, "page_table": page_table, "kv_lens": kv_lens}
     for name, t in tensors.items():
         _check(isinstance(t, torch.Tensor), f"{name} must be a torch.Tensor")

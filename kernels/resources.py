@@ -59,9 +59,10 @@ def parse_ptxas(text: str) -> list[KernelResources]:
     return out
 
 
-def _compile(unit: Path, arch: str) -> list[KernelResources]:
+def _compile(unit: Path, arch: str, defines: tuple[str, ...] = ()) -> list[KernelResources]:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [str(find_nvcc()), *BASE_FLAGS, "-cubin", f"-arch=sm_{arch}", "-Xptxas=-v"]
+        cmd += [f"-D{d}" for d in defines]
         cmd += ["-o", str(Path(tmp) / "k.cubin"), str(unit)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -69,11 +70,14 @@ def _compile(unit: Path, arch: str) -> list[KernelResources]:
     return parse_ptxas(proc.stderr + proc.stdout)
 
 
-def resource_usage(arch: str = "90a", units: list[Path] | None = None) -> list[KernelResources]:
-    """ptxas's report for every kernel of `units` (default: every csrc/*.cu), one arch."""
+def resource_usage(
+    arch: str = "90a", units: list[Path] | None = None, defines: tuple[str, ...] = ()
+) -> list[KernelResources]:
+    """ptxas's report for every kernel of `units` (default: every csrc/*.cu), one arch,
+    built with the preprocessor `defines` (NAME=VALUE: the kernels' compile-time variants)."""
     todo = units if units is not None else sources(CSRC)[0]
     with ThreadPoolExecutor() as pool:
-        return [k for ks in pool.map(lambda u: _compile(u, arch), todo) for k in ks]
+        return [k for ks in pool.map(lambda u: _compile(u, arch, defines), todo) for k in ks]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", default="90a", help="one architecture, e.g. 90a (default)")
     ap.add_argument("--filter", default="", help="only kernels whose mangled name contains this")
     ap.add_argument("--units", default="", help="comma-separated csrc/*.cu names (default: all)")
+    ap.add_argument(
+        "--define",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a compile-time variant define (repeatable), as `python -m kernels.build --define`",
+    )
     args = ap.parse_args(argv)
     units = [CSRC / u.strip() for u in args.units.split(",") if u.strip()] or None
     missing = [u.name for u in units or [] if not u.is_file()]
@@ -90,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no such kernel source: {', '.join(missing)}", file=sys.stderr)
         return 2
     try:
-        kernels = resource_usage(args.arch.removeprefix("sm_"), units)
+        kernels = resource_usage(args.arch.removeprefix("sm_"), units, tuple(args.define))
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

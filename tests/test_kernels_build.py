@@ -128,3 +128,31 @@ def test_import_needs_no_gpu() -> None:
 
     assert callable(kernels.paged_decode) and callable(kernels.plan)
     assert isinstance(kernels.cuda_available(), bool)
+
+
+@pytest.mark.parametrize(
+    ("kw", "msg"),
+    [
+        ({"k_scale": 0.0}, "k_scale must be a positive finite number, got 0.0"),
+        ({"k_scale": -1.0}, "k_scale must be a positive finite number"),
+        ({"v_scale": float("inf")}, "v_scale must be a positive finite number"),
+        ({"v_scale": "x"}, "v_scale must be a positive finite number, got 'x'"),
+    ],
+)
+def test_bad_dequant_scales_are_rejected_before_any_launch(kw: dict, msg: str) -> None:
+    """The kernels fold k_scale into the softmax scale and rely on its sign."""
+    import torch
+
+    import kernels
+
+    q = torch.zeros(2, 8, 128, dtype=torch.bfloat16)
+    kv = torch.zeros(4, 2, 16, 1, 128, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match=msg):
+        kernels.paged_decode(
+            q,
+            kv,
+            torch.zeros(1, 4, dtype=torch.int32),
+            torch.full((1,), 2, dtype=torch.int32),
+            q_len=2,
+            **kw,
+        )

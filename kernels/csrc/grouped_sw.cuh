@@ -41,6 +41,10 @@ namespace pd {
 #ifndef PD_SW_RAISE
 #define PD_SW_RAISE 8
 #endif
+// A column's running maximum before any score: finite, so exponentials and rescale factors
+// need no -inf test (exp2 of a score minus it only runs after a raise, which any finite score
+// triggers against the threshold -inf). Far below any scaled score.
+constexpr float kSwNoMax = -1e30f;
 
 template <int D, int N>
 struct SwCfg {
@@ -67,8 +71,9 @@ struct SwCfg {
   static constexpr int PB = N * BN * 2;          // one warpgroup's P^T: [N][64 tok] fp16
   static constexpr int KB = BN * D * 2;          // one warpgroup's fp16 K: D/64 blocks of [64 tok][128 B]
   static constexpr int RED = 4 * N * 4;          // one warpgroup's 4 warps' column maxima/sums
-  static constexpr int MC = 2 * N * 4 + 16;      // one warpgroup's running maxima per column, two
-                                                 // buffers (raised ones go to the other), + which
+  static constexpr int MC = 4 * N * 4 + 16;      // one warpgroup's running maxima per column, two
+                                                 // buffers (raised ones go to the other), their
+                                                 // raise thresholds (the same two), + which
   static constexpr int P_OFF = QB;
   static constexpr int K_OFF = P_OFF + NC * PB;
   static constexpr int RING_OFF = K_OFF + NC * KB;
@@ -262,12 +267,14 @@ __device__ __forceinline__ void sw_store_p(const float (&s)[N / 8][4], uint32_t 
 }
 
 // One stage's softmax down the columns, S^T -> P in place (fp32): masks the causal
-// tail, and raises the running maxima (mc, swapped between the two buffers at mcb) only
-// when a score exceeds its column's by more than 2^PD_SW_RAISE, rescaling l and O then.
+// tail, and raises the running maxima (mc, swapped between the two buffers at mcb; each
+// buffer's thresholds 2N floats after it) only when a score exceeds its column's threshold,
+// (max + 2^PD_SW_RAISE) / sc in raw score units, rescaling l and O then.
 template <int N, int E, int BN>
 __device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N / 8][4], float (&l)[N / 8][2],
-                                           float*& mc, float* const mcb, float* red, float sc, const Params& p,
-                                           const TileRange& t, int it, int wl, int g, int cq, int ctid, int bar_wg) {
+                                           float*& mc, float* const mcb, float* red, float sc,
+                                           const Params& p, const TileRange& t, int it, int wl, int g, int cq,
+                                           int ctid, int bar_wg) {
   constexpr int NJ = N / 8;
   // Rows of this thread: tokens tok0 and tok0 + 8.
   const int tok0 = t.t_begin + it * BN + wl * 16 + g;
@@ -281,16 +288,16 @@ __device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N
         if (tok0 + 8 > lim) s[j][2 + b] = -INFINITY;
       }
   }
-  bool raise = false;
+  // Four independent predicate chains (one would serialize NJ compare-and-ors).
+  bool raise[4] = {false, false, false, false};
 #pragma unroll
   for (int j = 0; j < NJ; ++j) {
-    const float2 mo = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
-    raise |= fmaxf(s[j][0], s[j][2]) * sc > mo.x + float(PD_SW_RAISE);
-    raise |= fmaxf(s[j][1], s[j][3]) * sc > mo.y + float(PD_SW_RAISE);
+    const float2 th = *reinterpret_cast<const float2*>(mc + 2 * N + 8 * j + 2 * cq);
+    raise[j & 3] |= (fmaxf(s[j][0], s[j][2]) > th.x) | (fmaxf(s[j][1], s[j][3]) > th.y);
   }
-  if (wg_any(raise, bar_wg)) {
-    // Some score exceeds its column's maximum by more than 2^PD_SW_RAISE: exchange the warps' column
-    // maxima, raise the maxima, rescale O and l.
+  if (wg_any(raise[0] | raise[1] | raise[2] | raise[3], bar_wg)) {
+    // Some score exceeds its column's threshold: exchange the warps' column maxima, raise
+    // the maxima, rescale O and l.
 #pragma unroll
     for (int j = 0; j < NJ; ++j) {
       float x0 = fmaxf(s[j][0], s[j][2]), x1 = fmaxf(s[j][1], s[j][3]);
@@ -313,19 +320,22 @@ __device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N
         x.x = fmaxf(x.x, y.x);
         x.y = fmaxf(x.y, y.y);
       }
-      const float m0 = fmaxf(mo.x, x.x * sc), m1 = fmaxf(mo.y, x.y * sc);
-      if (wl == 0 && g == 0) *reinterpret_cast<float2*>(mnew + 8 * j + 2 * cq) = make_float2(m0, m1);
-      const float b0 = m0 == -INFINITY ? 0.f : m0, b1 = m1 == -INFINITY ? 0.f : m1;
-      const float c0 = ex2(mo.x - b0), c1 = ex2(mo.y - b1);
+      const float m0 = fmaxf(mo.x, x.x * sc), m1 = fmaxf(mo.y, x.y * sc);  // finite (kSwNoMax)
+      if (wl == 0 && g == 0) {
+        *reinterpret_cast<float2*>(mnew + 8 * j + 2 * cq) = make_float2(m0, m1);
+        *reinterpret_cast<float2*>(mnew + 2 * N + 8 * j + 2 * cq) =
+            make_float2(__fdividef(m0 + float(PD_SW_RAISE), sc), __fdividef(m1 + float(PD_SW_RAISE), sc));
+      }
+      const float c0 = ex2(mo.x - m0), c1 = ex2(mo.y - m1);
 #pragma unroll
       for (int e = 0; e < E; ++e) {
         o[e][j][0] *= c0; o[e][j][2] *= c0;
         o[e][j][1] *= c1; o[e][j][3] *= c1;
       }
-      s[j][0] = ex2(fmaf(s[j][0], sc, -b0));
-      s[j][2] = ex2(fmaf(s[j][2], sc, -b0));
-      s[j][1] = ex2(fmaf(s[j][1], sc, -b1));
-      s[j][3] = ex2(fmaf(s[j][3], sc, -b1));
+      s[j][0] = ex2(fmaf(s[j][0], sc, -m0));
+      s[j][1] = ex2(fmaf(s[j][1], sc, -m1));
+      s[j][2] = ex2(fmaf(s[j][2], sc, -m0));
+      s[j][3] = ex2(fmaf(s[j][3], sc, -m1));
       l[j][0] = l[j][0] * c0 + s[j][0] + s[j][2];
       l[j][1] = l[j][1] * c1 + s[j][1] + s[j][3];
     }
@@ -335,11 +345,10 @@ __device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N
 #pragma unroll
     for (int j = 0; j < NJ; ++j) {
       const float2 mo = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
-      const float b0 = mo.x == -INFINITY ? 0.f : mo.x, b1 = mo.y == -INFINITY ? 0.f : mo.y;
-      s[j][0] = ex2(fmaf(s[j][0], sc, -b0));
-      s[j][2] = ex2(fmaf(s[j][2], sc, -b0));
-      s[j][1] = ex2(fmaf(s[j][1], sc, -b1));
-      s[j][3] = ex2(fmaf(s[j][3], sc, -b1));
+      s[j][0] = ex2(fmaf(s[j][0], sc, -mo.x));
+      s[j][1] = ex2(fmaf(s[j][1], sc, -mo.y));
+      s[j][2] = ex2(fmaf(s[j][2], sc, -mo.x));
+      s[j][3] = ex2(fmaf(s[j][3], sc, -mo.y));
       l[j][0] += s[j][0] + s[j][2];
       l[j][1] += s[j][1] + s[j][3];
     }
@@ -399,8 +408,8 @@ __device__ __forceinline__ void sw_epilogue(const Params& p, const TileRange& t,
           float lb = 0.f;
           for (int w = 0; w < 4; ++w) lb += red0[4 * N + w * N + n];
           const float mm = fmaxf(m, mb);
-          a0 = m == -INFINITY ? 0.f : ex2(m - mm);
-          a1 = mb == -INFINITY ? 0.f : ex2(mb - mm);
+          a0 = ex2(m - mm);  // finite maxima (kSwNoMax), no -inf test
+          a1 = ex2(mb - mm);
           lsum = lsum * a0 + lb * a1;
           m = mm;
         }
@@ -448,8 +457,11 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     mbar_init(empty_u32 + tid * 8, 4);   // lane 0 of each warp of the stage's warpgroup
   }
   if (tid < C::NC) *reinterpret_cast<int*>(sm + C::MC_OFF + tid * C::MC) = 0;  // buffer 0 current
-  for (int i = tid; i < C::NC * N; i += C::NT)
-    reinterpret_cast<float*>(sm + C::MC_OFF + (i / N) * C::MC + 16)[i % N] = -INFINITY;
+  for (int i = tid; i < C::NC * N; i += C::NT) {
+    float* const m0 = reinterpret_cast<float*>(sm + C::MC_OFF + (i / N) * C::MC + 16);
+    m0[i % N] = kSwNoMax;
+    m0[2 * N + i % N] = -INFINITY;  // its threshold: any finite score raises
+  }
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   __syncthreads();
 
@@ -458,27 +470,21 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::P_REGS) : "memory");
     KvStream<128, C::CPR, C::BN> kv(p, t, D);
     kv.tid = tid - C::NC * 128;
-    // Stage k is issued once EMPTY says its slot's previous stage was read; FULL(k) is
-    // signalled LAG stages later (after this thread's copies of it landed), before the next
-    // EMPTY wait: a warpgroup waits for its next stage (NC ahead) before releasing its
-    // current one, so signalling later than NS - 1 - NC stages deadlocks. Page numbers are
-    // fetched a stage ahead, so their latency hides behind that wait.
-    constexpr int LAG = C::NS - 1 - C::NC;
-    auto signal = [&](int k) { mbar_arrive(full_u32 + (k % C::NS) * 8); };
+    // Stage k is issued once EMPTY says its slot's previous stage was read, and FULL(k)
+    // arrives by itself when this thread's copies of it have landed (cp.async's mbarrier
+    // arrive): the producer never waits for its own copies, so all NS stages can be in
+    // flight, and a stage is signalled the moment it lands. Page numbers are fetched a stage
+    // ahead, so their latency hides behind the next EMPTY wait.
     if (t.ntiles > 0) kv.fetch(0);
 #pragma unroll 1
     for (int k = 0; k < t.ntiles; ++k) {
       const int slot = k % C::NS;
       if (k >= C::NS) mbar_wait(empty_u32 + slot * 8, ((k / C::NS) - 1) & 1);
       kv.load(k, ring + slot * C::RAW, C::RAW_HALF, [](int r, int c) { return sw_off(r, c); });
-      cp_async_commit();
+      cp_async_mbar_arrive(full_u32 + slot * 8);
       if (k + 1 < t.ntiles) kv.fetch(k + 1);
-      cp_async_wait<LAG>();
-      if (k >= LAG) signal(k - LAG);
     }
-    cp_async_wait<0>();
-#pragma unroll 1
-    for (int k = t.ntiles > LAG ? t.ntiles - LAG : 0; k < t.ntiles; ++k) signal(k);
+    cp_async_wait_all();
 #ifdef HARNESS_PLANTED_SLOWDOWN
     __syncthreads();  // pairs with the consumers' final one
 #endif
@@ -495,7 +501,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
 
   const uint32_t q_u32 = smem_u32(sm), p_u32 = smem_u32(sm + C::P_OFF + wg * C::PB);
   float* red = reinterpret_cast<float*>(sm + C::RED_OFF + wg * C::RED);  // [4 warps][N]
-  float* const mcb = reinterpret_cast<float*>(sm + C::MC_OFF + wg * C::MC + 16);  // [2][N]
+  float* const mcb = reinterpret_cast<float*>(sm + C::MC_OFF + wg * C::MC + 16);  // [2][N], thresholds [2][N]
   float* mc = mcb;  // the current buffer (uniform over the warpgroup)
   const float sc = p.scale_log2;
   float o[E][NJ][4];
