@@ -69,6 +69,19 @@ __device__ __forceinline__ uint32_t e4m3x2_to_half2(uint32_t x) {
 #endif
 }
 
+// Four e4m3 bytes of x -> two fp16x2 words: lo from bytes 0-1, hi from bytes 2-3 (on sm_89+
+// the upper pair is read as x's high half, no shift or mask).
+__device__ __forceinline__ void e4m3x4_to_half2x2(uint32_t x, uint32_t& lo, uint32_t& hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  asm("{\n.reg .b16 l, h;\nmov.b32 {l, h}, %2;\ncvt.rn.f16x2.e4m3x2 %0, l;\ncvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
+      : "=r"(lo), "=r"(hi)
+      : "r"(x));
+#else
+  lo = e4m3x2_to_half2(x);
+  hi = e4m3x2_to_half2(x >> 16);
+#endif
+}
+
 template <int D, typename TQ, bool KV8, int WM>
 __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const Params p) {
   planted_cta_begin();

@@ -166,13 +166,6 @@ __device__ __forceinline__ void sw_issue_s(float (&s)[N / 8][4], uint32_t k_lo, 
    ...);
 }
 
-// Four e4m3 bytes -> two fp16x2 words (bytes 0-1, bytes 2-3), with no shift or mask.
-__device__ __forceinline__ void sw_cvt4(uint32_t x, uint32_t& lo, uint32_t& hi) {
-  asm("{\n.reg .b16 l, h;\nmov.b32 {l, h}, %2;\ncvt.rn.f16x2.e4m3x2 %0, l;\ncvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
-      : "=r"(lo), "=r"(hi)
-      : "r"(x));
-}
-
 // Named barrier `id` over n threads.
 __device__ __forceinline__ void wg_bar(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 
@@ -204,10 +197,10 @@ __device__ __forceinline__ void sw_convert_k(uint8_t* kb, const uint8_t* rk, int
       const int c = cq * CH + ch;
       const uint4 x = *reinterpret_cast<const uint4*>(rk + sw_off(i, c));
       uint4 y0, y1;
-      sw_cvt4(x.x, y0.x, y0.y);
-      sw_cvt4(x.y, y0.z, y0.w);
-      sw_cvt4(x.z, y1.x, y1.y);
-      sw_cvt4(x.w, y1.z, y1.w);
+      e4m3x4_to_half2x2(x.x, y0.x, y0.y);
+      e4m3x4_to_half2x2(x.y, y0.z, y0.w);
+      e4m3x4_to_half2x2(x.z, y1.x, y1.y);
+      e4m3x4_to_half2x2(x.w, y1.z, y1.w);
       *reinterpret_cast<uint4*>(kb + wg16_off(i, 2 * c)) = y0;
       *reinterpret_cast<uint4*>(kb + wg16_off(i, 2 * c + 1)) = y1;
     }
@@ -238,8 +231,8 @@ __device__ __forceinline__ void sw_cvt_v(uint32_t (&va)[4][2][4], const uint32_t
     for (int hh = 0; hh < 2; ++hh) {
       const uint32_t a = vr[kt][hh][0], b = vr[kt][hh][1];
       // (a0 b0) (a1 b1), (a2 b2) (a3 b3): the token pair of each byte
-      sw_cvt4(__byte_perm(a, b, 0x5140), va[kt][0][2 * hh], va[kt][0][2 * hh + 1]);
-      sw_cvt4(__byte_perm(a, b, 0x7362), va[kt][1][2 * hh], va[kt][1][2 * hh + 1]);
+      e4m3x4_to_half2x2(__byte_perm(a, b, 0x5140), va[kt][0][2 * hh], va[kt][0][2 * hh + 1]);
+      e4m3x4_to_half2x2(__byte_perm(a, b, 0x7362), va[kt][1][2 * hh], va[kt][1][2 * hh + 1]);
     }
   }
 }

@@ -80,43 +80,46 @@ __device__ __forceinline__ void wg_wait() {
 __device__ __forceinline__ void fence_async_smem() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
-__device__ __forceinline__ uint32_t cvt2(uint32_t x) { return e4m3x2_to_half2(x & 0xFFFFu); }
 
 // Raw fp8 stage (K then V, [64 tok][D] each in raw_off's layout) -> fp16 K tile ([64 tok][D]
-// in D/64 swizzled blocks) at kc and V^T tile ([D][64 tok]) after it, by NT threads.
+// in D/64 swizzled blocks) at kc and V^T tile ([D][64 tok]) after it, by NT threads. A fixed
+// number of items per thread and unsigned index math: the loops unroll completely, with no
+// signed-division code (the conversion is most of this kernel's issue slots, ncu).
 template <int D, int NT>
 __device__ __forceinline__ void wg_convert(const uint8_t* rk, uint8_t* kc, int tid) {
-  constexpr int BN = 64;
+  constexpr unsigned BN = 64, C8 = D / 8;  // 8-byte raw chunks (one fp16 16-byte chunk each) per row
+  constexpr unsigned KI = BN * C8 / NT, VT = (BN / 8) * (D / 4);  // V^T items: 8 tokens x 4 d
+  static_assert(KI * NT == BN * C8, "K items per thread");
   uint8_t* vc = kc + BN * D * 2;
   const uint8_t* rv = rk + BN * D;
+  const unsigned ut = tid;
 #pragma unroll
-  for (int item = tid; item < BN * (D / 8); item += NT) {
-    const int n = item / (D / 8), c8 = item % (D / 8);
+  for (unsigned i = 0; i < KI; ++i) {  // 8 raw bytes of row n -> fp16 chunk c8
+    const unsigned item = ut + i * NT, n = item / C8, c8 = item % C8;
     const uint2 x = *reinterpret_cast<const uint2*>(rk + raw_off<D>(n, c8 >> 1) + (c8 & 1) * 8);
-    const uint4 y = make_uint4(cvt2(x.x), cvt2(x.x >> 16), cvt2(x.y), cvt2(x.y >> 16));
-    const int cc = c8 & 7;
-    *reinterpret_cast<uint4*>(kc + (c8 >> 3) * (BN * 128) + n * 128 + ((cc ^ (n & 7)) << 4)) = y;
+    uint4 y;
+    e4m3x4_to_half2x2(x.x, y.x, y.y);
+    e4m3x4_to_half2x2(x.y, y.z, y.w);
+    *reinterpret_cast<uint4*>(kc + (c8 >> 3) * (BN * 128) + n * 128 + (((c8 & 7) ^ (n & 7)) << 4)) = y;
   }
 #pragma unroll
-  for (int item = tid; item < (BN / 8) * (D / 4); item += NT) {
-    const int c = item >> 5, tc = item & 7, dq = c * 4 + ((item >> 3) & 3);
+  for (unsigned i = 0; i < (VT + NT - 1) / NT; ++i) {
+    const unsigned item = ut + i * NT;
+    if (VT % NT != 0 && item >= VT) break;  // head_dim 64 with 256 threads: half of them
+    const unsigned c = item >> 5, tc = item & 7, dq = c * 4 + ((item >> 3) & 3);
     uint32_t w[8];
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
-      w[i] = *reinterpret_cast<const uint32_t*>(rv + raw_off<D>(tc * 8 + i, c) + (dq & 3) * 4);
+    for (int k = 0; k < 8; ++k)
+      w[k] = *reinterpret_cast<const uint32_t*>(rv + raw_off<D>(tc * 8 + k, c) + (dq & 3) * 4);
     uint32_t hd[4][4];  // [d of the quad][token pair]
 #pragma unroll
     for (int pr = 0; pr < 4; ++pr) {
-      const uint32_t p01 = __byte_perm(w[2 * pr], w[2 * pr + 1], 0x5140);
-      const uint32_t p23 = __byte_perm(w[2 * pr], w[2 * pr + 1], 0x7362);
-      hd[0][pr] = cvt2(p01);
-      hd[1][pr] = cvt2(p01 >> 16);
-      hd[2][pr] = cvt2(p23);
-      hd[3][pr] = cvt2(p23 >> 16);
+      e4m3x4_to_half2x2(__byte_perm(w[2 * pr], w[2 * pr + 1], 0x5140), hd[0][pr], hd[1][pr]);
+      e4m3x4_to_half2x2(__byte_perm(w[2 * pr], w[2 * pr + 1], 0x7362), hd[2][pr], hd[3][pr]);
     }
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const int d = dq * 4 + j;
+      const unsigned d = dq * 4 + j;
       *reinterpret_cast<uint4*>(vc + d * 128 + ((tc ^ (d & 7)) << 4)) =
           make_uint4(hd[j][0], hd[j][1], hd[j][2], hd[j][3]);
     }
