@@ -220,6 +220,11 @@ def paged_decode(
         hkv >= 1 and hq % hkv == 0, f"num_qo_heads {hq} must be a multiple of num_kv_heads {hkv}"
     )
     _check(hq // hkv <= MAX_GROUP, f"GQA group {hq // hkv} > {MAX_GROUP} is not supported")
+    page_bytes = 2 * page_size * hkv * dk * kv_cache.element_size()
+    _check(
+        page_bytes < 2**31,
+        f"a KV page (K and V of all {hkv} KV heads) is {page_bytes} bytes; the kernels need < 2 GiB",
+    )
     _check(page_table.shape[1] >= 1, "page_table needs at least one column")
     scale = float(d) ** -0.5 if sm_scale is None else float(sm_scale)
     _check(

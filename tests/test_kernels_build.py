@@ -156,3 +156,15 @@ def test_bad_dequant_scales_are_rejected_before_any_launch(kw: dict, msg: str) -
             q_len=2,
             **kw,
         )
+
+
+@needs_nvcc
+def test_c_abi_rejects_pages_over_2_gib(built: kb.BuildResult) -> None:
+    """The kernels address within a KV page in 32 bits: a page of 2 x 64 tokens x 32768
+    heads x 256 x 2 bytes (2 GiB) is refused before any CUDA call."""
+    from kernels.binding import configure
+
+    lib = configure(ctypes.CDLL(str(built.path)))
+    p = ctypes.c_void_p(16)  # never dereferenced: the call returns first
+    args = [1, p, p, p, p, p, 1, 1, 32768, 32768, 256, 64, 1, 1, 1, 1.0, 1.0, 1.0, 16, 1, 0]
+    assert lib.pd_paged_decode(*args, None, 0, None) == 1

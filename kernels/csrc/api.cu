@@ -123,6 +123,10 @@ PD_API int pd_paged_decode(int kernel, const void* q, const void* kv_cache, cons
   if (kv_dtype != kE4M3 && kv_dtype != q_dtype) return (int)cudaErrorInvalidValue;
   const int group = num_qo_heads / num_kv_heads;
   if (group > 16) return (int)cudaErrorInvalidValue;
+  // A page (K and V of page_size tokens, all KV heads) must stay under 2^31 bytes: the
+  // kernels address within a page in 32 bits.
+  const size_t page_bytes = (size_t)2 * page_size * num_kv_heads * head_dim * (kv_dtype == kE4M3 ? 1 : 2);
+  if (page_bytes >= ((size_t)1 << 31)) return (int)cudaErrorInvalidValue;
 
   Params p{};
   p.q = q;

@@ -55,16 +55,18 @@ struct KvStream {
   static_assert(BN * CPR % NT == 0, "tile chunks must divide threads");
   const int* pt;
   const uint8_t* head;  // this head's bytes in page 0
-  size_t tok_bytes, page_bytes, v_off;
+  // 32-bit: a page is under 2^31 bytes (pd_paged_decode checks), so only the page number's
+  // offset needs 64-bit math (one wide multiply-add per chunk, not 64-bit products).
+  uint32_t tok_bytes, page_bytes, v_off;
   int page_mask, page_shift, t_begin, t_end, tid;
   int pages[J];
 
   __device__ __forceinline__ KvStream(const Params& p, const TileRange& t, int row_bytes)
       : pt(p.page_table + (size_t)t.b * p.max_pages),
         head(static_cast<const uint8_t*>(p.kv) + (size_t)t.h * row_bytes),
-        tok_bytes((size_t)p.hkv * row_bytes),
-        page_bytes(2 * (size_t)p.page_size * p.hkv * row_bytes),
-        v_off((size_t)p.page_size * p.hkv * row_bytes),
+        tok_bytes((uint32_t)p.hkv * row_bytes),
+        page_bytes(2u * p.page_size * p.hkv * row_bytes),
+        v_off((uint32_t)p.page_size * p.hkv * row_bytes),
         page_mask(p.page_size - 1),
         page_shift(p.page_shift),
         t_begin(t.t_begin),
@@ -75,7 +77,7 @@ struct KvStream {
     const int tb = t_begin + it * BN;
 #pragma unroll
     for (int j = 0; j < J; ++j) {
-      const int tok = tb + (tid + j * NT) / CPR;
+      const int tok = tb + (int)(((unsigned)tid + j * NT) / CPR);
       pages[j] = tok < t_end ? __ldg(pt + (tok >> page_shift)) : 0;
     }
   }
@@ -112,10 +114,11 @@ struct KvStream {
     const int tb = t_begin + it * BN;
 #pragma unroll
     for (int j = 0; j < J; ++j) {
-      const int idx = tid + j * NT;
+      const unsigned idx = tid + j * NT;
       const int r = idx / CPR, c = idx % CPR;
       const int tok = tb + r;
-      const uint8_t* src = head + (size_t)pages[j] * page_bytes + (size_t)(tok & page_mask) * tok_bytes + c * 16;
+      const uint8_t* src = head + (uint64_t)(uint32_t)pages[j] * page_bytes +
+                           ((uint32_t)(tok & page_mask) * tok_bytes + (uint32_t)c * 16u);
       const int o = off(r, c);
       cp_async16(smem_u32(k_dst + o), src, tok < t_end);
       cp_async16(smem_u32(k_dst + v_dst_off + o), src + v_off, tok < t_end);

@@ -304,14 +304,6 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
   const int mask_from = min(kv_len - p.q_len + i_min + 1, t_end);
   const int ntiles = t_end > t_begin ? (t_end - t_begin + C::BN - 1) / C::BN : 0;
 
-  const int* pt = p.page_table + (size_t)b * p.max_pages;
-  const uint8_t* kvb = static_cast<const uint8_t*>(p.kv);
-  const size_t tok_bytes = (size_t)p.hkv * D;
-  const size_t page_bytes = 2 * (size_t)p.page_size * tok_bytes;
-  const size_t v_off = (size_t)p.page_size * tok_bytes;
-  const size_t head_off = (size_t)h * D;
-  const int page_mask = p.page_size - 1;
-
   // Rows of this thread (warp w owns rows 16w..16w+15 of the tile, as wgmma lays them out).
   const int r0 = row0 + warp * 16 + g, r1 = r0 + 8;
   const int lim0 = min(r0 < rows ? kv_len - p.q_len + r0 / p.group : kv_len - 1, t_end - 1);
@@ -319,29 +311,15 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
   uint32_t qa[D / 16][4];
   wg_load_q<D, TQ, __half>(qa, p, b, h, rows, r0, r1, cq);
 
-  int pages[C::J];
-  auto fetch_pages = [&](int it) {
-    const int tb = t_begin + it * C::BN;
-#pragma unroll
-    for (int j = 0; j < C::J; ++j) {
-      const int tok = tb + (tid + j * C::NT) / C::CPR;
-      pages[j] = tok < t_end ? __ldg(pt + (tok >> p.page_shift)) : 0;
-    }
-  };
+  TileRange tr{};  // what KvStream reads of it
+  tr.b = b;
+  tr.h = h;
+  tr.t_begin = t_begin;
+  tr.t_end = t_end;
+  KvStream<C::NT, C::CPR, C::BN> kv(p, tr, D);
+  auto fetch_pages = [&](int it) { kv.fetch(it); };
   auto load_tile = [&](int it, int stage) {
-    const int tb = t_begin + it * C::BN;
-    uint8_t* sk = ring + stage * C::RAW;
-#pragma unroll
-    for (int j = 0; j < C::J; ++j) {
-      const int idx = tid + j * C::NT;
-      const int r = idx / C::CPR, c = idx % C::CPR;
-      const int tok = tb + r;
-      const uint8_t* src = kvb + (size_t)pages[j] * page_bytes + (size_t)(tok & page_mask) * tok_bytes +
-                           head_off + c * 16;
-      const int off = raw_off<D>(r, c);
-      cp_async16(smem_u32(sk + off), src, tok < t_end);
-      cp_async16(smem_u32(sk + C::RAW_HALF + off), src + v_off, tok < t_end);
-    }
+    kv.load(it, ring + stage * C::RAW, C::RAW_HALF, [](int r, int c) { return raw_off<D>(r, c); });
   };
   auto convert = [&](int stage, int buf) {
     wg_convert<D, C::NT>(ring + stage * C::RAW, smem + buf * C::CONV, tid);
