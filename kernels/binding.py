@@ -13,12 +13,12 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .plan import Plan, plan
+from .plan import TILES, Plan, kv_kind, plan
 
 if TYPE_CHECKING:
     import torch
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 KERNELS = {"baseline": 0, "grouped": 1}
 _F16, _BF16, _E4M3 = 0, 1, 2
 HEAD_DIMS = (64, 128, 256)
@@ -43,6 +43,8 @@ def configure(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.pd_grouped_config.argtypes = [ctypes.c_int] * 3 + [ctypes.POINTER(ctypes.c_int)] * 2
     lib.pd_grouped_occupancy.restype = ctypes.c_int
     lib.pd_grouped_occupancy.argtypes = [ctypes.c_int] * 4 + [ctypes.POINTER(ctypes.c_int)]
+    lib.pd_grouped_occupancy_for.restype = ctypes.c_int
+    lib.pd_grouped_occupancy_for.argtypes = [ctypes.c_int] * 5 + [ctypes.POINTER(ctypes.c_int)]
     lib.pd_paged_decode.restype = ctypes.c_int
     lib.pd_paged_decode.argtypes = (
         [ctypes.c_int]
@@ -123,22 +125,69 @@ def _sm_count(index: int) -> int:
     return int(torch.cuda.get_device_properties(index).multi_processor_count)
 
 
-@functools.lru_cache(maxsize=4096)
-def _cached_plan(*args: Any) -> Plan:
-    return plan(*args)
-
-
-def grouped_occupancy(tile_rows: int, head_dim: int, q_dtype: str, kv_dtype: str) -> int:
-    """Resident CTAs per SM of a grouped configuration on the current device (from CUDA)."""
+def grouped_occupancy(
+    tile_rows: int, head_dim: int, q_dtype: str, kv_dtype: str, rows: int | None = None
+) -> int:
+    """Resident CTAs per SM of the grouped kernel on the current device (from CUDA): with
+    `rows` (q_len x group), of the kernel such a problem's `tile_rows` tiles actually run
+    here (on sm_90 the wgmma kernels); without, of the mma.sync kernel that kernels.plan
+    mirrors."""
     lib, _ = _load()
     codes = {"fp16": _F16, "bf16": _BF16, "fp8": _E4M3}
     out = ctypes.c_int(0)
-    rc = lib.pd_grouped_occupancy(
-        tile_rows, head_dim, codes[q_dtype], codes[kv_dtype], ctypes.byref(out)
-    )
+    args = (tile_rows, head_dim, codes[q_dtype], codes[kv_dtype])
+    if rows is None:
+        rc = lib.pd_grouped_occupancy(*args, ctypes.byref(out))
+    else:
+        rc = lib.pd_grouped_occupancy_for(*args, int(rows), ctypes.byref(out))
     if rc:
         raise RuntimeError(f"pd_grouped_occupancy: {lib.pd_error_string(rc).decode()}")
     return out.value
+
+
+@functools.lru_cache(maxsize=1024)
+def _device_occupancy(
+    device: int, head_dim: int, q_dtype: str, kv_dtype: str, rows: int
+) -> tuple[tuple[int, int], ...]:
+    import torch
+
+    with torch.cuda.device(device):
+        return tuple((t, grouped_occupancy(t, head_dim, q_dtype, kv_dtype, rows)) for t in TILES)
+
+
+@functools.lru_cache(maxsize=4096)
+def device_plan(
+    batch: int,
+    q_len: int,
+    num_qo_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    max_kv_len: int,
+    kv_dtype: str,
+    q_dtype: str = "bf16",
+    device: int | None = None,
+) -> Plan:
+    """kernels.plan for a CUDA device (default: the current one): its SM count, and the
+    occupancy of the kernels each tile runs there (on sm_90 the wgmma kernels hold other
+    numbers of CTAs than the mma.sync mirror the pure model assumes)."""
+    import torch
+
+    dev = torch.cuda.current_device() if device is None else int(device)
+    kv = kv_kind(kv_dtype)
+    q = "fp16" if str(q_dtype).removeprefix("torch.") in ("fp16", "float16", "half") else "bf16"
+    rows = q_len * (num_qo_heads // max(1, num_kv_heads))
+    occ = dict(_device_occupancy(dev, head_dim, q, kv if kv == "fp8" else q, rows))
+    return plan(
+        batch,
+        q_len,
+        num_qo_heads,
+        num_kv_heads,
+        head_dim,
+        max_kv_len,
+        _sm_count(dev),
+        kv,
+        occupancy=occ,
+    )
 
 
 def paged_decode(
@@ -252,15 +301,16 @@ def paged_decode(
     ws_bytes = 0
     with torch.cuda.device(dev):
         if kernel == "grouped":
-            p = plan or _cached_plan(
+            p = plan or device_plan(
                 batch,
                 q_len,
                 hq,
                 hkv,
                 d,
                 page_table.shape[1] * page_size,
-                _sm_count(dev.index if dev.index is not None else torch.cuda.current_device()),
                 kv_name,
+                "bf16" if q_code == _BF16 else "fp16",
+                dev.index if dev.index is not None else torch.cuda.current_device(),
             )
             tile, splits, tokens = p.tile_rows, p.num_splits, p.kv_tokens_per_split
             ws_bytes = int(lib.pd_workspace_bytes(batch, q_len, hq, d, splits))

@@ -12,12 +12,16 @@ and choices whose CTA count exceeds what the GPU holds at once are skipped (spli
 only worth it while the extra CTAs run concurrently). Pure Python: no torch, no GPU.
 
 The per-configuration threads and shared memory mirror csrc/grouped.cuh (GCfg); the
-library exports the same numbers (pd_grouped_config) and a test checks they agree.
+library exports the same numbers (pd_grouped_config) and a test checks they agree. That
+mirror is the mma.sync kernel's; on sm_90 some tiles run other kernels (the wgmma ones)
+with other occupancies, which `occupancy` passes in (kernels.device_plan reads them from
+the library on the current device).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 TILES: tuple[int, ...] = (16, 32, 64, 128)  # rows per CTA; the MMA fragment is 16 rows
@@ -163,8 +167,12 @@ def plan(
     tile_rows: int | None = None,
     num_splits: int | None = None,
     max_splits: int = MAX_SPLITS,
+    occupancy: Mapping[int, int] | None = None,
 ) -> Plan:
     """Pick (row tile, KV splits) minimising mainloop x reduction x waves.
+
+    `occupancy` (tile rows -> resident CTAs per SM) replaces the mma.sync mirror for the
+    tiles it names: the device's own numbers for the kernels it runs.
 
     `tile_rows` / `num_splits` force a choice (for experiments); forced splits may exceed
     the resident-CTA capacity, modelled ones never do (except one split, which always runs).
@@ -197,7 +205,7 @@ def plan(
     best: Plan | None = None
     for tile in sorted(tiles, reverse=True):
         row_tiles = math.ceil(rows / tile)
-        per_sm = ctas_per_sm(tile, head_dim, kv)
+        per_sm = (occupancy or {}).get(tile) or ctas_per_sm(tile, head_dim, kv)
         capacity = sm_count * per_sm
         base = batch * num_kv_heads * row_tiles
         per_token = _token_cost_s(tile, rows, head_dim, kv)

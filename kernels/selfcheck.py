@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .binding import grouped_occupancy, library_info, paged_decode
+from .binding import device_plan, grouped_occupancy, library_info, paged_decode
 from .plan import TILES, ctas_per_sm, plan
 
 
@@ -274,6 +274,14 @@ def check(quick: bool, seed: int, max_cases: int = 0) -> bool:
             print(
                 f"occupancy d{d} {kv}: cuda {got} model {want}{'' if got == want else '  (differs)'}"
             )
+    # What the seed grid's tiles actually run with here (device_plan's input; on sm_90 the
+    # wgmma kernels for some tiles).
+    for model, (hq, hkv, d) in MODELS.items():
+        for kv in ("bf16", "fp8"):
+            for q_len in (2, 4, 8):
+                rows = q_len * hq // hkv
+                got = [grouped_occupancy(t, d, "bf16", kv, rows) for t in TILES]
+                print(f"dispatched occupancy {model} {kv} q_len {q_len} (tiles {TILES}): {got}")
     return ok_all
 
 
@@ -362,7 +370,7 @@ def _bench_case(
     if kvname == "fp8":
         kv = kv.to(torch.float8_e4m3fn)
     out = torch.empty_like(q)
-    p = plan(batch, q_len, hq, hkv, d, kv_len, sms, kvname)
+    p = device_plan(batch, q_len, hq, hkv, d, kv_len, kvname)
     tg = tb = float("nan")
     if "grouped" in kernels:
         tg = time_us(
@@ -419,7 +427,7 @@ def sweep(seed: int, only: str) -> None:
                     if kvname == "fp8":
                         kv = kv.to(torch.float8_e4m3fn)
                     out = torch.empty_like(q)
-                    auto = plan(batch, q_len, hq, hkv, d, kv_len, sms, kvname)
+                    auto = device_plan(batch, q_len, hq, hkv, d, kv_len, kvname)
                     print(f"{name}  (auto {auto}, modelled {auto.modelled_cost:.0f})")
                     for tile in TILES:
                         row = []

@@ -168,3 +168,16 @@ def test_c_abi_rejects_pages_over_2_gib(built: kb.BuildResult) -> None:
     p = ctypes.c_void_p(16)  # never dereferenced: the call returns first
     args = [1, p, p, p, p, p, 1, 1, 32768, 32768, 256, 64, 1, 1, 1, 1.0, 1.0, 1.0, 16, 1, 0]
     assert lib.pd_paged_decode(*args, None, 0, None) == 1
+
+
+@needs_nvcc
+def test_occupancy_of_the_dispatched_kernel_checks_its_arguments(built: kb.BuildResult) -> None:
+    """pd_grouped_occupancy_for (what kernels.device_plan plans with) refuses a row count
+    below 1 or a missing output before asking CUDA anything."""
+    from kernels.binding import configure
+
+    lib = configure(ctypes.CDLL(str(built.path)))
+    out = ctypes.c_int(0)
+    assert lib.pd_grouped_occupancy_for(64, 64, 1, 2, 0, ctypes.byref(out)) == 1
+    assert lib.pd_grouped_occupancy_for(64, 64, 1, 2, 64, None) == 1
+    assert lib.pd_grouped_occupancy_for(64, 96, 1, 2, 64, ctypes.byref(out)) == 1  # head_dim

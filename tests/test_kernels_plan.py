@@ -122,3 +122,21 @@ def test_kernel_shape_fits_hopper_shared_memory() -> None:
                 assert s.smem_bytes <= 227 * 1024
                 assert s.threads in (128, 256)
                 assert ctas_per_sm(t, d, kv) >= 1
+
+
+def test_device_occupancy_replaces_the_mma_sync_mirror() -> None:
+    """On sm_90 GPT-OSS fp8 q_len 8 tiles run grouped_wg_kernel, which holds 4 CTAs per SM
+    where the mma.sync mirror says 3: batch 32 (256 CTAs unsplit) may then split in two
+    (512 <= 528), measured 9 % faster on the H100; batch 64 (512 CTAs) stays whole."""
+    mirror = ctas_per_sm(64, 64, "fp8")
+    assert mirror == 3
+    default = _plan(32, 8, "gpt-oss", "fp8")
+    device = _plan(32, 8, "gpt-oss", "fp8", occupancy={64: 4})
+    assert (default.tile_rows, default.num_splits) == (64, 1)
+    assert (device.tile_rows, device.num_splits) == (64, 2)
+    assert device.ctas_per_sm == 4 and device.ctas <= H100_SMS * 4
+    assert device.waves == pytest.approx(device.ctas / (H100_SMS * 4))
+    assert _plan(64, 8, "gpt-oss", "fp8", occupancy={64: 4}).num_splits == 1
+    # Tiles the mapping does not name keep the mirror.
+    other = _plan(32, 8, "gpt-oss", "fp8", occupancy={128: 1}, tile_rows=64)
+    assert other.ctas_per_sm == mirror

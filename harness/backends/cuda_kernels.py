@@ -51,7 +51,20 @@ def _backends(load: Callable[[], ModuleType], suffix: str = "") -> list[Backend]
 
     def plan_for(inputs: CaseInputs):
         c = inputs.case
-        return load().plan(
+        mod = load()
+        if hasattr(mod, "device_plan"):  # the device's own occupancies (older packages: none)
+            return mod.device_plan(
+                c.batch,
+                c.q_len,
+                c.num_qo_heads,
+                c.num_kv_heads,
+                c.head_dim,
+                max(inputs.kv_lens_host),
+                c.kv_dtype,
+                str(inputs.q.dtype),
+                inputs.device.index,
+            )
+        return mod.plan(
             c.batch,
             c.q_len,
             c.num_qo_heads,

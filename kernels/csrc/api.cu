@@ -62,7 +62,7 @@ using namespace pd;
 extern "C" {
 
 // ABI version: bump when a signature below changes (binding.py checks it).
-PD_API int pd_abi_version(void) { return 1; }
+PD_API int pd_abi_version(void) { return 2; }
 
 // Bytes of split-KV workspace the grouped kernel needs for this launch (0 when unsplit).
 PD_API size_t pd_workspace_bytes(int batch, int q_len, int num_qo_heads, int head_dim, int num_splits) {
@@ -96,14 +96,28 @@ PD_API int pd_grouped_config(int tile, int head_dim, int kv_dtype, int* threads,
   return 0;
 }
 
-// Resident CTAs per SM of one grouped configuration on the current device.
-PD_API int pd_grouped_occupancy(int tile, int head_dim, int q_dtype, int kv_dtype, int* ctas_per_sm) {
+// Resident CTAs per SM of the grouped kernel on the current device: `rows` (q_len x group)
+// < 0 asks for the mma.sync kernel (the configuration GCfg, which kernels/plan.py mirrors),
+// otherwise for the kernel a `tile`-row tile of such a problem actually runs here (on sm_90
+// the wgmma kernels), which is what the cost model plans the grid with.
+static int grouped_occupancy(int tile, int head_dim, int q_dtype, int kv_dtype, int rows, int* ctas_per_sm) {
+  if (!ctas_per_sm) return (int)cudaErrorInvalidValue;
+  const bool mma_only = rows < 0;
   switch (head_dim) {
-    case 64: return (int)occupancy_grouped_d64(q_dtype, kv_dtype, tile, ctas_per_sm);
-    case 128: return (int)occupancy_grouped_d128(q_dtype, kv_dtype, tile, ctas_per_sm);
-    case 256: return (int)occupancy_grouped_d256(q_dtype, kv_dtype, tile, ctas_per_sm);
+    case 64: return (int)occupancy_grouped_d64(q_dtype, kv_dtype, tile, rows, mma_only, ctas_per_sm);
+    case 128: return (int)occupancy_grouped_d128(q_dtype, kv_dtype, tile, rows, mma_only, ctas_per_sm);
+    case 256: return (int)occupancy_grouped_d256(q_dtype, kv_dtype, tile, rows, mma_only, ctas_per_sm);
     default: return (int)cudaErrorInvalidValue;
   }
+}
+
+PD_API int pd_grouped_occupancy(int tile, int head_dim, int q_dtype, int kv_dtype, int* ctas_per_sm) {
+  return grouped_occupancy(tile, head_dim, q_dtype, kv_dtype, -1, ctas_per_sm);
+}
+
+PD_API int pd_grouped_occupancy_for(int tile, int head_dim, int q_dtype, int kv_dtype, int rows, int* ctas_per_sm) {
+  if (rows < 1) return (int)cudaErrorInvalidValue;
+  return grouped_occupancy(tile, head_dim, q_dtype, kv_dtype, rows, ctas_per_sm);
 }
 
 // kernel: 0 = baseline, 1 = grouped. dtype codes: 0 fp16, 1 bf16, 2 fp8 e4m3 (KV only).

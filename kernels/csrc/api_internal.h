@@ -12,8 +12,8 @@ cudaError_t launch_baseline(const Params& p, int head_dim, int q_dtype, int kv_d
 cudaError_t launch_grouped_d64(const Params& p, int q_dtype, int kv_dtype, int tile, cudaStream_t st);
 cudaError_t launch_grouped_d128(const Params& p, int q_dtype, int kv_dtype, int tile, cudaStream_t st);
 cudaError_t launch_grouped_d256(const Params& p, int q_dtype, int kv_dtype, int tile, cudaStream_t st);
-cudaError_t occupancy_grouped_d64(int q_dtype, int kv_dtype, int tile, int* ctas);
-cudaError_t occupancy_grouped_d128(int q_dtype, int kv_dtype, int tile, int* ctas);
-cudaError_t occupancy_grouped_d256(int q_dtype, int kv_dtype, int tile, int* ctas);
+cudaError_t occupancy_grouped_d64(int q_dtype, int kv_dtype, int tile, int rows, bool mma_only, int* ctas);
+cudaError_t occupancy_grouped_d128(int q_dtype, int kv_dtype, int tile, int rows, bool mma_only, int* ctas);
+cudaError_t occupancy_grouped_d256(int q_dtype, int kv_dtype, int tile, int rows, bool mma_only, int* ctas);
 
 }  // namespace pd

@@ -322,29 +322,4 @@ inline void grouped_config(int* threads, int* smem_bytes) {
   *smem_bytes = C::SMEM;
 }
 
-template <int D, typename T, bool KV8, int WM>
-cudaError_t launch_grouped_t(const Params& p, cudaStream_t st) {
-  return launch_tiles<GCfg<D, KV8, WM>, grouped_kernel<D, T, KV8, WM>>(p, st);
-}
-
-template <int D, typename T, bool KV8, int WM>
-cudaError_t occupancy_grouped_t(int* ctas_per_sm) {
-  using C = GCfg<D, KV8, WM>;
-  auto kern = grouped_kernel<D, T, KV8, WM>;
-  static unsigned long long done = 0;
-  cudaError_t e = set_smem_once(kern, C::SMEM, done);
-  if (e != cudaSuccess) return e;
-  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas_per_sm, kern, C::NT, C::SMEM);
-}
-
-// Dispatch on (q dtype, kv fp8?, tile rows) for one head_dim; defined per head_dim TU.
-#define PD_GROUPED_DISPATCH(D, FN, ...)                                                   \
-  switch (tile) {                                                                          \
-    case 16: return FN<D, T, KV8, 1>(__VA_ARGS__);                                         \
-    case 32: return FN<D, T, KV8, 2>(__VA_ARGS__);                                         \
-    case 64: return FN<D, T, KV8, 4>(__VA_ARGS__);                                         \
-    case 128: return FN<D, T, KV8, 8>(__VA_ARGS__);                                        \
-    default: return cudaErrorInvalidValue;                                                 \
-  }
-
 }  // namespace pd

@@ -15,59 +15,113 @@
 
 namespace pd {
 
-template <typename T, bool KV8>
-static cudaError_t launch_tile(const Params& p, int tile, cudaStream_t st) {
-  // On an sm_90 GPU a 128-row tile, or a full 64-row one, runs the wgmma kernels
-  // (grouped_wg.cuh), faster than mma.sync there on H100: 8-16 % for fp8 KV, 3-8 % for bf16
-  // (kernels/NOTES.md).
-  // A part-filled 64-row tile with 16-bit KV (Qwen3 q_len 4: 48 rows) stays on mma.sync:
-  // the lockstep wgmma kernel's serial per-stage phases lost 12 % in a one-CTA-per-SM tail.
-  if constexpr (PD_HEAD_DIM <= 128) {
-    // fp8 KV at head_dim 128 with 65-96 rows in a 128-row tile (Qwen3 q_len 8) or 33-48 in a
-    // 64-row one (Qwen3 q_len 4): swapped operands (grouped_sw.cuh), 17-20 % faster than
-    // grouped_ws_kernel on q_len 8 (fp16 MMAs; an e4m3 S^T was faster but inaccurate at
-    // large scores, kernels/NOTES.md). A head_dim-64 form (GPT-OSS q_len 8) lost 16 % to
-    // grouped_wg_kernel at batch 64 and was removed.
-    if constexpr (KV8 && PD_HEAD_DIM == 128) {
-      const int fill = p.q_len * p.group < tile ? p.q_len * p.group : tile;
-      if (sw_enabled() && wg_supported()) {
-        if (tile == 128 && fill > 64 && fill <= 96) return launch_grouped_sw<128, 96, T>(p, tile, st);
-        if (tile == 64 && fill > 32 && fill <= 48) return launch_grouped_sw<128, 48, T>(p, tile, st);
+// A grouped kernel as a type: its configuration C (threads NT, shared memory SMEM), its
+// __global__ function, and whether it takes the tile rows as an argument (grouped_sw_kernel).
+template <class C, auto K, bool TILE_ARG = false>
+struct TileKern {
+  using Cfg = C;
+  static constexpr auto kernel = K;
+  static constexpr bool tile_arg = TILE_ARG;
+};
+
+// Calls f(TileKern<...>{}) with the kernel that runs a `tile`-row tile of a problem with
+// `rows` (q_len x group) rows on the current device: the one decision behind both the
+// launch and the occupancy the cost model plans with. `mma_only`: the mma.sync kernel
+// whatever the device (its occupancy is the cost model's built-in mirror, GCfg).
+//
+// On an sm_90 GPU a 128-row tile, or a full 64-row one, runs the wgmma kernels
+// (grouped_wg.cuh), faster than mma.sync there on H100: 8-16 % for fp8 KV, 3-8 % for bf16
+// (kernels/NOTES.md). A part-filled 64-row tile with 16-bit KV (Qwen3 q_len 4: 48 rows)
+// stays on mma.sync: the lockstep wgmma kernel's serial per-stage phases lost 12 % in a
+// one-CTA-per-SM tail.
+template <typename T, bool KV8, typename F>
+static cudaError_t with_tile_kernel(int tile, int rows, bool mma_only, F&& f) {
+  constexpr int D = PD_HEAD_DIM;
+  if constexpr (D <= 128) {
+    if (!mma_only && wg_supported()) {
+      // fp8 KV at head_dim 128 with 65-96 rows in a 128-row tile (Qwen3 q_len 8) or 33-48 in
+      // a 64-row one (Qwen3 q_len 4): swapped operands (grouped_sw.cuh), 17-20 % faster than
+      // grouped_ws_kernel on q_len 8 (fp16 MMAs; an e4m3 S^T was faster but inaccurate at
+      // large scores, kernels/NOTES.md). A head_dim-64 form (GPT-OSS q_len 8) lost 16 % to
+      // grouped_wg_kernel at batch 64 and was removed.
+      if constexpr (KV8 && D == 128) {
+        const int fill = rows < tile ? rows : tile;
+        if (sw_enabled()) {
+          if (tile == 128 && fill > 64 && fill <= 96)
+            return f(TileKern<SwCfg<128, 96>, grouped_sw_kernel<128, 96, T>, true>{});
+          if (tile == 64 && fill > 32 && fill <= 48)
+            return f(TileKern<SwCfg<128, 48>, grouped_sw_kernel<128, 48, T>, true>{});
+        }
+      }
+      if (tile == 128 || (tile == 64 && rows >= 64)) {
+        if constexpr (D == 128)  // warp-specialized (grouped_ws.cuh): 15-22 % faster
+          if (tile == 128 && ws_enabled()) return f(TileKern<WsCfg<D, KV8>, grouped_ws_kernel<D, T, KV8>>{});
+        if constexpr (KV8)
+          return tile == 64 ? f(TileKern<WCfg<D, 1>, grouped_wg_kernel<D, T, 1>>{})
+                            : f(TileKern<WCfg<D, 2>, grouped_wg_kernel<D, T, 2>>{});
+        else
+          return tile == 64 ? f(TileKern<WCfg<D, 1, false>, grouped_wg16_kernel<D, T, 1>>{})
+                            : f(TileKern<WCfg<D, 2, false>, grouped_wg16_kernel<D, T, 2>>{});
       }
     }
-    const bool wg_tile = tile == 128 || (tile == 64 && p.q_len * p.group >= 64);
-    if (wg_tile && wg_supported()) {
-      if constexpr (PD_HEAD_DIM == 128)  // warp-specialized (grouped_ws.cuh): 15-22 % faster
-        if (tile == 128 && ws_enabled()) return launch_grouped_ws<PD_HEAD_DIM, T, KV8>(p, st);
-      if constexpr (KV8)
-        return tile == 64 ? launch_grouped_wg<PD_HEAD_DIM, T, 1>(p, st) : launch_grouped_wg<PD_HEAD_DIM, T, 2>(p, st);
-      else
-        return tile == 64 ? launch_grouped_wg16<PD_HEAD_DIM, T, 1>(p, st)
-                          : launch_grouped_wg16<PD_HEAD_DIM, T, 2>(p, st);
-    }
   }
-  PD_GROUPED_DISPATCH(PD_HEAD_DIM, launch_grouped_t, p, st)
+  switch (tile) {
+    case 16: return f(TileKern<GCfg<D, KV8, 1>, grouped_kernel<D, T, KV8, 1>>{});
+    case 32: return f(TileKern<GCfg<D, KV8, 2>, grouped_kernel<D, T, KV8, 2>>{});
+    case 64: return f(TileKern<GCfg<D, KV8, 4>, grouped_kernel<D, T, KV8, 4>>{});
+    case 128: return f(TileKern<GCfg<D, KV8, 8>, grouped_kernel<D, T, KV8, 8>>{});
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+struct LaunchTile {
+  const Params& p;
+  int tile;
+  cudaStream_t st;
+  template <class TK>
+  cudaError_t operator()(TK) const {
+    if constexpr (TK::tile_arg) return launch_tiles<typename TK::Cfg, TK::kernel>(p, st, tile);
+    else return launch_tiles<typename TK::Cfg, TK::kernel>(p, st);
+  }
+};
+
+struct TileOccupancy {
+  int* ctas;
+  template <class TK>
+  cudaError_t operator()(TK) const {
+    return tiles_occupancy<typename TK::Cfg, TK::kernel>(ctas);
+  }
+};
+
+// Calls f<T, KV8>(...) for the run-time dtype codes.
+template <template <typename, bool> class Fn, typename... A>
+static cudaError_t by_dtype(int q_dtype, int kv_dtype, A&&... a) {
+  const bool kv8 = kv_dtype == kE4M3;
+  if (q_dtype == kF16) return kv8 ? Fn<__half, true>::run(a...) : Fn<__half, false>::run(a...);
+  return kv8 ? Fn<__nv_bfloat16, true>::run(a...) : Fn<__nv_bfloat16, false>::run(a...);
 }
 
 template <typename T, bool KV8>
-static cudaError_t occupancy_tile(int tile, int* ctas) {
-  PD_GROUPED_DISPATCH(PD_HEAD_DIM, occupancy_grouped_t, ctas)
-}
+struct LaunchFn {
+  static cudaError_t run(const Params& p, int tile, cudaStream_t st) {
+    return with_tile_kernel<T, KV8>(tile, p.q_len * p.group, false, LaunchTile{p, tile, st});
+  }
+};
+
+template <typename T, bool KV8>
+struct OccupancyFn {
+  static cudaError_t run(int tile, int rows, bool mma_only, int* ctas) {
+    return with_tile_kernel<T, KV8>(tile, rows, mma_only, TileOccupancy{ctas});
+  }
+};
 
 cudaError_t PD_CAT(launch_grouped_d, PD_HEAD_DIM)(const Params& p, int q_dtype, int kv_dtype, int tile, cudaStream_t st) {
-  const bool kv8 = kv_dtype == kE4M3;
-  if (q_dtype == kF16)
-    return kv8 ? launch_tile<__half, true>(p, tile, st) : launch_tile<__half, false>(p, tile, st);
-  return kv8 ? launch_tile<__nv_bfloat16, true>(p, tile, st)
-             : launch_tile<__nv_bfloat16, false>(p, tile, st);
+  return by_dtype<LaunchFn>(q_dtype, kv_dtype, p, tile, st);
 }
 
-cudaError_t PD_CAT(occupancy_grouped_d, PD_HEAD_DIM)(int q_dtype, int kv_dtype, int tile, int* ctas) {
-  const bool kv8 = kv_dtype == kE4M3;
-  if (q_dtype == kF16)
-    return kv8 ? occupancy_tile<__half, true>(tile, ctas) : occupancy_tile<__half, false>(tile, ctas);
-  return kv8 ? occupancy_tile<__nv_bfloat16, true>(tile, ctas)
-             : occupancy_tile<__nv_bfloat16, false>(tile, ctas);
+cudaError_t PD_CAT(occupancy_grouped_d, PD_HEAD_DIM)(int q_dtype, int kv_dtype, int tile, int rows, bool mma_only,
+                                                    int* ctas) {
+  return by_dtype<OccupancyFn>(q_dtype, kv_dtype, tile, rows, mma_only, ctas);
 }
 
 }  // namespace pd

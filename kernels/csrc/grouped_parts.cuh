@@ -223,4 +223,14 @@ inline cudaError_t launch_tiles(const Params& p, cudaStream_t st, Extra... extra
   return cudaGetLastError();
 }
 
+// CTAs of Kernel (configuration C) one SM holds with the shared memory launch_tiles gives
+// it: the occupancy the host cost model (kernels/plan.py) plans the grid with.
+template <typename C, auto Kernel>
+inline cudaError_t tiles_occupancy(int* ctas_per_sm) {
+  static unsigned long long done = 0;
+  cudaError_t e = set_smem_once(Kernel, C::SMEM, done);
+  if (e != cudaSuccess) return e;
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas_per_sm, Kernel, C::NT, C::SMEM);
+}
+
 }  // namespace pd

@@ -588,9 +588,4 @@ inline bool sw_enabled() {
   return on;
 }
 
-template <int D, int N, typename TQ>
-cudaError_t launch_grouped_sw(const Params& p, int tile, cudaStream_t st) {
-  return launch_tiles<SwCfg<D, N>, grouped_sw_kernel<D, N, TQ>>(p, st, tile);
-}
-
 }  // namespace pd

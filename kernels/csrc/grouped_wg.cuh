@@ -452,14 +452,4 @@ inline bool wg_supported() {
   return c == 1;
 }
 
-template <int D, typename TQ, int NWG>
-cudaError_t launch_grouped_wg(const Params& p, cudaStream_t st) {
-  return launch_tiles<WCfg<D, NWG>, grouped_wg_kernel<D, TQ, NWG>>(p, st);
-}
-
-template <int D, typename T, int NWG>
-cudaError_t launch_grouped_wg16(const Params& p, cudaStream_t st) {
-  return launch_tiles<WCfg<D, NWG, false>, grouped_wg16_kernel<D, T, NWG>>(p, st);
-}
-
 }  // namespace pd

@@ -202,9 +202,4 @@ inline bool ws_enabled() {
   return on;
 }
 
-template <int D, typename TQ, bool KV8>
-cudaError_t launch_grouped_ws(const Params& p, cudaStream_t st) {
-  return launch_tiles<WsCfg<D, KV8>, grouped_ws_kernel<D, TQ, KV8>>(p, st);
-}
-
 }  // namespace pd
