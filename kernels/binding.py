@@ -157,37 +157,23 @@ def _device_occupancy(
 
 @functools.lru_cache(maxsize=4096)
 def device_plan(
-    batch: int,
-    q_len: int,
-    num_qo_heads: int,
-    num_kv_heads: int,
-    head_dim: int,
-    max_kv_len: int,
-    kv_dtype: str,
-    q_dtype: str = "bf16",
-    device: int | None = None,
+    *shape: int, kv_dtype: str, q_dtype: str = "bf16", device: int | None = None
 ) -> Plan:
-    """kernels.plan for a CUDA device (default: the current one): its SM count, and the
-    occupancy of the kernels each tile runs there (on sm_90 the wgmma kernels hold other
-    numbers of CTAs than the mma.sync mirror the pure model assumes)."""
+    """kernels.plan for a CUDA device (default: the current one). `shape` is plan's first
+    six arguments (batch, q_len, num_qo_heads, num_kv_heads, head_dim, max_kv_len); the
+    device adds its SM count and the occupancy of the kernels each tile runs there (on
+    sm_90 the wgmma kernels hold other numbers of CTAs than the mma.sync mirror the pure
+    model assumes)."""
     import torch
 
+    if len(shape) != 6:
+        raise TypeError(f"device_plan takes plan's 6 shape arguments, got {len(shape)}")
+    _, q_len, hq, hkv, head_dim, _ = shape
     dev = torch.cuda.current_device() if device is None else int(device)
     kv = kv_kind(kv_dtype)
     q = "fp16" if str(q_dtype).removeprefix("torch.") in ("fp16", "float16", "half") else "bf16"
-    rows = q_len * (num_qo_heads // max(1, num_kv_heads))
-    occ = dict(_device_occupancy(dev, head_dim, q, kv if kv == "fp8" else q, rows))
-    return plan(
-        batch,
-        q_len,
-        num_qo_heads,
-        num_kv_heads,
-        head_dim,
-        max_kv_len,
-        _sm_count(dev),
-        kv,
-        occupancy=occ,
-    )
+    occ = _device_occupancy(dev, head_dim, q, kv if kv == "fp8" else q, q_len * (hq // max(1, hkv)))
+    return plan(*shape, _sm_count(dev), kv, occupancy=dict(occ))
 
 
 def paged_decode(
@@ -308,9 +294,9 @@ def paged_decode(
                 hkv,
                 d,
                 page_table.shape[1] * page_size,
-                kv_name,
-                "bf16" if q_code == _BF16 else "fp16",
-                dev.index if dev.index is not None else torch.cuda.current_device(),
+                kv_dtype=kv_name,
+                q_dtype="bf16" if q_code == _BF16 else "fp16",
+                device=dev.index if dev.index is not None else torch.cuda.current_device(),
             )
             tile, splits, tokens = p.tile_rows, p.num_splits, p.kv_tokens_per_split
             ws_bytes = int(lib.pd_workspace_bytes(batch, q_len, hq, d, splits))

@@ -370,7 +370,7 @@ def _bench_case(
     if kvname == "fp8":
         kv = kv.to(torch.float8_e4m3fn)
     out = torch.empty_like(q)
-    p = device_plan(batch, q_len, hq, hkv, d, kv_len, kvname)
+    p = device_plan(batch, q_len, hq, hkv, d, kv_len, kv_dtype=kvname)
     tg = tb = float("nan")
     if "grouped" in kernels:
         tg = time_us(
@@ -427,7 +427,7 @@ def sweep(seed: int, only: str) -> None:
                     if kvname == "fp8":
                         kv = kv.to(torch.float8_e4m3fn)
                     out = torch.empty_like(q)
-                    auto = device_plan(batch, q_len, hq, hkv, d, kv_len, kvname)
+                    auto = device_plan(batch, q_len, hq, hkv, d, kv_len, kv_dtype=kvname)
                     print(f"{name}  (auto {auto}, modelled {auto.modelled_cost:.0f})")
                     for tile in TILES:
                         row = []

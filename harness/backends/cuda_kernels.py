@@ -52,28 +52,13 @@ def _backends(load: Callable[[], ModuleType], suffix: str = "") -> list[Backend]
     def plan_for(inputs: CaseInputs):
         c = inputs.case
         mod = load()
+        shape = (c.batch, c.q_len, c.num_qo_heads, c.num_kv_heads, c.head_dim)
+        shape += (max(inputs.kv_lens_host),)
         if hasattr(mod, "device_plan"):  # the device's own occupancies (older packages: none)
             return mod.device_plan(
-                c.batch,
-                c.q_len,
-                c.num_qo_heads,
-                c.num_kv_heads,
-                c.head_dim,
-                max(inputs.kv_lens_host),
-                c.kv_dtype,
-                str(inputs.q.dtype),
-                inputs.device.index,
+                *shape, kv_dtype=c.kv_dtype, q_dtype=str(inputs.q.dtype), device=inputs.device.index
             )
-        return mod.plan(
-            c.batch,
-            c.q_len,
-            c.num_qo_heads,
-            c.num_kv_heads,
-            c.head_dim,
-            max(inputs.kv_lens_host),
-            _sm_count(inputs.device),
-            kv_dtype=c.kv_dtype,
-        )
+        return mod.plan(*shape, _sm_count(inputs.device), kv_dtype=c.kv_dtype)
 
     def make_prepare(kernel: str) -> Callable[[CaseInputs], Launcher]:
         def prepare(inputs: CaseInputs) -> Launcher:
