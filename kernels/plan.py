@@ -8,8 +8,11 @@ In the spirit of TensorRT-LLM's selectTileSizeQForGqaGeneration: for every candi
   x waves (the busiest SM's CTAs, in rounds of co-resident CTAs, each round weighted by
            how well its warps hide memory/MMA latency)
 
-and choices whose CTA count exceeds what the GPU holds at once are skipped (splitting is
-only worth it while the extra CTAs run concurrently). Pure Python: no torch, no GPU.
+and, while the unsplit grid fits on the GPU at once, splits whose CTA count exceeds what
+it holds are skipped (splitting is only worth it while the extra CTAs run concurrently);
+once the unsplit grid is itself more than one wave, splits are weighed like any other
+choice: they can shorten its last, part-filled wave (7-22 % faster on the H100's batch-40
+rows and GPT-OSS bf16 batch 64, kernels/NOTES.md). Pure Python: no torch, no GPU.
 
 The per-configuration threads and shared memory mirror csrc/grouped.cuh (GCfg); the
 library exports the same numbers (pd_grouped_config) and a test checks they agree. That
@@ -175,7 +178,7 @@ def plan(
     tiles it names: the device's own numbers for the kernels it runs.
 
     `tile_rows` / `num_splits` force a choice (for experiments); forced splits may exceed
-    the resident-CTA capacity, modelled ones never do (except one split, which always runs).
+    the resident-CTA capacity, modelled ones only when the unsplit grid already does.
     """
     for name, val in (
         ("batch", batch),
@@ -212,8 +215,8 @@ def plan(
         warps = kernel_shape(tile, head_dim, kv).threads // 32
         for splits, tokens in options:
             ctas = base * splits
-            if splits > 1 and ctas > capacity and num_splits is None:
-                break  # more splits only add CTAs the GPU cannot hold at once
+            if splits > 1 and ctas > capacity and base <= capacity and num_splits is None:
+                break  # the unsplit grid fits: more splits only add CTAs it cannot hold at once
             # Waves of CTAs over the SMs: the busiest SM runs `load` CTAs, `per_sm` at a time;
             # a round of k co-resident CTAs streams at efficiency w / (w + _W_HALF).
             load = math.ceil(ctas / sm_count)

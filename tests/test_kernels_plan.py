@@ -31,9 +31,12 @@ def test_small_batch_splits_more_than_big_batch(model: str, kv: str) -> None:
     small = _plan(1, 2, model, kv)
     big = _plan(256, 2, model, kv)
     assert small.num_splits > 1, small
-    assert big.num_splits == 1, big
-    splits = [_plan(b, 2, model, kv).num_splits for b in (1, 2, 4, 8, 16, 32, 64, 128, 256)]
-    assert splits == sorted(splits, reverse=True), splits  # non-increasing in batch
+    assert big.num_splits < small.num_splits, big
+    # Non-increasing in batch while the unsplit grid fits on the GPU at once (past that a
+    # split may pay for itself by shortening the last, part-filled wave).
+    plans = [_plan(b, 2, model, kv) for b in (1, 2, 4, 8, 16, 32, 64, 128, 256)]
+    fits = [p.num_splits for p in plans if p.ctas // p.num_splits <= H100_SMS * p.ctas_per_sm]
+    assert len(fits) >= 4 and fits == sorted(fits, reverse=True), fits
 
 
 @pytest.mark.parametrize("batch", [1, 3, 8, 16, 40, 64, 256])
@@ -53,8 +56,9 @@ def test_invariants(batch: int, q_len: int, model: str, kv: str) -> None:
     assert (p.num_splits - 1) * p.kv_tokens_per_split < 16384  # and none is empty
     assert p.ctas == batch * hkv * p.num_row_tiles * p.num_splits
     capacity = H100_SMS * ctas_per_sm(p.tile_rows, d, kv)
-    if p.num_splits > 1:
-        assert p.ctas <= capacity  # splitting never asks for more CTAs than the GPU holds
+    if p.num_splits > 1 and p.ctas > capacity:
+        # splitting asks for more CTAs than the GPU holds only if the unsplit grid did
+        assert p.ctas // p.num_splits > capacity
     assert p.waves == pytest.approx(p.ctas / capacity)
     assert p.modelled_cost > 0
 
@@ -140,3 +144,19 @@ def test_device_occupancy_replaces_the_mma_sync_mirror() -> None:
     # Tiles the mapping does not name keep the mirror.
     other = _plan(32, 8, "gpt-oss", "fp8", occupancy={128: 1}, tile_rows=64)
     assert other.ctas_per_sm == mirror
+
+
+def test_a_grid_over_one_wave_may_split_to_shorten_its_tail() -> None:
+    """Qwen3-480B q_len 8 at batch 40 on 132 SMs, one 128-row CTA per SM: 320 CTAs are 2.4
+    waves. Two splits (640 CTAs) shorten the part-filled last wave; measured on the H100
+    (kernels/NOTES.md) 0.90x for fp8 and 0.93x for bf16. At batch 64 (3.9 waves) the model
+    keeps one split, as measured best there."""
+    for kv in ("fp8", "bf16"):
+        p = _plan(40, 8, "qwen3-480b", kv, occupancy={128: 1})
+        assert (p.tile_rows, p.num_splits) == (128, 2), p
+        assert p.ctas > H100_SMS  # past capacity, allowed because 320 unsplit CTAs are too
+        assert _plan(64, 8, "qwen3-480b", kv, occupancy={128: 1}).num_splits == 1
+    # A grid that fits in one wave never splits past capacity (GPT-OSS fp8 q_len 2, batch 40:
+    # 320 CTAs over 528 slots; splitting it measured 1.2-1.4x slower).
+    p = _plan(40, 2, "gpt-oss", "fp8", occupancy={16: 4, 32: 4})
+    assert p.num_splits == 1, p
