@@ -11,7 +11,7 @@ In the spirit of TensorRT-LLM's selectTileSizeQForGqaGeneration: for every candi
 and, while the unsplit grid fits on the GPU at once, splits whose CTA count exceeds what
 it holds are skipped (splitting is only worth it while the extra CTAs run concurrently);
 once the unsplit grid is itself more than one wave, splits are weighed like any other
-choice: they can shorten its last, part-filled wave (7-22 % faster on the H100's batch-40
+choice: they can shorten its last, part-filled wave (4-22 % faster on the H100's batch-40
 rows and GPT-OSS bf16 batch 64, kernels/NOTES.md). Pure Python: no torch, no GPU.
 
 The per-configuration threads and shared memory mirror csrc/grouped.cuh (GCfg); the
