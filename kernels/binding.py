@@ -170,8 +170,7 @@ def device_plan(
         raise TypeError(f"device_plan takes plan's 6 shape arguments, got {len(shape)}")
     _, q_len, hq, hkv, head_dim, _ = shape
     dev = torch.cuda.current_device() if device is None else int(device)
-    kv = kv_kind(kv_dtype)
-    q = "fp16" if str(q_dtype).removeprefix("torch.") in ("fp16", "float16", "half") else "bf16"
+    kv, q = kv_kind(kv_dtype), kv_kind(q_dtype)  # the same dtype names for q
     occ = _device_occupancy(dev, head_dim, q, kv if kv == "fp8" else q, q_len * (hq // max(1, hkv)))
     return plan(*shape, _sm_count(dev), kv, occupancy=dict(occ))
 

@@ -339,7 +339,7 @@ def bench(seed: int, only: str = "", kernels: tuple[str, ...] = ("baseline", "gr
                     if only and only not in name:
                         continue
                     tb, tg, tbs, p = _bench_case(
-                        batch, q_len, hq, hkv, d, kvname, sms, gen, flush, kernels
+                        batch, q_len, hq, hkv, d, kvname, gen, flush, kernels
                     )
                     print(
                         f"{name:<44} {tb:9.1f} {tg:8.1f} {tbs:5.2f} {100 * tbs * 1e12 / bw:5.0f} {tb / tg:7.2f}  {p}",
@@ -354,7 +354,6 @@ def _bench_case(
     hkv: int,
     d: int,
     kvname: str,
-    sms: int,
     gen: torch.Generator,
     flush: torch.Tensor,
     kernels: tuple[str, ...],

@@ -292,32 +292,15 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
   uint8_t* ring = smem + C::CONV_BYTES;  // raw fp8 stages after the fp16 buffers
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, cq = lane & 3;
-  const int rt = blockIdx.x % p.num_row_tiles, split = blockIdx.x / p.num_row_tiles;
-  const int h = blockIdx.y, b = blockIdx.z;
-  const int kv_len = p.kv_lens[b];
-  const int rows = p.q_len * p.group;
-  const int row0 = rt * C::TILE;
-  const int nrows = min(C::TILE, rows - row0);
-  const int i_min = row0 / p.group, i_max = (row0 + nrows - 1) / p.group;
-  const int t_begin = split * p.split_tokens;
-  const int t_end = min(t_begin + p.split_tokens, kv_len - p.q_len + i_max + 1);
-  const int mask_from = min(kv_len - p.q_len + i_min + 1, t_end);
-  const int ntiles = t_end > t_begin ? (t_end - t_begin + C::BN - 1) / C::BN : 0;
+  const TileRange t = cta_tile(p, C::TILE, C::BN);
 
   // Rows of this thread (warp w owns rows 16w..16w+15 of the tile, as wgmma lays them out).
-  const int r0 = row0 + warp * 16 + g, r1 = r0 + 8;
-  const int lim0 = min(r0 < rows ? kv_len - p.q_len + r0 / p.group : kv_len - 1, t_end - 1);
-  const int lim1 = min(r1 < rows ? kv_len - p.q_len + r1 / p.group : kv_len - 1, t_end - 1);
+  const int r0 = t.row0 + warp * 16 + g, r1 = r0 + 8;
+  const int lim0 = row_limit(p, t, r0), lim1 = row_limit(p, t, r1);
   uint32_t qa[D / 16][4];
-  wg_load_q<D, TQ, __half>(qa, p, b, h, rows, r0, r1, cq);
+  wg_load_q<D, TQ, __half>(qa, p, t.b, t.h, t.rows, r0, r1, cq);
 
-  TileRange tr{};  // what KvStream reads of it
-  tr.b = b;
-  tr.h = h;
-  tr.t_begin = t_begin;
-  tr.t_end = t_end;
-  KvStream<C::NT, C::CPR, C::BN> kv(p, tr, D);
-  auto fetch_pages = [&](int it) { kv.fetch(it); };
+  KvStream<C::NT, C::CPR, C::BN> kv(p, t, D);
   auto load_tile = [&](int it, int stage) {
     kv.load(it, ring + stage * C::RAW, C::RAW_HALF, [](int r, int c) { return raw_off<D>(r, c); });
   };
@@ -332,29 +315,29 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
 
 #pragma unroll
   for (int s = 0; s < C::NS - 1; ++s) {
-    if (s < ntiles) {
-      fetch_pages(s);
+    if (s < t.ntiles) {
+      kv.fetch(s);
       load_tile(s, s);
     }
     cp_async_commit();
   }
-  if (C::NS - 1 < ntiles) fetch_pages(C::NS - 1);
-  if (C::DB && ntiles > 0) {
+  if (C::NS - 1 < t.ntiles) kv.fetch(C::NS - 1);
+  if (C::DB && t.ntiles > 0) {
     cp_async_wait<C::NS - 2>();  // raw stage 0
     __syncthreads();
     convert(0, 0);
   }
 
-  for (int it = 0; it < ntiles; ++it) {
+  for (int it = 0; it < t.ntiles; ++it) {
     // Double-buffered: raw stage it+1 landed, stage it's fp16 buffer is complete, and every
     // warpgroup is done with the other buffer (its P V of stage it-1 was waited for).
     // Single: raw stage it landed and every warpgroup is done with the buffer.
     if constexpr (C::DB) cp_async_wait<C::NS - 3>();
     else cp_async_wait<C::NS - 2>();
     __syncthreads();
-    if (it + C::NS - 1 < ntiles) {
+    if (it + C::NS - 1 < t.ntiles) {
       load_tile(it + C::NS - 1, (it + C::NS - 1) % C::NS);
-      if (it + C::NS < ntiles) fetch_pages(it + C::NS);
+      if (it + C::NS < t.ntiles) kv.fetch(it + C::NS);
     }
     cp_async_commit();
     if constexpr (!C::DB) {
@@ -368,13 +351,13 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
     // converts the next stage into the other buffer; then softmax and O += P V.
     float s[8][4];
     wg_qk<__half, D>(s, qa, kc_u32);
-    if (C::DB && it + 1 < ntiles) convert((it + 1) % C::NS, (it + 1) & 1);
+    if (C::DB && it + 1 < t.ntiles) convert((it + 1) % C::NS, (it + 1) & 1);
     wg_wait();
-    wg_softmax_pv<__half, 0, D>(s, o, vc_u32, t_begin + (it + 1) * C::BN > mask_from, t_begin + it * C::BN, cq,
+    wg_softmax_pv<__half, 0, D>(s, o, vc_u32, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
                                 lim0, lim1, sc, m0, m1, l0, l1);
     wg_wait();
   }
-  wg_store<D, TQ>(p, o, l0, l1, m0, m1, r0, r1, rows, row0 + nrows, split, b, h, cq);
+  wg_store<D, TQ>(p, o, l0, l1, m0, m1, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
 #else
   __trap();  // launched only on sm_90 devices (wg_supported), where the sm_90a code runs
 #endif
