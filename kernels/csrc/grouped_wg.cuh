@@ -5,9 +5,9 @@
 // fp8 e4m3 KV, grouped_wg16_kernel for bf16/fp16 KV.
 //
 // fp8, per 64-token stage: cp.async brings the raw fp8 K/V into an NS-deep ring; all threads
-// convert each stage once into fp16 tiles in the canonical 128-byte-swizzled K-major
-// layout (K as [token][d], V transposed to [d][token]), double-buffered; each warpgroup
-// issues S = Q K^T (Q as the register A operand) as asynchronous wgmma, converts the next
+// convert each stage once into fp16 tiles in the canonical 128-byte-swizzled layout (K and
+// V as [token][d]: K the K-major, V the MN-major B operand), double-buffered for head_dim
+// 128; each warpgroup issues S = Q K^T (Q as the register A operand) as asynchronous wgmma, converts the next
 // stage while the tensor cores work, then O += P V (P from the S accumulators, whose
 // fragment layout is the register A layout). The conversion happens once per CTA instead
 // of once per warp, and the MMAs read shared memory without ldmatrix.
@@ -36,8 +36,8 @@ struct WCfg {
   static constexpr int RAW_HALF = BN * D * ES;   // K (or V) of one stage
   static constexpr int RAW = 2 * RAW_HALF;
   static constexpr int KC = BN * D * 2;          // fp16 K tile, D/64 blocks of [64 tok][128 B]
-  static constexpr int VC = D * BN * 2;          // fp16 V^T tile, [D][64 tok] rows of 128 B
-  static constexpr int CONV = KC + VC;           // one fp16 K + V^T buffer
+  static constexpr int VC = BN * D * 2;          // fp16 V tile, the same layout
+  static constexpr int CONV = KC + VC;           // one fp16 K + V buffer
   // Two buffers (convert stage it+1 under stage it's Q K^T) for head_dim 128; one for 64,
   // where the smaller footprint keeps a fourth CTA per SM (measured: the double-buffered
   // head_dim-64 kernel lost 20 % at GPT-OSS q_len 8 batch 64, a 1.3-wave grid).
@@ -50,11 +50,11 @@ struct WCfg {
   static_assert(SMEM <= 227 * 1024, "shared memory per CTA");
 };
 
-// Raw fp8 row t, 16-byte chunk c: chunks XOR-rotated by t/8 so the transposing V pass
-// (8 lanes reading 8 token blocks of one chunk) hits distinct banks.
+// Raw fp8 row t, 16-byte chunk c: rows back to back (the conversion pass reads them row by
+// row, conflict-free).
 template <int D>
 __device__ __forceinline__ int raw_off(int t, int c) {
-  return t * D + ((c ^ ((t >> 3) & (D / 16 - 1))) << 4);
+  return t * D + (c << 4);
 }
 
 // wgmma shared-memory descriptor: K-major, 128-byte swizzle, 8-row groups 1024 B apart.
@@ -81,47 +81,30 @@ __device__ __forceinline__ void fence_async_smem() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
-// Raw fp8 stage (K then V, [64 tok][D] each in raw_off's layout) -> fp16 K tile ([64 tok][D]
-// in D/64 swizzled blocks) at kc and V^T tile ([D][64 tok]) after it, by NT threads. A fixed
-// number of items per thread and unsigned index math: the loops unroll completely, with no
+// Raw fp8 stage (K then V, [64 tok][D] each in raw_off's layout) -> fp16 K and V tiles, each
+// [64 tok][D] in D/64 swizzled blocks (the wg16_off layout), at kc and after it, by NT
+// threads: K is Q K^T's K-major B operand, V P V's MN-major one, so both take the same
+// pass (V^T built by byte transposes cost ~1.5x the instructions per value). A fixed number
+// of items per thread and unsigned index math: the loops unroll completely, with no
 // signed-division code (the conversion is most of this kernel's issue slots, ncu).
 template <int D, int NT>
 __device__ __forceinline__ void wg_convert(const uint8_t* rk, uint8_t* kc, int tid) {
   constexpr unsigned BN = 64, C8 = D / 8;  // 8-byte raw chunks (one fp16 16-byte chunk each) per row
-  constexpr unsigned KI = BN * C8 / NT, VT = (BN / 8) * (D / 4);  // V^T items: 8 tokens x 4 d
-  static_assert(KI * NT == BN * C8, "K items per thread");
-  uint8_t* vc = kc + BN * D * 2;
-  const uint8_t* rv = rk + BN * D;
+  constexpr unsigned KI = BN * C8 / NT;
+  static_assert(KI * NT == BN * C8, "items per thread");
   const unsigned ut = tid;
 #pragma unroll
-  for (unsigned i = 0; i < KI; ++i) {  // 8 raw bytes of row n -> fp16 chunk c8
-    const unsigned item = ut + i * NT, n = item / C8, c8 = item % C8;
-    const uint2 x = *reinterpret_cast<const uint2*>(rk + raw_off<D>(n, c8 >> 1) + (c8 & 1) * 8);
-    uint4 y;
-    e4m3x4_to_half2x2(x.x, y.x, y.y);
-    e4m3x4_to_half2x2(x.y, y.z, y.w);
-    *reinterpret_cast<uint4*>(kc + (c8 >> 3) * (BN * 128) + n * 128 + (((c8 & 7) ^ (n & 7)) << 4)) = y;
-  }
+  for (unsigned h = 0; h < 2; ++h) {  // K, then V
+    const uint8_t* src = rk + h * (BN * D);
+    uint8_t* dst = kc + h * (BN * D * 2);
 #pragma unroll
-  for (unsigned i = 0; i < (VT + NT - 1) / NT; ++i) {
-    const unsigned item = ut + i * NT;
-    if (VT % NT != 0 && item >= VT) break;  // head_dim 64 with 256 threads: half of them
-    const unsigned c = item >> 5, tc = item & 7, dq = c * 4 + ((item >> 3) & 3);
-    uint32_t w[8];
-#pragma unroll
-    for (int k = 0; k < 8; ++k)
-      w[k] = *reinterpret_cast<const uint32_t*>(rv + raw_off<D>(tc * 8 + k, c) + (dq & 3) * 4);
-    uint32_t hd[4][4];  // [d of the quad][token pair]
-#pragma unroll
-    for (int pr = 0; pr < 4; ++pr) {
-      e4m3x4_to_half2x2(__byte_perm(w[2 * pr], w[2 * pr + 1], 0x5140), hd[0][pr], hd[1][pr]);
-      e4m3x4_to_half2x2(__byte_perm(w[2 * pr], w[2 * pr + 1], 0x7362), hd[2][pr], hd[3][pr]);
-    }
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const unsigned d = dq * 4 + j;
-      *reinterpret_cast<uint4*>(vc + d * 128 + ((tc ^ (d & 7)) << 4)) =
-          make_uint4(hd[j][0], hd[j][1], hd[j][2], hd[j][3]);
+    for (unsigned i = 0; i < KI; ++i) {  // 8 raw bytes of row n -> fp16 chunk c8
+      const unsigned item = ut + i * NT, n = item / C8, c8 = item % C8;
+      const uint2 x = *reinterpret_cast<const uint2*>(src + raw_off<D>(n, c8 >> 1) + (c8 & 1) * 8);
+      uint4 y;
+      e4m3x4_to_half2x2(x.x, y.x, y.y);
+      e4m3x4_to_half2x2(x.y, y.z, y.w);
+      *reinterpret_cast<uint4*>(dst + (c8 >> 3) * (BN * 128) + n * 128 + (((c8 & 7) ^ (n & 7)) << 4)) = y;
     }
   }
   fence_async_smem();  // make the generic-proxy stores visible to wgmma
@@ -245,20 +228,20 @@ __device__ __forceinline__ void wg_pack_p(const float (&s)[8][4], uint32_t (&pa)
   }
 }
 
-// O += P V of one 64-token stage, issued (no fence, no commit). V: TB = 0, the fp8 kernel's
-// converted V^T ([d][64 tok], K-major); TB = 1, [64 tok][d] (MN-major).
-template <typename T, int TB, int D>
+// O += P V of one 64-token stage, issued (no fence, no commit): V as [64 tok][d] in the
+// wg16_off layout, the MN-major B operand.
+template <typename T, int D>
 __device__ __forceinline__ void wg_pv(float (&o)[D / 8][4], const uint32_t (&pa)[4][4], uint32_t v_u32) {
 #pragma unroll
-  for (int kt = 0; kt < 4; ++kt) {  // 16 tokens: 32 B of a V^T row, or two 8-row groups of V
-    const uint64_t dv = TB ? wg_desc_mn(v_u32 + kt * 2048, 64 * 128) : wg_desc(v_u32 + kt * 32);
-    if constexpr (D == 128) wgmma_m64n128k16<T, TB>(o, pa[kt], dv, 1);
-    else wgmma_m64n64k16<T, TB>(o, pa[kt], dv, 1);
+  for (int kt = 0; kt < 4; ++kt) {  // 16 tokens: two 8-row groups of V
+    const uint64_t dv = wg_desc_mn(v_u32 + kt * 2048, 64 * 128);
+    if constexpr (D == 128) wgmma_m64n128k16<T, 1>(o, pa[kt], dv, 1);
+    else wgmma_m64n64k16<T, 1>(o, pa[kt], dv, 1);
   }
 }
 
 // One stage's softmax on S, then O += P V issued as one commit group (not waited for).
-template <typename T, int TB, int D>
+template <typename T, int D>
 __device__ __forceinline__ void wg_softmax_pv(float (&s)[8][4], float (&o)[D / 8][4], uint32_t v_u32, bool masked,
                                               int tb, int cq, int lim0, int lim1, float sc, float& m0, float& m1,
                                               float& l0, float& l1) {
@@ -266,7 +249,7 @@ __device__ __forceinline__ void wg_softmax_pv(float (&s)[8][4], float (&o)[D / 8
   uint32_t pa[4][4];
   wg_pack_p<T>(s, pa);
   wg_fence();
-  wg_pv<T, TB, D>(o, pa, v_u32);
+  wg_pv<T, D>(o, pa, v_u32);
   wg_commit();
 }
 
@@ -353,7 +336,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
     wg_qk<__half, D>(s, qa, kc_u32);
     if (C::DB && it + 1 < t.ntiles) convert((it + 1) % C::NS, (it + 1) & 1);
     wg_wait();
-    wg_softmax_pv<__half, 0, D>(s, o, vc_u32, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
+    wg_softmax_pv<__half, D>(s, o, vc_u32, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
                                 lim0, lim1, sc, m0, m1, l0, l1);
     wg_wait();
   }
@@ -402,7 +385,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG, false>::NT, 1) grouped_wg16_kerne
     float s[8][4];
     wg_qk<T, D>(s, qa, k_u32);
     wg_wait();
-    wg_softmax_pv<T, 1, D>(s, o, v_u32, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
+    wg_softmax_pv<T, D>(s, o, v_u32, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
                            lim0, lim1, p.scale_log2, m0, m1, l0, l1);
     wg_wait();
   }

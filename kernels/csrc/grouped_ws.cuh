@@ -1,7 +1,7 @@
 // `grouped` for 128-row tiles at head_dim 128 on sm_90a, warp-specialized (the structure
 // FlashAttention-3 describes): a producer warpgroup streams K/V pages into a ring of 64-token
 // stages with cp.async (fp8 KV: two producer warpgroups, which also convert each stage into
-// fp16 K and V^T buffers); two consumer warpgroups (64 rows each) run Q K^T, softmax and
+// fp16 K and V buffers); two consumer warpgroups (64 rows each) run Q K^T, softmax and
 // P V on wgmma. setmaxnreg moves registers from the producers (56) to the consumers (224;
 // 200 beside fp8's two producer warpgroups): a third warp on an SM sub-partition would
 // leave 168 per thread otherwise. Why: grouped_wg16_kernel runs both warpgroups in lockstep
@@ -36,7 +36,7 @@ struct WsCfg {
   static constexpr int RAW_HALF = BN * D * ES;   // K (or V) of one stage as loaded
   static constexpr int RAW = 2 * RAW_HALF;
   static constexpr int NS = KV8 ? 4 : 6;         // ring depth (fp8: only the producer reads it)
-  // What the consumers read, NB deep: fp8, fp16 K ([64 tok][D]) + V^T ([D][64 tok]) buffers
+  // What the consumers read, NB deep: fp8, fp16 K and V ([64 tok][D] each) buffers
   // the producer converts into; 16-bit, the ring's own slots. V starts BN * D * 2 bytes in.
   static constexpr int NB = KV8 ? 3 : NS;
   static constexpr int BUF = KV8 ? 2 * BN * D * 2 : RAW;
@@ -139,7 +139,6 @@ __global__ void __launch_bounds__(WsCfg<D, KV8>::NT, 1) grouped_ws_kernel(const 
   }
 
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(C::C_REGS) : "memory");
-  constexpr int TB = KV8 ? 0 : 1;  // V^T (K-major) or V (MN-major)
   const int wg = warp >> 2;
   const int g = lane >> 2, cq = lane & 3;
   const int r0 = t.row0 + warp * 16 + g, r1 = r0 + 8;
@@ -171,7 +170,7 @@ __global__ void __launch_bounds__(WsCfg<D, KV8>::NT, 1) grouped_ws_kernel(const 
       mbar_wait(full_u32 + (it % C::NB) * 8, (it / C::NB) & 1);
       turn_wait(wg);
       wg_qk<T, D>(s, qa, k_at(it));              // its own fence and commit group
-      wg_pv<T, TB, D>(o, pa, v_at(it - 1));
+      wg_pv<T, D>(o, pa, v_at(it - 1));
       wg_commit();
       turn_pass(wg);
       wg_wait<1>();                              // S of stage it
@@ -184,7 +183,7 @@ __global__ void __launch_bounds__(WsCfg<D, KV8>::NT, 1) grouped_ws_kernel(const 
     }
     turn_wait(wg);
     wg_fence();
-    wg_pv<T, TB, D>(o, pa, v_at(t.ntiles - 1));
+    wg_pv<T, D>(o, pa, v_at(t.ntiles - 1));
     wg_commit();
     if (wg == 0) turn_pass(wg);  // warpgroup 1's last turn is never waited for
     wg_wait<0>();
