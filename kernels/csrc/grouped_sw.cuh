@@ -5,23 +5,25 @@
 // and both consumer warpgroups read all of it (128 KB of shared-memory traffic per 64-token
 // stage; 46 % of DRAM bandwidth on Qwen3 fp8 q_len 8). Swapped, the rows are wgmma's N,
 // exactly 96 (or 48: Qwen3 q_len 4, on mma.sync before), and:
-// - K is S^T's A operand from shared memory: each warpgroup converts its stage's fp8 K into
-//   its own fp16 buffer (sw_convert_k), read by fp16 wgmmas against Q (fp16, once per CTA).
-//   Not e4m3 wgmmas straight from the raw stage (8-14 % faster, sixth session): Hopper's fp8
-//   MMA accumulates with too few bits once scores grow (kernels/NOTES.md, the ramp cases).
-// - V^T is O^T's A operand, which wgmma takes from registers: each thread converts the fp8
-//   V bytes it loads straight into fp16 A fragments (P stays fp16).
+// - K is S^T's A operand and V^T O^T's, both from registers: each thread converts the fp8
+//   bytes it loads straight into fp16 A fragments, against Q^T and P^T (fp16) in shared
+//   memory. Until the ninth session K went through a per-warpgroup fp16 buffer; from
+//   registers it saves 32 KB of shared-memory traffic per stage (4-6 % at q_len 8 batch
+//   16-64). Not e4m3 wgmmas straight from the raw stage (8-14 % faster, sixth session):
+//   Hopper's fp8 MMA accumulates with too few bits once scores grow (kernels/NOTES.md, the
+//   ramp cases).
 //
 // Layout tricks: O^T's rows (head_dim) are permuted so a thread's V^T fragment is 4
-// contiguous bytes of each of its tokens, and its output is contiguous; the raw stages'
-// 16-byte chunks are XOR-swizzled (sw_off, wgmma's 128-byte swizzle), so those loads are
+// contiguous bytes of each of its tokens, and its output is contiguous; S^T's contraction
+// (head_dim) is permuted so a thread's K fragments are 32 contiguous bytes of each of its
+// tokens (Q^T is stored in that order, sw_k_pos); the raw stages' 16-byte chunks are XOR-swizzled (sw_off, wgmma's 128-byte swizzle), so those loads are
 // conflict-free. P^T goes through shared memory (stmatrix.trans, 128-byte-swizzled K-major)
 // as the B operand of O^T += V^T P^T.
 //
 // Structure: one producer warpgroup streams raw fp8 stages (cp.async, mbarrier FULL/EMPTY);
 // NC consumer warpgroups take alternate stages, each with its own online softmax (merged at
-// the end), and issue P V of their stage together with S^T of their next one, so the tensor
-// cores get both while the other warpgroup runs its softmax. The softmax runs down the
+// the end); each issues P V of its stage, converts its next stage's K under it, then issues
+// that stage's S^T, so the tensor cores get both while the other warpgroup runs its softmax. The softmax runs down the
 // columns (a column is one query row, spread over the warpgroup's 4 warps), so the running
 // maximum is shared through shared memory; it is only raised when some score exceeds it by
 // more than 2^8 (bar.red.or decides, warpgroup-wide), the rescaling trick FlashAttention-4
@@ -38,7 +40,8 @@ namespace pd {
 // 2^PD_SW_RAISE (FlashAttention-4's conditional rescaling; P then stays below 2^8, well inside
 // fp16). A build with 0 raises at every new maximum: the self-check's way to exercise that
 // path (bench/h100_ab_base.sh CHECK_VARIANTS).
-// Ring depth of the 96-row form (one CTA per SM): 8 (128 KB) measured 0.5-1 % faster than 6.
+// Ring depth of the 96-row form (one CTA per SM): 8 (128 KB) measured 0.5-1 % faster than 6;
+// 10 (room since K needs no fp16 buffer) no faster than 8 (ninth session).
 #ifndef PD_SW_NS
 #define PD_SW_NS 8
 #endif
@@ -73,14 +76,12 @@ struct SwCfg {
   static constexpr int CPR = D / 16;             // 16-byte chunks per raw row
   static constexpr int QB = N * D * 2;           // fp16 Q^T operand: D/64 blocks of [N][128 B]
   static constexpr int PB = N * BN * 2;          // one warpgroup's P^T: [N][64 tok] fp16
-  static constexpr int KB = BN * D * 2;          // one warpgroup's fp16 K: D/64 blocks of [64 tok][128 B]
   static constexpr int RED = 4 * N * 4;          // one warpgroup's 4 warps' column maxima/sums
   static constexpr int MC = 4 * N * 4 + 16;      // one warpgroup's running maxima per column, two
                                                  // buffers (raised ones go to the other), their
                                                  // raise thresholds (the same two), + which
   static constexpr int P_OFF = QB;
-  static constexpr int K_OFF = P_OFF + NC * PB;
-  static constexpr int RING_OFF = K_OFF + NC * KB;
+  static constexpr int RING_OFF = P_OFF + NC * PB;
   static constexpr int RED_OFF = RING_OFF + NS * RAW;
   static constexpr int MC_OFF = RED_OFF + NC * RED;
   static constexpr int BAR_OFF = MC_OFF + NC * MC;
@@ -96,114 +97,100 @@ struct SwCfg {
 // chunk) hit distinct banks.
 __device__ __forceinline__ int sw_off(int r, int c) { return r * 128 + ((c ^ (r & 7)) << 4); }
 
-#define PD_SWSS48 "{\n.reg .pred p;\n.reg .b32 ta, tb;\n.reg .b64 da, db;\n" \
-  "setp.ne.b32 p, %26, 0;\nadd.u32 ta, %24, %27;\nadd.u32 tb, %25, %28;\n" \
-  "mov.b64 da, {ta, 1073741888};\nmov.b64 db, {tb, 1073741888};\n" \
-  "wgmma.mma_async.sync.aligned.m64n48k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, da, db, p, 1, 1, 0, 0;\n}\n"
-#define PD_SWRS48 "{\n.reg .b32 tb;\n.reg .b64 db;\nadd.u32 tb, %28, %29;\n" \
-  "mov.b64 db, {tb, 1073741888};\n" \
-  "wgmma.mma_async.sync.aligned.m64n48k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, {%24, %25, %26, %27}, db, 1, 1, 1, 0;\n}\n"
+#define PD_SWRS48 "{\n.reg .pred p;\n.reg .b32 tb;\n.reg .b64 db;\n" \
+  "setp.ne.b32 p, %29, 0;\nadd.u32 tb, %28, %30;\nmov.b64 db, {tb, 1073741888};\n" \
+  "wgmma.mma_async.sync.aligned.m64n48k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, {%24, %25, %26, %27}, db, p, 1, 1, 0;\n}\n"
 #define PD_SW48_OUT "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3])
 #define PD_SW48_NEW "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]), "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]), "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3])
-#define PD_SWSS96 "{\n.reg .pred p;\n.reg .b32 ta, tb;\n.reg .b64 da, db;\n" \
-  "setp.ne.b32 p, %50, 0;\nadd.u32 ta, %48, %51;\nadd.u32 tb, %49, %52;\n" \
-  "mov.b64 da, {ta, 1073741888};\nmov.b64 db, {tb, 1073741888};\n" \
-  "wgmma.mma_async.sync.aligned.m64n96k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, da, db, p, 1, 1, 0, 0;\n}\n"
-#define PD_SWRS96 "{\n.reg .b32 tb;\n.reg .b64 db;\nadd.u32 tb, %52, %53;\n" \
-  "mov.b64 db, {tb, 1073741888};\n" \
-  "wgmma.mma_async.sync.aligned.m64n96k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, {%48, %49, %50, %51}, db, 1, 1, 1, 0;\n}\n"
+#define PD_SWRS96 "{\n.reg .pred p;\n.reg .b32 tb;\n.reg .b64 db;\n" \
+  "setp.ne.b32 p, %53, 0;\nadd.u32 tb, %52, %54;\nmov.b64 db, {tb, 1073741888};\n" \
+  "wgmma.mma_async.sync.aligned.m64n96k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, {%48, %49, %50, %51}, db, p, 1, 1, 0;\n}\n"
 #define PD_SW96_OUT "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3])
 #define PD_SW96_NEW "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]), "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]), "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3]), "=f"(d[6][0]), "=f"(d[6][1]), "=f"(d[6][2]), "=f"(d[6][3]), "=f"(d[7][0]), "=f"(d[7][1]), "=f"(d[7][2]), "=f"(d[7][3]), "=f"(d[8][0]), "=f"(d[8][1]), "=f"(d[8][2]), "=f"(d[8][3]), "=f"(d[9][0]), "=f"(d[9][1]), "=f"(d[9][2]), "=f"(d[9][3]), "=f"(d[10][0]), "=f"(d[10][1]), "=f"(d[10][2]), "=f"(d[10][3]), "=f"(d[11][0]), "=f"(d[11][1]), "=f"(d[11][2]), "=f"(d[11][3])
 
-// wgmma m64nNk16, fp16 in, fp32 accumulators, B (and for _ss A) from shared memory, K-major,
-// 128-byte swizzle, 8-row groups 1024 B apart: _ss for S^T = K Q^T, _rs (A from registers)
-// for O^T += V^T P^T. Operands are given
-// as the descriptor's low word (wg_lo) plus a compile-time byte offset, added inside the
-// asm so the compiler does not hoist one 64-bit descriptor per k-step out of the loop (32
-// registers at head_dim 128).
+// wgmma m64nNk16, fp16 in, fp32 accumulators, A from registers, B from shared memory
+// (K-major, 128-byte swizzle, 8-row groups 1024 B apart): S^T = K Q^T (K converted from the
+// raw stage straight into A fragments) and O^T += V^T P^T. B is given as the descriptor's
+// low word (wg_lo) plus a compile-time byte offset, added inside the asm so the compiler
+// does not hoist one 64-bit descriptor per k-step out of the loop.
 __device__ __forceinline__ uint32_t wg_lo(uint32_t addr) { return (addr >> 4) | (1u << 16); }
 
-#define PD_SW_SS(NN, OUTS, SCALE) \
-  asm volatile(PD_SWSS##NN : OUTS : "r"(a_lo), "r"(b_lo), "r"(SCALE), "n"(OA >> 4), "n"(OB >> 4) : "memory")
-template <int N, int OA, int OB>
-__device__ __forceinline__ void wg_mma_ss(float (&d)[N / 8][4], uint32_t a_lo, uint32_t b_lo, bool accumulate) {
+#define PD_SW_RS(NN, OUTS, SCALE) \
+  asm volatile(PD_SWRS##NN : OUTS : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "r"(SCALE), "n"(OB >> 4) : "memory")
+template <int N, int OB>
+__device__ __forceinline__ void wg_mma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4], uint32_t b_lo, bool accumulate) {
   // Without `accumulate` d is overwritten: its old values are not inputs (need not stay live).
   if (accumulate) {
-    if constexpr (N == 48) PD_SW_SS(48, PD_SW48_OUT, 1);
-    else PD_SW_SS(96, PD_SW96_OUT, 1);
+    if constexpr (N == 48) PD_SW_RS(48, PD_SW48_OUT, 1);
+    else PD_SW_RS(96, PD_SW96_OUT, 1);
   } else {
-    if constexpr (N == 48) PD_SW_SS(48, PD_SW48_NEW, 0);
-    else PD_SW_SS(96, PD_SW96_NEW, 0);
+    if constexpr (N == 48) PD_SW_RS(48, PD_SW48_NEW, 0);
+    else PD_SW_RS(96, PD_SW96_NEW, 0);
   }
-}
-#undef PD_SW_SS
-
-// The same with A from registers, accumulating.
-#define PD_SW_RS(NN) \
-  asm volatile(PD_SWRS##NN : PD_SW##NN##_OUT : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "n"(OB >> 4) : "memory")
-template <int N, int OB>
-__device__ __forceinline__ void wg_mma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4], uint32_t b_lo) {
-  if constexpr (N == 48) PD_SW_RS(48);
-  else PD_SW_RS(96);
 }
 #undef PD_SW_RS
 
-#undef PD_SWSS48
 #undef PD_SWRS48
 #undef PD_SW48_OUT
 #undef PD_SW48_NEW
-#undef PD_SWSS96
 #undef PD_SWRS96
 #undef PD_SW96_OUT
 #undef PD_SW96_NEW
 
 // S^T = K Q^T of one stage, one wgmma per 16 head_dim columns KK (issued, not committed):
-// K [64 tok][D] and Q [N][D] in D/64 swizzled blocks.
+// K as A fragments (sw_k_frags), Q^T [N][D] in D/64 swizzled blocks.
 template <int N, int... KK>
-__device__ __forceinline__ void sw_issue_s(float (&s)[N / 8][4], uint32_t k_lo, uint32_t q_lo,
-                                           std::integer_sequence<int, KK...>) {
-  (wg_mma_ss<N, (KK >> 2) * (64 * 128) + (KK & 3) * 32, (KK >> 2) * (N * 128) + (KK & 3) * 32>(s, k_lo, q_lo, KK > 0),
-   ...);
+__device__ __forceinline__ void sw_issue_s(float (&s)[N / 8][4], const uint32_t (&kf)[sizeof...(KK)][4],
+                                           uint32_t q_lo, std::integer_sequence<int, KK...>) {
+  (wg_mma_rs<N, (KK >> 2) * (N * 128) + (KK & 3) * 32>(s, kf[KK], q_lo, KK > 0), ...);
 }
 
 // Named barrier `id` over n threads.
 __device__ __forceinline__ void wg_bar(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 
-// Q of the tile's N rows (zero past nrows) as fp16: the K-major B operand of S^T, D/64
-// blocks of [N rows][128 B], 128-byte swizzled.
+// S^T's contraction runs over head_dim in a permuted order, so a thread's K A fragments are
+// 32 contiguous raw bytes of each of its tokens (sw_k_frags): logical k = 16 kk + r, with
+// r in {2cq, 2cq+1, 2cq+8, 2cq+9}, is physical head_dim 32 cq + 4 kk + {0, 1, 2, 3}.
+// Position of physical head_dim h in the logical order:
+__device__ __forceinline__ int sw_k_pos(int h) {
+  const int cq = h >> 5, kk = (h >> 2) & 7, t = h & 3;
+  return 16 * kk + 2 * cq + (t & 1) + 8 * (t >> 1);
+}
+
+// Q of the tile's N rows (zero past nrows) as fp16 in that order: the K-major B operand of
+// S^T, D/64 blocks of [N rows][128 B], 128-byte swizzled. Four physical head_dims are two
+// logical pairs; once per CTA.
 template <int D, int N, typename TQ>
 __device__ __forceinline__ void sw_load_q(uint8_t* qs, const Params& p, const TileRange& t, int tid, int nthreads) {
-  for (int idx = tid; idx < N * (D / 8); idx += nthreads) {
-    const int n = idx / (D / 8), k8 = idx % (D / 8);
-    uint4 w = make_uint4(0u, 0u, 0u, 0u);
+  for (int idx = tid; idx < N * (D / 4); idx += nthreads) {
+    const int n = idx / (D / 4), h = 4 * (idx % (D / 4));
+    uint2 w = make_uint2(0u, 0u);
     if (n < t.nrows) {
-      w = *reinterpret_cast<const uint4*>(q_row<D, TQ>(p, t.b, t.h, t.row0 + n) + 8 * k8);
-      if constexpr (!std::is_same_v<TQ, __half>)
-        w = make_uint4(bf16x2_to_half2(w.x), bf16x2_to_half2(w.y), bf16x2_to_half2(w.z), bf16x2_to_half2(w.w));
+      w = *reinterpret_cast<const uint2*>(q_row<D, TQ>(p, t.b, t.h, t.row0 + n) + h);
+      if constexpr (!std::is_same_v<TQ, __half>) w = make_uint2(bf16x2_to_half2(w.x), bf16x2_to_half2(w.y));
     }
-    *reinterpret_cast<uint4*>(qs + (k8 >> 3) * (N * 128) + n * 128 + (((k8 & 7) ^ (n & 7)) << 4)) = w;
+    auto at = [&](int kl) {
+      const int c = (kl & 63) >> 3;
+      return reinterpret_cast<uint32_t*>(qs + (kl >> 6) * (N * 128) + n * 128 + ((c ^ (n & 7)) << 4) + (kl & 7) * 2);
+    };
+    const int kl = sw_k_pos(h);  // h, h+1 -> kl, kl+1; h+2, h+3 -> kl+8, kl+9
+    *at(kl) = w.x;
+    *at(kl + 8) = w.y;
   }
 }
 
-// K of tokens wl*16 + g and +8 of a raw stage, converted into the warpgroup's fp16 K buffer
-// (S^T's K-major A operand, the wg16_off layout). The thread's bytes: cq * D/4 onwards.
-__device__ __forceinline__ void sw_convert_k(uint8_t* kb, const uint8_t* rk, int wl, int g, int cq) {
-  constexpr int CH = 2;  // raw 16-byte chunks per thread per token
+// K of tokens wl*16 + g and +8 of a raw stage as S^T's A fragments for the 8 k-steps: the
+// thread's 32 bytes (chunks 2cq, 2cq+1) of each token, word kk giving (a0|a1, a2|a3) of
+// step kk (sw_k_pos's order).
+__device__ __forceinline__ void sw_k_frags(uint32_t (&kf)[8][4], const uint8_t* rk, int wl, int g, int cq) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int i = wl * 16 + g + 8 * h;
+    const uint4 x0 = *reinterpret_cast<const uint4*>(rk + sw_off(i, 2 * cq));
+    const uint4 x1 = *reinterpret_cast<const uint4*>(rk + sw_off(i, 2 * cq + 1));
+    const uint32_t w[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
 #pragma unroll
-    for (int ch = 0; ch < CH; ++ch) {
-      const int c = cq * CH + ch;
-      const uint4 x = *reinterpret_cast<const uint4*>(rk + sw_off(i, c));
-      uint4 y0, y1;
-      e4m3x4_to_half2x2(x.x, y0.x, y0.y);
-      e4m3x4_to_half2x2(x.y, y0.z, y0.w);
-      e4m3x4_to_half2x2(x.z, y1.x, y1.y);
-      e4m3x4_to_half2x2(x.w, y1.z, y1.w);
-      *reinterpret_cast<uint4*>(kb + wg16_off(i, 2 * c)) = y0;
-      *reinterpret_cast<uint4*>(kb + wg16_off(i, 2 * c + 1)) = y1;
-    }
+    for (int kk = 0; kk < 8; ++kk) e4m3x4_to_half2x2(w[kk], kf[kk][h], kf[kk][2 + h]);
   }
 }
 
@@ -518,24 +505,23 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
 #pragma unroll
       for (int c = 0; c < 4; ++c) asm volatile("" : "+f"(o[e][j][c]));
 
-  uint8_t* kb = sm + C::K_OFF + wg * C::KB;
   float s[NJ][4];
-  // S^T of stage it from the converted K buffer (issued, not committed).
-  const uint32_t k_lo = wg_lo(smem_u32(kb)), q_lo = wg_lo(q_u32), p_lo = wg_lo(p_u32);
-  auto issue_s = [&]() { sw_issue_s<N>(s, k_lo, q_lo, std::make_integer_sequence<int, D / 16>{}); };
+  const uint32_t q_lo = wg_lo(q_u32), p_lo = wg_lo(p_u32);
+  // K of a stage as S^T's A fragments, straight from the raw stage: no fp16 K buffer to
+  // write and read back (32 KB of shared-memory traffic per stage).
+  uint32_t kf[D / 16][4];
+  auto issue_s = [&]() { sw_issue_s<N>(s, kf, q_lo, std::make_integer_sequence<int, D / 16>{}); };
   if (wg < t.ntiles) {
     mbar_wait(full_u32 + (wg % C::NS) * 8, (wg / C::NS) & 1);
-    sw_convert_k(kb, ring + (wg % C::NS) * C::RAW, wl, g, cq);
-    fence_async_smem();
-    wg_bar(bar_wg, 128);
+    sw_k_frags(kf, ring + (wg % C::NS) * C::RAW, wl, g, cq);
     wg_fence();
     issue_s();
     wg_commit();
-    wg_wait<0>();
   }
-  // Each iteration waits for its stage's S^T and the previous P V: overlapping that P V with
-  // the softmax (wait<1>) keeps its V fragments live beside O, S and l, which spills. The
-  // other warpgroup's MMAs run under this one's softmax instead.
+  // Per iteration: S^T of the stage waited for, its softmax, P V issued, the next stage's K
+  // converted under it, P V waited for, the next S^T issued. P V and S^T are not in flight
+  // together: their register operands (V and K fragments) would not fit beside O, S and l.
+  // The other warpgroup's MMAs run under this one's softmax.
 #pragma unroll 1
   for (int it = wg; it < t.ntiles; it += C::NC) {
     const int slot = it % C::NS, nx = it + C::NC;
@@ -543,30 +529,32 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     wg_wait<0>();
     sw_softmax<N, E, C::BN>(s, o, l, mc, mcb, red, sc, p, t, it, wl, g, cq, ctid, bar_wg);
     sw_store_p<N>(s, p_u32, wl, lane);
-    if (nx < t.ntiles) {  // the next stage's K, under the other warpgroup's MMAs
-      mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
-      sw_convert_k(kb, ring + (nx % C::NS) * C::RAW, wl, g, cq);
-    }
     // V to registers before the barrier: its loads and conversion fill the wait for the
     // warpgroup's slowest warp (1-2 % at q_len 8, kernels/NOTES.md).
     uint32_t vr[4][2][2], va[4][E][4];
     sw_load_v(vr, rk + C::RAW_HALF, wl, g, cq);
     __syncwarp();
-    if (lane == 0) mbar_arrive(empty_u32 + slot * 8);
+    if (lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K was read in the previous iteration
     sw_cvt_v(va, vr);
-    fence_async_smem();   // P and K, written above, for wgmma (the async proxy)
-    wg_bar(bar_wg, 128);  // P and K complete; orders this stage's maxima reads before the next writes
+    fence_async_smem();   // P, written above, for wgmma (the async proxy)
+    wg_bar(bar_wg, 128);  // P complete; orders this stage's maxima reads before the next writes
     wg_fence();
-    // S^T of the next stage, then P V (two commit groups; the next iteration waits for both).
-    issue_s();  // past the last stage on a stale K, discarded: a conditional issue serializes (C7520)
-    wg_commit();
 #pragma unroll
     for (int e = 0; e < E; ++e) {
-      wg_mma_rs<N, 0>(o[e], va[0][e], p_lo);
-      wg_mma_rs<N, 32>(o[e], va[1][e], p_lo);
-      wg_mma_rs<N, 64>(o[e], va[2][e], p_lo);
-      wg_mma_rs<N, 96>(o[e], va[3][e], p_lo);
+      wg_mma_rs<N, 0>(o[e], va[0][e], p_lo, true);
+      wg_mma_rs<N, 32>(o[e], va[1][e], p_lo, true);
+      wg_mma_rs<N, 64>(o[e], va[2][e], p_lo, true);
+      wg_mma_rs<N, 96>(o[e], va[3][e], p_lo, true);
     }
+    wg_commit();
+    // Past the last stage: fragments from Q's bytes (never written in the loop), S^T issued
+    // and discarded. A conditional issue serializes (C7520); conditional fragments keep the
+    // last ones live through the whole loop, which spills.
+    if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
+    sw_k_frags(kf, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : sm, wl, g, cq);
+    wg_wait<0>();
+    wg_fence();
+    issue_s();
     wg_commit();
   }
   wg_wait<0>();
