@@ -547,11 +547,13 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
       wg_mma_rs<N, 96>(o[e], va[3][e], p_lo, true);
     }
     wg_commit();
-    // Past the last stage: fragments from Q's bytes (never written in the loop), S^T issued
-    // and discarded. A conditional issue serializes (C7520); conditional fragments keep the
-    // last ones live through the whole loop, which spills.
+    // Past the last stage: fragments from this stage's slot (never refilled: stage it + NS
+    // does not exist), S^T issued and discarded. A conditional issue serializes (C7520);
+    // conditional fragments keep the last ones live through the whole loop, which spills.
+    // Not Q's bytes: with those, racecheck reported hazards against the epilogue's writes
+    // over Q (ninth session, call 11), though a named barrier orders the two.
     if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
-    sw_k_frags(kf, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : sm, wl, g, cq);
+    sw_k_frags(kf, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
     wg_wait<0>();
     wg_fence();
     issue_s();
