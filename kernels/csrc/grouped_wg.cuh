@@ -305,6 +305,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
     cp_async_commit();
   }
   if (C::NS - 1 < t.ntiles) kv.fetch(C::NS - 1);
+  if (C::NS < t.ntiles) kv.fetch_ahead(C::NS);
   if (C::DB && t.ntiles > 0) {
     cp_async_wait<C::NS - 2>();  // raw stage 0
     __syncthreads();
@@ -320,7 +321,8 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
     __syncthreads();
     if (it + C::NS - 1 < t.ntiles) {
       load_tile(it + C::NS - 1, (it + C::NS - 1) % C::NS);
-      if (it + C::NS < t.ntiles) kv.fetch(it + C::NS);
+      kv.take_ahead();  // stage it + NS's pages
+      if (it + C::NS + 1 < t.ntiles) kv.fetch_ahead(it + C::NS + 1);
     }
     cp_async_commit();
     if constexpr (!C::DB) {
