@@ -95,8 +95,9 @@ struct KvStream {
   }
 
   // Pipeline fill: stages 0..NS-2 in flight (one commit group each), stage NS-1's pages
-  // fetched. load_stage(it, slot) issues stage it into ring slot `slot`.
-  template <int NS, typename Load>
+  // fetched (AHEAD: and stage NS's, into `ahead`). load_stage(it, slot) issues stage it into
+  // ring slot `slot`.
+  template <int NS, bool AHEAD = false, typename Load>
   __device__ __forceinline__ void prime(int ntiles, Load load_stage) {
 #pragma unroll
     for (int s = 0; s < NS - 1; ++s) {
@@ -107,14 +108,21 @@ struct KvStream {
       cp_async_commit();
     }
     if (NS - 1 < ntiles) fetch(NS - 1);
+    if (AHEAD && NS < ntiles) fetch_ahead(NS);
   }
 
-  // In iteration it: stage it+NS-1 into its slot, the next stage's pages, one commit group.
-  template <int NS, typename Load>
+  // In iteration it: stage it+NS-1 into its slot, the next stage's pages (AHEAD: the one
+  // after it too), one commit group.
+  template <int NS, bool AHEAD = false, typename Load>
   __device__ __forceinline__ void advance(int it, int ntiles, Load load_stage) {
     if (it + NS - 1 < ntiles) {
       load_stage(it + NS - 1, (it + NS - 1) % NS);
-      if (it + NS < ntiles) fetch(it + NS);
+      if constexpr (AHEAD) {
+        take_ahead();
+        if (it + NS + 1 < ntiles) fetch_ahead(it + NS + 1);
+      } else if (it + NS < ntiles) {
+        fetch(it + NS);
+      }
     }
     cp_async_commit();
   }
