@@ -12,7 +12,10 @@ and, while the unsplit grid fits on the GPU at once, splits whose CTA count exce
 it holds are skipped (splitting is only worth it while the extra CTAs run concurrently);
 once the unsplit grid is itself more than one wave, splits are weighed like any other
 choice: they can shorten its last, part-filled wave (4-22 % faster on the H100's batch-40
-rows and GPT-OSS bf16 batch 64, kernels/NOTES.md). Pure Python: no torch, no GPU.
+rows and GPT-OSS bf16 batch 64, kernels/NOTES.md). Tiles whose modelled MMA time exceeds
+their memory time are latency-bound: a part-filled round of co-resident CTAs costs as much
+as a full one, and splits past the capacity are weighed too (GPT-OSS fp8 q_len 8 batch 40:
+3 splits measured 0.905x of 1). Pure Python: no torch, no GPU.
 
 The per-configuration threads and shared memory mirror csrc/grouped.cuh (GCfg); the
 library exports the same numbers (pd_grouped_config) and a test checks they agree. That
@@ -127,6 +130,7 @@ class Plan:
     waves: float  # CTAs / (SMs x resident CTAs per SM)
     modelled_cost: float  # modelled microseconds (relative use only)
     rows: int  # q_len x group, the rows one (request, KV head) needs
+    compute_bound: bool = False  # the tile's MMA time per token exceeds its memory time
 
     @property
     def threads(self) -> int:
@@ -147,14 +151,15 @@ def _split_options(max_kv_len: int, max_splits: int) -> list[tuple[int, int]]:
     return sorted(seen.items())
 
 
-def _token_cost_s(tile_rows: int, rows: int, head_dim: int, kv: str) -> float:
-    """Seconds one SM spends per KV token of one CTA: memory vs tensor cores (+ fp8 convert)."""
+def _token_costs_s(tile_rows: int, rows: int, head_dim: int, kv: str) -> tuple[float, float]:
+    """Seconds one SM spends per KV token of one CTA on memory and on the tensor cores (+ the
+    fp8 convert)."""
     active = min(tile_rows, math.ceil(rows / 16) * 16)
     mem = 2 * head_dim * _KV_BYTES[kv] / _BW_PER_SM
     mma = 4 * active * head_dim / _MMA_PER_SM
     if kv == "fp8":
         mma += 2 * head_dim / _CONV_PER_SM
-    return max(mem, mma) + 0.1 * min(mem, mma)
+    return mem, mma
 
 
 def plan(
@@ -211,11 +216,19 @@ def plan(
         per_sm = (occupancy or {}).get(tile) or ctas_per_sm(tile, head_dim, kv)
         capacity = sm_count * per_sm
         base = batch * num_kv_heads * row_tiles
-        per_token = _token_cost_s(tile, rows, head_dim, kv)
+        mem, mma = _token_costs_s(tile, rows, head_dim, kv)
+        per_token = max(mem, mma) + 0.1 * min(mem, mma)
+        # Compute-bound tiles run each CTA at its own latency-bound pace: a round of
+        # co-resident CTAs takes about as long part-filled as full (H100 sweep, GPT-OSS fp8
+        # q_len 8 batch 40: one round of 3 CTAs 396 µs, a round of 4 plus one of 1 at half
+        # the tokens 462 µs, kernels/NOTES.md), so splits are weighed by the rounds they
+        # make, past the capacity too.
+        compute_bound = mma > mem
         warps = kernel_shape(tile, head_dim, kv).threads // 32
         for splits, tokens in options:
             ctas = base * splits
-            if splits > 1 and ctas > capacity and base <= capacity and num_splits is None:
+            fits = base <= capacity and not compute_bound
+            if splits > 1 and ctas > capacity and fits and num_splits is None:
                 break  # the unsplit grid fits: more splits only add CTAs it cannot hold at once
             # Waves of CTAs over the SMs: the busiest SM runs `load` CTAs, `per_sm` at a time;
             # a round of k co-resident CTAs streams at efficiency w / (w + _W_HALF).
@@ -223,6 +236,7 @@ def plan(
             mainloop = tokens * per_token + _CTA_FIXED_S
             waves = 0.0
             for k in [per_sm] * (load // per_sm) + ([load % per_sm] if load % per_sm else []):
+                k = per_sm if compute_bound else k
                 w = k * warps
                 waves += k * (w + _W_HALF) / w
             main_s = mainloop * waves
@@ -233,7 +247,16 @@ def plan(
             reduction = 1.0 + merge_s / main_s
             cost_us = main_s * reduction * 1e6
             cand = Plan(
-                tile, row_tiles, splits, tokens, ctas, per_sm, ctas / capacity, cost_us, rows
+                tile,
+                row_tiles,
+                splits,
+                tokens,
+                ctas,
+                per_sm,
+                ctas / capacity,
+                cost_us,
+                rows,
+                compute_bound,
             )
             if best is None or cand.modelled_cost < best.modelled_cost * 0.98:
                 best = cand
