@@ -48,7 +48,8 @@ __device__ __forceinline__ const TQ* q_row(const Params& p, int b, int h, int r)
 
 // Page-table-driven cp.async of the K and V of one stage of BN tokens. Thread-owned 16-byte
 // chunks: slot j is row (tid + j*NT) / CPR, chunk (tid + j*NT) % CPR of both K and V. Page
-// numbers are fetched a stage ahead so their latency hides behind the MMAs.
+// numbers are fetched a stage ahead so their latency hides behind the MMAs (two stages
+// ahead in the wgmma kernels, whose every warp waits on them: fetch_ahead).
 template <int NT, int CPR, int BN>
 struct KvStream {
   static constexpr int J = BN * CPR / NT;
