@@ -16,14 +16,16 @@
 // Layout tricks: O^T's rows (head_dim) are permuted so a thread's V^T fragment is 4
 // contiguous bytes of each of its tokens, and its output is contiguous; S^T's contraction
 // (head_dim) is permuted so a thread's K fragments are 32 contiguous bytes of each of its
-// tokens (Q^T is stored in that order, sw_k_pos); the raw stages' 16-byte chunks are XOR-swizzled (sw_off, wgmma's 128-byte swizzle), so those loads are
-// conflict-free. P^T goes through shared memory (stmatrix.trans, 128-byte-swizzled K-major)
-// as the B operand of O^T += V^T P^T.
+// tokens (Q^T is stored in that order, sw_k_pos); the raw stages' 16-byte chunks are
+// XOR-swizzled (sw_off, wgmma's 128-byte swizzle), so those loads are conflict-free. P^T
+// goes through shared memory (stmatrix.trans, 128-byte-swizzled K-major) as the B operand
+// of O^T += V^T P^T.
 //
 // Structure: one producer warpgroup streams raw fp8 stages (cp.async, mbarrier FULL/EMPTY);
 // NC consumer warpgroups take alternate stages, each with its own online softmax (merged at
 // the end); each issues P V of its stage, converts its next stage's K under it, then issues
-// that stage's S^T, so the tensor cores get both while the other warpgroup runs its softmax. The softmax runs down the
+// that stage's S^T, so the tensor cores get both while the other warpgroup runs its
+// softmax. The softmax runs down the
 // columns (a column is one query row, spread over the warpgroup's 4 warps), so the running
 // maximum is shared through shared memory; it is only raised when some score exceeds it by
 // more than 2^8 (bar.red.or decides, warpgroup-wide), the rescaling trick FlashAttention-4
