@@ -25,11 +25,11 @@
 // NC consumer warpgroups take alternate stages, each with its own online softmax (merged at
 // the end); each issues P V of its stage, converts its next stage's K under it, then issues
 // that stage's S^T, so the tensor cores get both while the other warpgroup runs its
-// softmax. The softmax runs down the
-// columns (a column is one query row, spread over the warpgroup's 4 warps), so the running
-// maximum is shared through shared memory; it is only raised when some score exceeds it by
-// more than 2^8 (bar.red.or decides, warpgroup-wide), the rescaling trick FlashAttention-4
-// describes, so most stages need no exchange.
+// softmax. The softmax runs down the columns (a column is one query row, spread over the
+// warpgroup's 4 warps), so the running maximum is shared through shared memory; it is only
+// raised when some score exceeds it by more than 2^8 (bar.red.or decides,
+// warpgroup-wide), the rescaling trick FlashAttention-4 describes, so most stages need no
+// exchange.
 #pragma once
 
 #include <utility>
