@@ -7,9 +7,9 @@
 // fp8, per 64-token stage: cp.async brings the raw fp8 K/V into an NS-deep ring; all threads
 // convert each stage once into fp16 tiles in the canonical 128-byte-swizzled layout (K and
 // V as [token][d]: K the K-major, V the MN-major B operand), double-buffered for head_dim
-// 128; each warpgroup issues S = Q K^T (Q as the register A operand) as asynchronous wgmma, converts the next
-// stage while the tensor cores work, then O += P V (P from the S accumulators, whose
-// fragment layout is the register A layout). The conversion happens once per CTA instead
+// 128; each warpgroup issues S = Q K^T (Q as the register A operand) as asynchronous wgmma,
+// converts the next stage while the tensor cores work, then O += P V (P from the S
+// accumulators, whose fragment layout is the register A layout). The conversion happens once per CTA instead
 // of once per warp, and the MMAs read shared memory without ldmatrix.
 //
 // bf16/fp16 KV (grouped_wg16_kernel) needs no conversion: cp.async writes K and V straight
