@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Where one kernel's warps stall, per SASS instruction: Nsight Compute's source page
 # (SourceCounters: warp-state samples per instruction) for NCU_KERNEL (default
-# grouped_sw_kernel) on NCU_CASE (default Qwen3-480B fp8 q_len 8 batch 64), as CSV in $OUT,
-# plus the 40 instructions with the most stall samples. Clocks left alone; cut at 150 s.
+# grouped_sw_kernel) on NCU_CASE (default Qwen3-480B fp8 q_len 8 batch 64), as CSV in $OUT
+# (one section per instantiation; rank the instructions by stall samples off the device).
+# Clocks left alone; cut at 150 s.
 LOG=${LOG:-ncu_source}
 source bench/prelude.sh
 python3 -m kernels.build 2>&1 | tail -1 | log
