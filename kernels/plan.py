@@ -13,9 +13,11 @@ it holds are skipped (splitting is only worth it while the extra CTAs run concur
 once the unsplit grid is itself more than one wave, splits are weighed like any other
 choice: they can shorten its last, part-filled wave (4-22 % faster on the H100's batch-40
 rows and GPT-OSS bf16 batch 64, kernels/NOTES.md). Tiles whose modelled MMA time exceeds
-their memory time are latency-bound: a part-filled round of co-resident CTAs costs as much
-as a full one, and splits past the capacity are weighed too (GPT-OSS fp8 q_len 8 batch 40:
-3 splits measured 0.905x of 1). Pure Python: no torch, no GPU.
+their memory time are latency-bound: a part-filled tail round behind full rounds costs as
+much as a full one, and splits past the capacity are weighed too (GPT-OSS fp8 q_len 8 batch
+40: 3 splits measured 0.905x of 1); a grid that is one part-filled round keeps the
+efficiency weighting (batch 8: 6 splits, a round of 3 CTAs per SM, beat 8 splits, a full
+round). Pure Python: no torch, no GPU.
 
 The per-configuration threads and shared memory mirror csrc/grouped.cuh (GCfg); the
 library exports the same numbers (pd_grouped_config) and a test checks they agree. That
@@ -222,7 +224,8 @@ def plan(
         # co-resident CTAs takes about as long part-filled as full (H100 sweep, GPT-OSS fp8
         # q_len 8 batch 40: one round of 3 CTAs 396 µs, a round of 4 plus one of 1 at half
         # the tokens 462 µs, kernels/NOTES.md), so splits are weighed by the rounds they
-        # make, past the capacity too.
+        # make, past the capacity too. A lone part-filled round is not a tail: it runs faster
+        # per CTA than a full one (batch 8: 3 CTAs per SM, 86 µs, against 4 at 88 µs).
         compute_bound = mma > mem
         warps = kernel_shape(tile, head_dim, kv).threads // 32
         for splits, tokens in options:
@@ -236,7 +239,7 @@ def plan(
             mainloop = tokens * per_token + _CTA_FIXED_S
             waves = 0.0
             for k in [per_sm] * (load // per_sm) + ([load % per_sm] if load % per_sm else []):
-                k = per_sm if compute_bound else k
+                k = per_sm if compute_bound and load > per_sm else k
                 w = k * warps
                 waves += k * (w + _W_HALF) / w
             main_s = mainloop * waves

@@ -287,6 +287,8 @@ def check(quick: bool, seed: int, max_cases: int = 0) -> bool:
 
 # ---------------------------------------------------------------------------- bench
 MODELS = {"Qwen3-480B": (96, 8, 128), "GPT-OSS": (64, 8, 64)}
+SEED_BATCHES: tuple[int, ...] = (8, 16, 32, 40, 64)
+SEED_KV_LEN, SEED_PAGE = 16384, 16
 
 
 def copy_bandwidth(dev: torch.device) -> float:
@@ -322,7 +324,12 @@ def time_us(fn, flush: torch.Tensor, reps: int) -> float:
     return statistics.median(ts)
 
 
-def bench(seed: int, only: str = "", kernels: tuple[str, ...] = ("baseline", "grouped")) -> None:
+def bench(
+    seed: int,
+    only: str = "",
+    kernels: tuple[str, ...] = ("baseline", "grouped"),
+    batches: tuple[int, ...] = SEED_BATCHES,
+) -> None:
     dev = torch.device("cuda")
     gen = torch.Generator(device=dev).manual_seed(seed)
     sms = torch.cuda.get_device_properties(dev).multi_processor_count
@@ -334,7 +341,7 @@ def bench(seed: int, only: str = "", kernels: tuple[str, ...] = ("baseline", "gr
     for kvname in ("fp8", "bf16"):
         for model, (hq, hkv, d) in MODELS.items():
             for q_len in (2, 4, 8):
-                for batch in (8, 16, 32, 40, 64):
+                for batch in batches:
                     name = f"{model}-{'fp8_e4m3' if kvname == 'fp8' else 'bf16'}-batchSize{batch}-seqLenQ{q_len}"
                     if only and only not in name:
                         continue
@@ -359,17 +366,9 @@ def _bench_case(
     kernels: tuple[str, ...],
 ) -> tuple[float, float, float, object]:
     """(baseline µs, grouped µs, grouped TB/s, plan) for one seed-grid case."""
-    dev = flush.device
-    kv_len, page = 16384, 16
-    npg = kv_len // page
-    table = torch.randperm(batch * npg, device=dev, generator=gen).to(torch.int32).view(batch, npg)
-    lens = torch.full((batch,), kv_len, dtype=torch.int32, device=dev)
-    q = torch.randn(batch * q_len, hq, d, device=dev, generator=gen, dtype=torch.bfloat16)
-    kv = torch.randn(batch * npg, 2, page, hkv, d, device=dev, generator=gen, dtype=torch.bfloat16)
-    if kvname == "fp8":
-        kv = kv.to(torch.float8_e4m3fn)
+    q, kv, table, lens = _seed_tensors(batch, q_len, hq, hkv, d, kvname, gen)
     out = torch.empty_like(q)
-    p = device_plan(batch, q_len, hq, hkv, d, kv_len, kv_dtype=kvname)
+    p = device_plan(batch, q_len, hq, hkv, d, SEED_KV_LEN, kv_dtype=kvname)
     tg = tb = float("nan")
     if "grouped" in kernels:
         tg = time_us(
@@ -387,46 +386,46 @@ def _bench_case(
     return tb, tg, nbytes / (tg * 1e-6) / 1e12, p
 
 
-def sweep(seed: int, only: str) -> None:
+def _seed_tensors(
+    batch: int, q_len: int, hq: int, hkv: int, d: int, kvname: str, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q, kv, page table, kv_lens) of one seed-grid case: kv_len 16384, page 16, every
+    request full, pages shuffled."""
+    dev = gen.device
+    npg = SEED_KV_LEN // SEED_PAGE
+    table = torch.randperm(batch * npg, device=dev, generator=gen).to(torch.int32).view(batch, npg)
+    lens = torch.full((batch,), SEED_KV_LEN, dtype=torch.int32, device=dev)
+    q = torch.randn(batch * q_len, hq, d, device=dev, generator=gen, dtype=torch.bfloat16)
+    kv = torch.randn(
+        batch * npg, 2, SEED_PAGE, hkv, d, device=dev, generator=gen, dtype=torch.bfloat16
+    )
+    if kvname == "fp8":
+        kv = kv.to(torch.float8_e4m3fn)
+    return q, kv, table, lens
+
+
+def sweep(
+    seed: int,
+    only: str,
+    batches: tuple[int, ...] = SEED_BATCHES,
+    split_opts: tuple[int, ...] = (1, 2, 3, 4, 6, 8),
+) -> None:
     """Time every (tile, splits) of the grouped kernel on the seed-grid cases matching `only`
     (data for calibrating the cost model)."""
     dev = torch.device("cuda")
     gen = torch.Generator(device=dev).manual_seed(seed)
     sms = torch.cuda.get_device_properties(dev).multi_processor_count
     flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
-    kv_len, page = 16384, 16
-    split_opts = (1, 2, 3, 4, 6, 8)
     for kvname in ("fp8", "bf16"):
         for model, (hq, hkv, d) in MODELS.items():
             for q_len in (2, 4, 8):
-                for batch in (8, 16, 32, 40, 64):
+                for batch in batches:
                     name = f"{model}-{'fp8_e4m3' if kvname == 'fp8' else 'bf16'}-batchSize{batch}-seqLenQ{q_len}"
                     if not any(o and o in name for o in only.split("|")):
                         continue
-                    npg = kv_len // page
-                    table = (
-                        torch.randperm(batch * npg, device=dev, generator=gen)
-                        .to(torch.int32)
-                        .view(batch, npg)
-                    )
-                    lens = torch.full((batch,), kv_len, dtype=torch.int32, device=dev)
-                    q = torch.randn(
-                        batch * q_len, hq, d, device=dev, generator=gen, dtype=torch.bfloat16
-                    )
-                    kv = torch.randn(
-                        batch * npg,
-                        2,
-                        page,
-                        hkv,
-                        d,
-                        device=dev,
-                        generator=gen,
-                        dtype=torch.bfloat16,
-                    )
-                    if kvname == "fp8":
-                        kv = kv.to(torch.float8_e4m3fn)
+                    q, kv, table, lens = _seed_tensors(batch, q_len, hq, hkv, d, kvname, gen)
                     out = torch.empty_like(q)
-                    auto = device_plan(batch, q_len, hq, hkv, d, kv_len, kv_dtype=kvname)
+                    auto = device_plan(batch, q_len, hq, hkv, d, SEED_KV_LEN, kv_dtype=kvname)
                     print(f"{name}  (auto {auto}, modelled {auto.modelled_cost:.0f})")
                     for tile in TILES:
                         row = []
@@ -437,7 +436,7 @@ def sweep(seed: int, only: str) -> None:
                                 hq,
                                 hkv,
                                 d,
-                                kv_len,
+                                SEED_KV_LEN,
                                 sms,
                                 kvname,
                                 tile_rows=tile,
@@ -462,6 +461,10 @@ def sweep(seed: int, only: str) -> None:
                         print(f"  tile{tile:<4}" + " ".join(row), flush=True)
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m kernels.selfcheck", description=__doc__.splitlines()[0]
@@ -478,20 +481,26 @@ def main(argv: list[str] | None = None) -> int:
         "--sweep", default="", help="time every tile x splits on cases matching A|B|..."
     )
     ap.add_argument("--kernels", default="baseline,grouped", help="bench these kernels")
+    ap.add_argument(
+        "--batches",
+        default=",".join(map(str, SEED_BATCHES)),
+        help="batch sizes of the bench / sweep grid (comma list)",
+    )
+    ap.add_argument("--splits", default="1,2,3,4,6,8", help="split counts the sweep times")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("selfcheck needs a CUDA device", file=sys.stderr)
         return 2
     print("library:", library_info())
     if args.sweep:
-        sweep(args.seed, args.sweep)
+        sweep(args.seed, args.sweep, _ints(args.batches), _ints(args.splits))
         return 0
     ok = True
     if not args.only_bench:
         ok = check(args.quick, args.seed, args.cases)
         print("CORRECTNESS:", "PASS" if ok else "FAIL")
     if args.bench or args.only_bench:
-        bench(args.seed, args.filter, tuple(args.kernels.split(",")))
+        bench(args.seed, args.filter, tuple(args.kernels.split(",")), _ints(args.batches))
     return 0 if ok else 1
 
 
