@@ -68,6 +68,8 @@ struct Params {
   float scale_log2;         // sm_scale * k_scale * log2(e)
   float v_scale;
   int num_splits, split_tokens, num_row_tiles;
+  int kv_lookahead;         // stages in flight ahead of the computed one where the kernel
+                            // lets the launch choose (shallow_lookahead); 0: its ring's NS - 1
 };
 
 // Raise a kernel's dynamic shared-memory limit once per device: `done` is a bitmask of

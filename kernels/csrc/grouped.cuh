@@ -33,6 +33,7 @@ struct GCfg {
   static constexpr int TN = BN / WN;  // tokens per warp per stage
   static constexpr int TILE = WM * 16;
   static constexpr int NS = KV8 ? (D == 256 ? 3 : 4) : (D == 64 ? 4 : (D == 128 ? 3 : 2));
+  static constexpr bool SHALLOW = KV8 && D == 64;  // lookahead chosen at launch (shallow_lookahead)
   static constexpr int ES = KV8 ? 1 : 2;
   static constexpr int HALF_STAGE = BN * D * ES;  // K or V of one stage
   static constexpr int STAGE = 2 * HALF_STAGE;
@@ -162,12 +163,14 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
   zero(o);
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
   const float sc = p.scale_log2;
-  kv.template prime<C::NS>(ntiles, load_tile);
+  const int la = C::SHALLOW ? lookahead<C::NS>(p) : C::NS - 1;
+  kv.template prime<C::NS>(ntiles, load_tile, la);
 
   for (int it = 0; it < ntiles; ++it) {
-    cp_async_wait<C::NS - 2>();
+    if constexpr (C::SHALLOW) cp_async_wait_stage<C::NS>(la);
+    else cp_async_wait<C::NS - 2>();
     __syncthreads();  // tile `it` visible to all; everyone is done with tile it-1's stage
-    kv.template advance<C::NS>(it, ntiles, load_tile);
+    kv.template advance<C::NS>(it, ntiles, load_tile, la);
     if (!active) continue;
     const uint32_t k_base = smem_u32(smem + (it % C::NS) * C::STAGE);
     const uint32_t v_base = k_base + C::HALF_STAGE;

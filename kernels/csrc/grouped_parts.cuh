@@ -2,6 +2,8 @@
 // the causal rule, the page-table walk and the online softmax exist once.
 #pragma once
 
+#include <type_traits>
+
 #include "common.cuh"
 
 namespace pd {
@@ -95,34 +97,36 @@ struct KvStream {
     }
   }
 
-  // Pipeline fill: stages 0..NS-2 in flight (one commit group each), stage NS-1's pages
-  // fetched (AHEAD: and stage NS's, into `ahead`). load_stage(it, slot) issues stage it into
-  // ring slot `slot`.
+  // Pipeline fill: stages 0..la-1 in flight (one commit group each; la, the lookahead, is
+  // the ring's NS - 1 unless shallow_lookahead), stage la's pages fetched (AHEAD: and stage
+  // la+1's, into `ahead`). load_stage(it, slot) issues stage it into ring slot `slot`.
   template <int NS, bool AHEAD = false, typename Load>
-  __device__ __forceinline__ void prime(int ntiles, Load load_stage) {
+  __device__ __forceinline__ void prime(int ntiles, Load load_stage, int la = NS - 1) {
 #pragma unroll
     for (int s = 0; s < NS - 1; ++s) {
-      if (s < ntiles) {
-        fetch(s);
-        load_stage(s, s);
+      if (s < la) {
+        if (s < ntiles) {
+          fetch(s);
+          load_stage(s, s);
+        }
+        cp_async_commit();
       }
-      cp_async_commit();
     }
-    if (NS - 1 < ntiles) fetch(NS - 1);
-    if (AHEAD && NS < ntiles) fetch_ahead(NS);
+    if (la < ntiles) fetch(la);
+    if (AHEAD && la + 1 < ntiles) fetch_ahead(la + 1);
   }
 
-  // In iteration it: stage it+NS-1 into its slot, the next stage's pages (AHEAD: the one
+  // In iteration it: stage it+la into its slot, the next stage's pages (AHEAD: the one
   // after it too), one commit group.
   template <int NS, bool AHEAD = false, typename Load>
-  __device__ __forceinline__ void advance(int it, int ntiles, Load load_stage) {
-    if (it + NS - 1 < ntiles) {
-      load_stage(it + NS - 1, (it + NS - 1) % NS);
+  __device__ __forceinline__ void advance(int it, int ntiles, Load load_stage, int la = NS - 1) {
+    if (it + la < ntiles) {
+      load_stage(it + la, (it + la) % NS);
       if constexpr (AHEAD) {
         take_ahead();
-        if (it + NS + 1 < ntiles) fetch_ahead(it + NS + 1);
-      } else if (it + NS < ntiles) {
-        fetch(it + NS);
+        if (it + la + 2 < ntiles) fetch_ahead(it + la + 2);
+      } else if (it + la + 1 < ntiles) {
+        fetch(it + la + 1);
       }
     }
     cp_async_commit();
@@ -230,17 +234,63 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
+// Stages in flight ahead of the one being computed, where a configuration C lets the launch
+// choose (C::SHALLOW: fp8 head_dim 64, whose 64-byte rows are half a 128-byte line): 1, 2
+// or the ring's NS - 1 (p.kv_lookahead, 0 for the last). Each is one cp.async.wait_group
+// count, an immediate: a uniform branch picks it.
+template <int NS>
+__device__ __forceinline__ int lookahead(const Params& p) {
+  return p.kv_lookahead > 0 && p.kv_lookahead < NS - 1 ? p.kv_lookahead : NS - 1;
+}
+template <int NS>
+__device__ __forceinline__ void cp_async_wait_stage(int la) {
+  static_assert(NS <= 4, "lookaheads 1, 2 and NS - 1 only");
+  if (la == 1) cp_async_wait<0>();
+  else if (NS > 3 && la == 2) cp_async_wait<1>();
+  else cp_async_wait<NS - 2>();
+}
+
+// The lookahead a grid of `ctas` CTAs reads its 64-byte rows with: fewer stages in flight per
+// CTA the more CTAs share an SM (averaged over the SMs). H100, 512 CTAs of fp8 head_dim 64: a
+// 4-deep cp.async ring read 2.31 TB/s, a 2-deep one 2.66 (bench/kv_read_granularity.cu), and
+// the kernels with one stage in flight took 0.77-0.94x the time of three (kernels/NOTES.md);
+// at ~2.4 CTAs per SM one stage is too little (GPT-OSS fp8 q_len 2 batch 40: 1.07x slower).
+#ifndef PD_LA1_MIN
+#define PD_LA1_MIN 3  // CTAs per SM from which one stage is in flight
+#endif
+#ifndef PD_LA2_MIN
+#define PD_LA2_MIN 2  // and two
+#endif
+inline int shallow_lookahead(long long ctas) {
+  static int sms[64];  // per device ordinal, 0 unknown
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+  int& n = sms[dev & 63];
+  if (n == 0 && cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) n = 0;
+  if (n <= 0) return 0;
+  return ctas >= (long long)PD_LA1_MIN * n ? 1 : (ctas >= (long long)PD_LA2_MIN * n ? 2 : 0);
+}
+
+template <class C, class = void>
+struct has_shallow : std::false_type {};
+template <class C>
+struct has_shallow<C, std::void_t<decltype(C::SHALLOW)>> : std::bool_constant<C::SHALLOW> {};
+
 // Launch grouped kernel Kernel, whose configuration C gives its threads (NT) and dynamic
 // shared memory (SMEM), on its (row tile x split, KV head, request) grid, raising its
 // shared-memory limit first (once per device: `done` is this instantiation's, so the
-// kernel's, own static). Arguments after st (`extra`) are passed on to the kernel.
+// kernel's, own static), with its lookahead (shallow_lookahead). Arguments after st (`extra`)
+// are passed on to the kernel.
 template <typename C, auto Kernel, typename... Extra>
 inline cudaError_t launch_tiles(const Params& p, cudaStream_t st, Extra... extra) {
   static unsigned long long done = 0;
   cudaError_t e = set_smem_once(Kernel, C::SMEM, done);
   if (e != cudaSuccess) return e;
   dim3 grid(p.num_row_tiles * p.num_splits, p.hkv, p.batch);
-  Kernel<<<grid, C::NT, C::SMEM, st>>>(p, extra...);
+  Params q = p;
+  q.kv_lookahead = 0;
+  if constexpr (has_shallow<C>::value) q.kv_lookahead = shallow_lookahead((long long)grid.x * grid.y * grid.z);
+  Kernel<<<grid, C::NT, C::SMEM, st>>>(q, extra...);
   return cudaGetLastError();
 }
 

@@ -42,6 +42,7 @@ struct WCfg {
   // where the smaller footprint keeps a fourth CTA per SM (measured: the double-buffered
   // head_dim-64 kernel lost 20 % at GPT-OSS q_len 8 batch 64, a 1.3-wave grid).
   static constexpr bool DB = D >= 128;
+  static constexpr bool SHALLOW = KV8 && !DB;  // lookahead chosen at launch (shallow_lookahead)
   static constexpr int CPR = D * ES / 16;        // 16-byte chunks per raw row
   static constexpr int J = BN * CPR / NT;        // raw chunks per thread per K (or V) stage
   static constexpr int CONV_BYTES = KV8 ? (DB ? 2 : 1) * CONV : 0;
@@ -296,16 +297,8 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
   const float sc = p.scale_log2;
 
-#pragma unroll
-  for (int s = 0; s < C::NS - 1; ++s) {
-    if (s < t.ntiles) {
-      kv.fetch(s);
-      load_tile(s, s);
-    }
-    cp_async_commit();
-  }
-  if (C::NS - 1 < t.ntiles) kv.fetch(C::NS - 1);
-  if (C::NS < t.ntiles) kv.fetch_ahead(C::NS);
+  const int la = C::SHALLOW ? lookahead<C::NS>(p) : C::NS - 1;
+  kv.template prime<C::NS, true>(t.ntiles, load_tile, la);
   if (C::DB && t.ntiles > 0) {
     cp_async_wait<C::NS - 2>();  // raw stage 0
     __syncthreads();
@@ -317,14 +310,9 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
     // warpgroup is done with the other buffer (its P V of stage it-1 was waited for).
     // Single: raw stage it landed and every warpgroup is done with the buffer.
     if constexpr (C::DB) cp_async_wait<C::NS - 3>();
-    else cp_async_wait<C::NS - 2>();
+    else cp_async_wait_stage<C::NS>(la);
     __syncthreads();
-    if (it + C::NS - 1 < t.ntiles) {
-      load_tile(it + C::NS - 1, (it + C::NS - 1) % C::NS);
-      kv.take_ahead();  // stage it + NS's pages
-      if (it + C::NS + 1 < t.ntiles) kv.fetch_ahead(it + C::NS + 1);
-    }
-    cp_async_commit();
+    kv.template advance<C::NS, true>(it, t.ntiles, load_tile, la);
     if constexpr (!C::DB) {
       convert(it % C::NS, 0);
       __syncthreads();
