@@ -120,6 +120,26 @@ int main() {
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
+  // Median of 10 timed launches (after 2 warm-ups), each behind an L2 flush; -1 on an error.
+  auto median_ms = [&](auto launch) -> float {
+    std::vector<float> ts;
+    for (int r = 0; r < 12; ++r) {
+      float ms = 0.f;
+      if (cudaMemsetAsync(flush, r, flush_bytes) != cudaSuccess || cudaEventRecord(e0) != cudaSuccess) return -1.f;
+      launch();
+      if (cudaEventRecord(e1) != cudaSuccess || cudaEventSynchronize(e1) != cudaSuccess ||
+          cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess)
+        return -1.f;
+      if (r >= 2) ts.push_back(ms);
+    }
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) {
+      std::printf("CUDA error %s\n", cudaGetErrorString(e));
+      return -1.f;
+    }
+    std::sort(ts.begin(), ts.end());
+    return ts[ts.size() / 2];
+  };
   std::printf("%-10s %-6s %-6s %-6s %-8s %-8s\n", "head_B", "hpc", "split", "CTAs", "us", "TB/s");
   for (int head_bytes : {64, 128}) {
     const size_t bytes = (size_t)num_pages * 2 * kPageTok * heads * head_bytes;
@@ -139,20 +159,8 @@ int main() {
             default: read_kv<64><<<grid, kThreads>>>(kv, d_pt, pages_per_req, heads, head_bytes, sink); break;
           }
         };
-        std::vector<float> ts;
-        for (int r = 0; r < 12; ++r) {
-          CK(cudaMemsetAsync(flush, r, flush_bytes));
-          CK(cudaEventRecord(e0));
-          launch();
-          CK(cudaEventRecord(e1));
-          CK(cudaEventSynchronize(e1));
-          float ms;
-          CK(cudaEventElapsedTime(&ms, e0, e1));
-          if (r >= 2) ts.push_back(ms);
-        }
-        CK(cudaGetLastError());
-        std::sort(ts.begin(), ts.end());
-        const float med = ts[ts.size() / 2];
+        const float med = median_ms(launch);
+        if (med < 0) return 1;
         std::printf("%-10d %-6d %-6d %-6d %-8.1f %-8.2f\n", head_bytes, hpc, split, grid.x * grid.y * grid.z,
                     med * 1e3f, bytes / (med * 1e-3) / 1e12);
       }
@@ -175,20 +183,8 @@ int main() {
           KVG_CASE(16, 2) KVG_CASE(16, 3) KVG_CASE(16, 4) KVG_CASE(16, 6)
 #undef KVG_CASE
         };
-        std::vector<float> ts;
-        for (int r = 0; r < 12; ++r) {
-          CK(cudaMemsetAsync(flush, r, flush_bytes));
-          CK(cudaEventRecord(e0));
-          launch();
-          CK(cudaEventRecord(e1));
-          CK(cudaEventSynchronize(e1));
-          float ms;
-          CK(cudaEventElapsedTime(&ms, e0, e1));
-          if (r >= 2) ts.push_back(ms);
-        }
-        CK(cudaGetLastError());
-        std::sort(ts.begin(), ts.end());
-        const float med = ts[ts.size() / 2];
+        const float med = median_ms(launch);
+        if (med < 0) return 1;
         std::printf("async %-4d %-6d %-6d ring %-2d (%3d KB)  %-8.1f %-8.2f\n", head_bytes, hpc, split, ns, smem >> 10,
                     med * 1e3f, bytes / (med * 1e-3) / 1e12);
       }
