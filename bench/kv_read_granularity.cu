@@ -165,28 +165,45 @@ int main() {
                     med * 1e3f, bytes / (med * 1e-3) / 1e12);
       }
     }
-    // cp.async rings like the kernels': 512 CTAs (split 512 / (heads / hpc) / batch).
+    // cp.async rings like the kernels': 512 CTAs (split 512 / (heads / hpc) / batch). One head
+    // per CTA is also run in clusters of 2 along the heads (adjacent heads' CTAs start together
+    // on one GPC, so both halves of each 128-byte line are asked for at about the same time).
     for (int hpc : {1, 2}) {
       const int cpr = hpc * head_bytes / 16;
       const int split = hpc;
       const dim3 grid(split, heads / hpc, batch);
-      for (int ns : {2, 3, 4, 6}) {
-        const int smem = ns * 2 * 64 * cpr * 16;
-        auto launch = [&]() {
+      for (int cl : {1, 2}) {
+        if (cl == 2 && hpc != 1) continue;
+        for (int ns : {2, 3, 4, 6}) {
+          const int smem = ns * 2 * 64 * cpr * 16;
+          auto launch = [&]() {
+            cudaLaunchConfig_t cfg = {};
+            cudaLaunchAttribute attr[1];
+            cfg.gridDim = grid;
+            cfg.blockDim = dim3(kThreads);
+            cfg.dynamicSmemBytes = smem;
+            attr[0].id = cudaLaunchAttributeClusterDimension;
+            attr[0].val.clusterDim.x = 1;
+            attr[0].val.clusterDim.y = cl;
+            attr[0].val.clusterDim.z = 1;
+            cfg.attrs = attr;
+            cfg.numAttrs = 1;
 #define KVG_CASE(C, N)                                                                                  \
   if (cpr == C && ns == N) {                                                                              \
     cudaFuncSetAttribute(read_kv_async<C, N>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);         \
-    read_kv_async<C, N><<<grid, kThreads, smem>>>(kv, d_pt, pages_per_req, heads, head_bytes, sink);    \
+    cudaLaunchKernelEx(&cfg, read_kv_async<C, N>, (const uint4*)kv, (const int*)d_pt, pages_per_req, heads, \
+                       head_bytes, sink);                                                                \
   }
-          KVG_CASE(4, 2) KVG_CASE(4, 3) KVG_CASE(4, 4) KVG_CASE(4, 6)
-          KVG_CASE(8, 2) KVG_CASE(8, 3) KVG_CASE(8, 4) KVG_CASE(8, 6)
-          KVG_CASE(16, 2) KVG_CASE(16, 3) KVG_CASE(16, 4) KVG_CASE(16, 6)
+            KVG_CASE(4, 2) KVG_CASE(4, 3) KVG_CASE(4, 4) KVG_CASE(4, 6)
+            KVG_CASE(8, 2) KVG_CASE(8, 3) KVG_CASE(8, 4) KVG_CASE(8, 6)
+            KVG_CASE(16, 2) KVG_CASE(16, 3) KVG_CASE(16, 4) KVG_CASE(16, 6)
 #undef KVG_CASE
-        };
-        const float med = median_ms(launch);
-        if (med < 0) return 1;
-        std::printf("async %-4d %-6d %-6d ring %-2d (%3d KB)  %-8.1f %-8.2f\n", head_bytes, hpc, split, ns, smem >> 10,
-                    med * 1e3f, bytes / (med * 1e-3) / 1e12);
+          };
+          const float med = median_ms(launch);
+          if (med < 0) return 1;
+          std::printf("async %-4d %-6d %-6d ring %-2d (%3d KB) cluster %d  %-8.1f %-8.2f\n", head_bytes, hpc, split, ns,
+                      smem >> 10, cl, med * 1e3f, bytes / (med * 1e-3) / 1e12);
+        }
       }
     }
     CK(cudaFree(kv));
