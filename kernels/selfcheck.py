@@ -366,7 +366,7 @@ def _bench_case(
     kernels: tuple[str, ...],
 ) -> tuple[float, float, float, object]:
     """(baseline µs, grouped µs, grouped TB/s, plan) for one seed-grid case."""
-    q, kv, table, lens = _seed_tensors(batch, q_len, hq, hkv, d, kvname, gen)
+    q, kv, table, lens = seed_tensors(batch, q_len, hq, hkv, d, kvname, gen)
     out = torch.empty_like(q)
     p = device_plan(batch, q_len, hq, hkv, d, SEED_KV_LEN, kv_dtype=kvname)
     tg = tb = float("nan")
@@ -386,7 +386,7 @@ def _bench_case(
     return tb, tg, nbytes / (tg * 1e-6) / 1e12, p
 
 
-def _seed_tensors(
+def seed_tensors(
     batch: int, q_len: int, hq: int, hkv: int, d: int, kvname: str, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(q, kv, page table, kv_lens) of one seed-grid case: kv_len 16384, page 16, every
@@ -423,7 +423,7 @@ def sweep(
                     name = f"{model}-{'fp8_e4m3' if kvname == 'fp8' else 'bf16'}-batchSize{batch}-seqLenQ{q_len}"
                     if not any(o and o in name for o in only.split("|")):
                         continue
-                    q, kv, table, lens = _seed_tensors(batch, q_len, hq, hkv, d, kvname, gen)
+                    q, kv, table, lens = seed_tensors(batch, q_len, hq, hkv, d, kvname, gen)
                     out = torch.empty_like(q)
                     auto = device_plan(batch, q_len, hq, hkv, d, SEED_KV_LEN, kv_dtype=kvname)
                     print(f"{name}  (auto {auto}, modelled {auto.modelled_cost:.0f})")
