@@ -163,12 +163,11 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
   zero(o);
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
   const float sc = p.scale_log2;
-  const int la = C::SHALLOW ? lookahead<C::NS>(p) : C::NS - 1;
+  const int la = lookahead<C>(p);
   kv.template prime<C::NS>(ntiles, load_tile, la);
 
   for (int it = 0; it < ntiles; ++it) {
-    if constexpr (C::SHALLOW) cp_async_wait_stage<C::NS>(la);
-    else cp_async_wait<C::NS - 2>();
+    cp_async_wait_stage<C::NS>(la);
     __syncthreads();  // tile `it` visible to all; everyone is done with tile it-1's stage
     kv.template advance<C::NS>(it, ntiles, load_tile, la);
     if (!active) continue;

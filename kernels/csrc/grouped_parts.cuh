@@ -238,10 +238,13 @@ __device__ __forceinline__ float quad_sum(float x) {
 // choose (C::SHALLOW: fp8 head_dim 64, whose 64-byte rows are half a 128-byte line): 1, 2
 // or the ring's NS - 1 (p.kv_lookahead, 0 for the last). Each is one cp.async.wait_group
 // count, an immediate: a uniform branch picks it.
-template <int NS>
+// Configurations without C::SHALLOW keep the compile-time NS - 1.
+template <class C>
 __device__ __forceinline__ int lookahead(const Params& p) {
-  return p.kv_lookahead > 0 && p.kv_lookahead < NS - 1 ? p.kv_lookahead : NS - 1;
+  if constexpr (C::SHALLOW) return p.kv_lookahead > 0 && p.kv_lookahead < C::NS - 1 ? p.kv_lookahead : C::NS - 1;
+  else return C::NS - 1;
 }
+// Wait until the stage about to be computed has landed, with `la` stages issued ahead of it.
 template <int NS>
 __device__ __forceinline__ void cp_async_wait_stage(int la) {
   static_assert(NS <= 4, "lookaheads 1, 2 and NS - 1 only");
@@ -276,15 +279,21 @@ struct has_shallow : std::false_type {};
 template <class C>
 struct has_shallow<C, std::void_t<decltype(C::SHALLOW)>> : std::bool_constant<C::SHALLOW> {};
 
+// Kernel's dynamic shared-memory limit raised to C::SMEM, once per device: `done` is this
+// instantiation's, so the kernel's, own static, shared by its launch and its occupancy query.
+template <typename C, auto Kernel>
+inline cudaError_t tiles_smem() {
+  static unsigned long long done = 0;
+  return set_smem_once(Kernel, C::SMEM, done);
+}
+
 // Launch grouped kernel Kernel, whose configuration C gives its threads (NT) and dynamic
 // shared memory (SMEM), on its (row tile x split, KV head, request) grid, raising its
-// shared-memory limit first (once per device: `done` is this instantiation's, so the
-// kernel's, own static), with its lookahead (shallow_lookahead). Arguments after st (`extra`)
-// are passed on to the kernel.
+// shared-memory limit first (tiles_smem), with its lookahead (shallow_lookahead).
+// Arguments after st (`extra`) are passed on to the kernel.
 template <typename C, auto Kernel, typename... Extra>
 inline cudaError_t launch_tiles(const Params& p, cudaStream_t st, Extra... extra) {
-  static unsigned long long done = 0;
-  cudaError_t e = set_smem_once(Kernel, C::SMEM, done);
+  cudaError_t e = tiles_smem<C, Kernel>();
   if (e != cudaSuccess) return e;
   dim3 grid(p.num_row_tiles * p.num_splits, p.hkv, p.batch);
   Params q = p;
@@ -298,8 +307,7 @@ inline cudaError_t launch_tiles(const Params& p, cudaStream_t st, Extra... extra
 // it: the occupancy the host cost model (kernels/plan.py) plans the grid with.
 template <typename C, auto Kernel>
 inline cudaError_t tiles_occupancy(int* ctas_per_sm) {
-  static unsigned long long done = 0;
-  cudaError_t e = set_smem_once(Kernel, C::SMEM, done);
+  cudaError_t e = tiles_smem<C, Kernel>();
   if (e != cudaSuccess) return e;
   return cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas_per_sm, Kernel, C::NT, C::SMEM);
 }

@@ -297,7 +297,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
   const float sc = p.scale_log2;
 
-  const int la = C::SHALLOW ? lookahead<C::NS>(p) : C::NS - 1;
+  const int la = lookahead<C>(p);
   kv.template prime<C::NS, true>(t.ntiles, load_tile, la);
   if (C::DB && t.ntiles > 0) {
     cp_async_wait<C::NS - 2>();  // raw stage 0
