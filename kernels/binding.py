@@ -157,13 +157,18 @@ def _device_occupancy(
 
 @functools.lru_cache(maxsize=4096)
 def device_plan(
-    *shape: int, kv_dtype: str, q_dtype: str = "bf16", device: int | None = None
+    *shape: int,
+    kv_dtype: str,
+    q_dtype: str = "bf16",
+    device: int | None = None,
+    tile_rows: int | None = None,
+    num_splits: int | None = None,
 ) -> Plan:
     """kernels.plan for a CUDA device (default: the current one). `shape` is plan's first
     six arguments (batch, q_len, num_qo_heads, num_kv_heads, head_dim, max_kv_len); the
     device adds its SM count and the occupancy of the kernels each tile runs there (on
     sm_90 the wgmma kernels hold other numbers of CTAs than the mma.sync mirror the pure
-    model assumes)."""
+    model assumes). `tile_rows` / `num_splits` force a choice, as in plan."""
     import torch
 
     if len(shape) != 6:
@@ -172,7 +177,14 @@ def device_plan(
     dev = torch.cuda.current_device() if device is None else int(device)
     kv, q = kv_kind(kv_dtype), kv_kind(q_dtype)  # the same dtype names for q
     occ = _device_occupancy(dev, head_dim, q, kv if kv == "fp8" else q, q_len * (hq // max(1, hkv)))
-    return plan(*shape, _sm_count(dev), kv, occupancy=dict(occ))
+    return plan(
+        *shape,
+        _sm_count(dev),
+        kv,
+        tile_rows=tile_rows,
+        num_splits=num_splits,
+        occupancy=dict(occ),
+    )
 
 
 def paged_decode(

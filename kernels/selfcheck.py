@@ -414,7 +414,6 @@ def sweep(
     (data for calibrating the cost model)."""
     dev = torch.device("cuda")
     gen = torch.Generator(device=dev).manual_seed(seed)
-    sms = torch.cuda.get_device_properties(dev).multi_processor_count
     flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
     for kvname in ("fp8", "bf16"):
         for model, (hq, hkv, d) in MODELS.items():
@@ -430,15 +429,14 @@ def sweep(
                     for tile in TILES:
                         row = []
                         for sp in split_opts:
-                            p = plan(
+                            p = device_plan(
                                 batch,
                                 q_len,
                                 hq,
                                 hkv,
                                 d,
                                 SEED_KV_LEN,
-                                sms,
-                                kvname,
+                                kv_dtype=kvname,
                                 tile_rows=tile,
                                 num_splits=sp,
                             )
