@@ -460,7 +460,16 @@ def sweep(
 
 
 def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in text.split(",") if x.strip())
+    """A comma list of positive integers (an argparse type: a bad one is a usage error)."""
+    try:
+        vals = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        vals = ()
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of positive integers, got {text!r}"
+        )
+    return vals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -481,24 +490,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernels", default="baseline,grouped", help="bench these kernels")
     ap.add_argument(
         "--batches",
-        default=",".join(map(str, SEED_BATCHES)),
+        type=_ints,
+        default=SEED_BATCHES,
         help="batch sizes of the bench / sweep grid (comma list)",
     )
-    ap.add_argument("--splits", default="1,2,3,4,6,8", help="split counts the sweep times")
+    ap.add_argument(
+        "--splits", type=_ints, default=(1, 2, 3, 4, 6, 8), help="split counts the sweep times"
+    )
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("selfcheck needs a CUDA device", file=sys.stderr)
         return 2
     print("library:", library_info())
     if args.sweep:
-        sweep(args.seed, args.sweep, _ints(args.batches), _ints(args.splits))
+        sweep(args.seed, args.sweep, args.batches, args.splits)
         return 0
     ok = True
     if not args.only_bench:
         ok = check(args.quick, args.seed, args.cases)
         print("CORRECTNESS:", "PASS" if ok else "FAIL")
     if args.bench or args.only_bench:
-        bench(args.seed, args.filter, tuple(args.kernels.split(",")), _ints(args.batches))
+        bench(args.seed, args.filter, tuple(args.kernels.split(",")), args.batches)
     return 0 if ok else 1
 
 
