@@ -16,12 +16,16 @@
 namespace pd {
 
 // A grouped kernel as a type: its configuration C (threads NT, shared memory SMEM), its
-// __global__ function, and whether it takes the tile rows as an argument (grouped_sw_kernel).
-template <class C, auto K, bool TILE_ARG = false>
+// __global__ function, whether it takes the tile rows as an argument (grouped_sw_kernel), and
+// the bytes of one KV head's row its TMA boxes read (0: no tensor map; kv_tma.cuh), with
+// SW128 for the 128-byte-swizzled raw layout.
+template <class C, auto K, bool TILE_ARG = false, int TMA_ROW = 0, bool SW128 = false>
 struct TileKern {
   using Cfg = C;
   static constexpr auto kernel = K;
   static constexpr bool tile_arg = TILE_ARG;
+  static constexpr int tma_row = TMA_ROW;
+  static constexpr bool sw128 = SW128;
 };
 
 // Calls f(TileKern<...>{}) with the kernel that runs a `tile`-row tile of a problem with
@@ -48,17 +52,17 @@ static cudaError_t with_tile_kernel(int tile, int rows, bool mma_only, F&& f) {
         const int fill = rows < tile ? rows : tile;
         if (sw_enabled()) {
           if (tile == 128 && fill > 64 && fill <= 96)
-            return f(TileKern<SwCfg<128, 96>, grouped_sw_kernel<128, 96, T>, true>{});
+            return f(TileKern<SwCfg<128, 96>, grouped_sw_kernel<128, 96, T>, true, 128, true>{});
           if (tile == 64 && fill > 32 && fill <= 48)
-            return f(TileKern<SwCfg<128, 48>, grouped_sw_kernel<128, 48, T>, true>{});
+            return f(TileKern<SwCfg<128, 48>, grouped_sw_kernel<128, 48, T>, true, 128, true>{});
         }
       }
       if (tile == 128 || (tile == 64 && rows >= 64)) {
         if constexpr (D == 128)  // warp-specialized (grouped_ws.cuh): 15-22 % faster
           if (tile == 128 && ws_enabled()) return f(TileKern<WsCfg<D, KV8>, grouped_ws_kernel<D, T, KV8>>{});
         if constexpr (KV8)
-          return tile == 64 ? f(TileKern<WCfg<D, 1>, grouped_wg_kernel<D, T, 1>>{})
-                            : f(TileKern<WCfg<D, 2>, grouped_wg_kernel<D, T, 2>>{});
+          return tile == 64 ? f(TileKern<WCfg<D, 1>, grouped_wg_kernel<D, T, 1>, false, D>{})
+                            : f(TileKern<WCfg<D, 2>, grouped_wg_kernel<D, T, 2>, false, D>{});
         else
           return tile == 64 ? f(TileKern<WCfg<D, 1, false>, grouped_wg16_kernel<D, T, 1>>{})
                             : f(TileKern<WCfg<D, 2, false>, grouped_wg16_kernel<D, T, 2>>{});
@@ -80,8 +84,15 @@ struct LaunchTile {
   cudaStream_t st;
   template <class TK>
   cudaError_t operator()(TK) const {
-    if constexpr (TK::tile_arg) return launch_tiles<typename TK::Cfg, TK::kernel>(p, st, tile);
-    else return launch_tiles<typename TK::Cfg, TK::kernel>(p, st);
+    if constexpr (TK::tma_row > 0) {
+      CUtensorMap map;
+      const cudaError_t e = encode_kv_map(&map, p, TK::tma_row, TK::sw128);
+      if (e != cudaSuccess) return e;
+      if constexpr (TK::tile_arg) return launch_tiles<typename TK::Cfg, TK::kernel>(p, st, tile, map);
+      else return launch_tiles<typename TK::Cfg, TK::kernel>(p, st, map);
+    } else {
+      return launch_tiles<typename TK::Cfg, TK::kernel>(p, st);
+    }
   }
 };
 

@@ -21,7 +21,8 @@
 // goes through shared memory (stmatrix.trans, 128-byte-swizzled K-major) as the B operand
 // of O^T += V^T P^T.
 //
-// Structure: one producer warpgroup streams raw fp8 stages (cp.async, mbarrier FULL/EMPTY);
+// Structure: one producer warpgroup streams raw fp8 stages (TMA boxes issued by a few lanes
+// of one warp, kv_tma.cuh; cp.async by all 128 in the 48-row form), mbarrier FULL/EMPTY;
 // NC consumer warpgroups take alternate stages, each with its own online softmax (merged at
 // the end); each issues P V of its stage, converts its next stage's K under it, then issues
 // that stage's S^T, so the tensor cores get both while the other warpgroup runs its
@@ -35,6 +36,7 @@
 #include <utility>
 
 #include "grouped_ws.cuh"
+#include "kv_tma.cuh"
 
 namespace pd {
 
@@ -46,6 +48,11 @@ namespace pd {
 // 10 (room since K needs no fp16 buffer) no faster than 8 (ninth session).
 #ifndef PD_SW_NS
 #define PD_SW_NS 8
+#endif
+// The 48-row form reads by cp.async unless PD_SW48_TMA is set: there TMA measured 3-4 %
+// slower on split grids (Qwen3 q_len 4 batch 8 and 16) and 1 % faster unsplit (batch 64).
+#ifndef PD_SW48_TMA
+#define PD_SW48_TMA 0
 #endif
 #ifndef PD_SW_RAISE
 #define PD_SW_RAISE 8
@@ -75,6 +82,8 @@ struct SwCfg {
   static constexpr int RAW_HALF = BN * D;        // fp8 K (or V) of one stage
   static constexpr int RAW = 2 * RAW_HALF;
   static constexpr int NS = NC == 2 ? PD_SW_NS : 4;  // ring depth (4: two CTAs per SM)
+  // KV by TMA boxes (kv_tma.cuh; 4-6 % faster at 96 rows) or by the producers' cp.async.
+  static constexpr bool TMA = N > 48 || PD_SW48_TMA;
   static constexpr int CPR = D / 16;             // 16-byte chunks per raw row
   static constexpr int QB = N * D * 2;           // fp16 Q^T operand: D/64 blocks of [N][128 B]
   static constexpr int PB = N * BN * 2;          // one warpgroup's P^T: [N][64 tok] fp16
@@ -210,6 +219,18 @@ __device__ __forceinline__ void sw_load_v(uint32_t (&vr)[4][2][2], const uint8_t
       vr[kt][hh][1] = *reinterpret_cast<const uint32_t*>(rv + sw_off(ib, c) + o);
     }
   }
+}
+
+// Those bytes of tokens at or past `valid` (the last stage's, past the CTA's range) as zeros:
+// the TMA read whole pages, or none, there (kv_tma.cuh), and P = 0 times a NaN is NaN.
+__device__ __forceinline__ void sw_zero_v_tail(uint32_t (&vr)[4][2][2], int valid, int cq) {
+#pragma unroll
+  for (int kt = 0; kt < 4; ++kt)
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+      for (int u = 0; u < 2; ++u)
+        if (kt * 16 + 2 * cq + 8 * hh + u >= valid) vr[kt][hh][u] = 0u;
 }
 
 // Those bytes as fp16 A fragments: [k16 step][head_dim half][4].
@@ -426,7 +447,8 @@ __device__ __forceinline__ void sw_epilogue(const Params& p, const TileRange& t,
 }
 
 template <int D, int N, typename TQ>
-__global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) grouped_sw_kernel(const Params p, int tile) {
+__global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) grouped_sw_kernel(const Params p, int tile,
+                                                                                  const __grid_constant__ CUtensorMap kv_map) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   planted_cta_begin();
   using C = SwCfg<D, N>;
@@ -439,7 +461,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   const TileRange t = cta_tile(p, tile, C::BN);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   if (tid < C::NS) {
-    mbar_init(full_u32 + tid * 8, 128);  // the producer threads
+    mbar_init(full_u32 + tid * 8, C::TMA ? KvTma<C::BN>::arrivals(p) : 128);  // page owners or producers
     mbar_init(empty_u32 + tid * 8, 4);   // lane 0 of each warp of the stage's warpgroup
   }
   if (tid < C::NC) *reinterpret_cast<int*>(sm + C::MC_OFF + tid * C::MC) = 0;  // buffer 0 current
@@ -453,24 +475,36 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
 
   if (warp >= C::NC * 4) {
     // Producer: stage it into slot it % NS once the warpgroup that read stage it-NS freed it.
+    // Lanes of one warp issue the TMA boxes, a page each (kv_tma.cuh); FULL(k) completes when
+    // stage k's bytes have landed, so every ring slot can be in flight. The rest idle.
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::P_REGS) : "memory");
-    KvStream<128, C::CPR, C::BN> kv(p, t, D);
-    kv.tid = tid - C::NC * 128;
-    // Stage k is issued once EMPTY says its slot's previous stage was read, and FULL(k)
-    // arrives by itself when this thread's copies of it have landed (cp.async's mbarrier
-    // arrive): the producer never waits for its own copies, so all NS stages can be in
-    // flight, and a stage is signalled the moment it lands. Page numbers are fetched a stage
-    // ahead, so their latency hides behind the next EMPTY wait.
-    if (t.ntiles > 0) kv.fetch(0);
+    if constexpr (C::TMA) {
+      KvTma<C::BN> kv(&kv_map, p, t, D, warp == C::NC * 4 ? lane : C::BN);  // lane j: page j
+      if (kv.owner()) {
 #pragma unroll 1
-    for (int k = 0; k < t.ntiles; ++k) {
-      const int slot = k % C::NS;
-      if (k >= C::NS) mbar_wait(empty_u32 + slot * 8, ((k / C::NS) - 1) & 1);
-      kv.load(k, ring + slot * C::RAW, C::RAW_HALF, [](int r, int c) { return sw_off(r, c); });
-      cp_async_mbar_arrive(full_u32 + slot * 8);
-      if (k + 1 < t.ntiles) kv.fetch(k + 1);
+        for (int k = 0; k < t.ntiles; ++k) {
+          const int slot = k % C::NS;
+          if (k >= C::NS) mbar_wait(empty_u32 + slot * 8, ((k / C::NS) - 1) & 1);
+          kv.issue(k, ring + slot * C::RAW, C::RAW_HALF, full_u32 + slot * 8);
+        }
+      }
+    } else {
+      // cp.async by all 128 producer threads: FULL(k) arrives by itself when this thread's
+      // copies of stage k have landed (cp.async's mbarrier arrive), so the producer never
+      // waits for its own copies. Page numbers are fetched a stage ahead.
+      KvStream<128, C::CPR, C::BN> kv(p, t, D);
+      kv.tid = tid - C::NC * 128;
+      if (t.ntiles > 0) kv.fetch(0);
+#pragma unroll 1
+      for (int k = 0; k < t.ntiles; ++k) {
+        const int slot = k % C::NS;
+        if (k >= C::NS) mbar_wait(empty_u32 + slot * 8, ((k / C::NS) - 1) & 1);
+        kv.load(k, ring + slot * C::RAW, C::RAW_HALF, [](int r, int c) { return sw_off(r, c); });
+        cp_async_mbar_arrive(full_u32 + slot * 8);
+        if (k + 1 < t.ntiles) kv.fetch(k + 1);
+      }
+      cp_async_wait_all();
     }
-    cp_async_wait_all();
 #ifdef HARNESS_PLANTED_SLOWDOWN
     __syncthreads();  // pairs with the consumers' final one
 #endif
@@ -535,6 +569,8 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     // warpgroup's slowest warp (1-2 % at q_len 8, kernels/NOTES.md).
     uint32_t vr[4][2][2], va[4][E][4];
     sw_load_v(vr, rk + C::RAW_HALF, wl, g, cq);
+    if constexpr (C::TMA)
+      if (const int valid = t.t_end - (t.t_begin + it * C::BN); valid < C::BN) sw_zero_v_tail(vr, valid, cq);
     __syncwarp();
     if (lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K was read in the previous iteration
     sw_cvt_v(va, vr);

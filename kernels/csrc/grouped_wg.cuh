@@ -4,7 +4,8 @@
 // ldmatrix -> (convert ->) mma chain (kernels/NOTES.md). Two kernels: grouped_wg_kernel for
 // fp8 e4m3 KV, grouped_wg16_kernel for bf16/fp16 KV.
 //
-// fp8, per 64-token stage: cp.async brings the raw fp8 K/V into an NS-deep ring; all threads
+// fp8, per 64-token stage: TMA boxes (one per page and K or V, issued by lane 0 of a warp per
+// page, kv_tma.cuh) bring the raw fp8 K/V into an NS-deep ring; all threads
 // convert each stage once into fp16 tiles in the canonical 128-byte-swizzled layout (K and
 // V as [token][d]: K the K-major, V the MN-major B operand), double-buffered for head_dim
 // 128; each warpgroup issues S = Q K^T (Q as the register A operand) as asynchronous wgmma,
@@ -21,6 +22,7 @@
 
 #include "grouped.cuh"
 #include "grouped_parts.cuh"
+#include "kv_tma.cuh"
 
 namespace pd {
 
@@ -46,7 +48,8 @@ struct WCfg {
   static constexpr int CPR = D * ES / 16;        // 16-byte chunks per raw row
   static constexpr int J = BN * CPR / NT;        // raw chunks per thread per K (or V) stage
   static constexpr int CONV_BYTES = KV8 ? (DB ? 2 : 1) * CONV : 0;
-  static constexpr int SMEM = 1024 + CONV_BYTES + NS * RAW;  // 1024: alignment slack
+  static constexpr int BAR_OFF = CONV_BYTES + NS * RAW;  // fp8: the ring's FULL mbarriers (TMA)
+  static constexpr int SMEM = 1024 + BAR_OFF + (KV8 ? NS * 8 : 0);  // 1024: alignment slack
   static_assert(!KV8 || !DB || NS >= 3, "stage it+1 must land while stage it is computed");
   static_assert(SMEM <= 227 * 1024, "shared memory per CTA");
 };
@@ -88,8 +91,8 @@ __device__ __forceinline__ void fence_async_smem() {
 // pass (V^T built by byte transposes cost ~1.5x the instructions per value). A fixed number
 // of items per thread and unsigned index math: the loops unroll completely, with no
 // signed-division code (the conversion is most of this kernel's issue slots, ncu).
-template <int D, int NT>
-__device__ __forceinline__ void wg_convert(const uint8_t* rk, uint8_t* kc, int tid) {
+template <int D, int NT, bool TAIL = false>
+__device__ __forceinline__ void wg_convert(const uint8_t* rk, uint8_t* kc, int tid, int valid = 64) {
   constexpr unsigned BN = 64, C8 = D / 8;  // 8-byte raw chunks (one fp16 16-byte chunk each) per row
   constexpr unsigned KI = BN * C8 / NT;
   static_assert(KI * NT == BN * C8, "items per thread");
@@ -105,6 +108,9 @@ __device__ __forceinline__ void wg_convert(const uint8_t* rk, uint8_t* kc, int t
       uint4 y;
       e4m3x4_to_half2x2(x.x, y.x, y.y);
       e4m3x4_to_half2x2(x.y, y.z, y.w);
+      // TAIL (the last stage): V rows past the CTA's range as zeros; the TMA left stale or
+      // whole-page bytes there (kv_tma.cuh), and P = 0 times a NaN is NaN.
+      if (TAIL && h == 1 && (int)n >= valid) y = make_uint4(0u, 0u, 0u, 0u);
       *reinterpret_cast<uint4*>(dst + (c8 >> 3) * (BN * 128) + n * 128 + (((c8 & 7) ^ (n & 7)) << 4)) = y;
     }
   }
@@ -266,7 +272,8 @@ __device__ __forceinline__ void wg_qk(float (&s)[8][4], const uint32_t (&qa)[D /
 }
 
 template <int D, typename TQ, int NWG>
-__global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const Params p) {
+__global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1)
+    grouped_wg_kernel(const Params p, const __grid_constant__ CUtensorMap kv_map) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   planted_cta_begin();
   using C = WCfg<D, NWG>;
@@ -274,9 +281,12 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
   const uint32_t base_u32 = smem_u32(smem_raw_base);
   uint8_t* smem = smem_raw_base + (((base_u32 + 1023u) & ~1023u) - base_u32);
   uint8_t* ring = smem + C::CONV_BYTES;  // raw fp8 stages after the fp16 buffers
+  const uint32_t full_u32 = smem_u32(smem + C::BAR_OFF);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, cq = lane & 3;
   const TileRange t = cta_tile(p, C::TILE, C::BN);
+  if (tid < C::NS) mbar_init(full_u32 + tid * 8, KvTma<C::BN>::arrivals(p));  // the page owners
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 
   // Rows of this thread (warp w owns rows 16w..16w+15 of the tile, as wgmma lays them out).
   const int r0 = t.row0 + warp * 16 + g, r1 = r0 + 8;
@@ -284,12 +294,19 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
   uint32_t qa[D / 16][4];
   wg_load_q<D, TQ, __half>(qa, p, t.b, t.h, t.rows, r0, r1, cq);
 
-  KvStream<C::NT, C::CPR, C::BN> kv(p, t, D);
-  auto load_tile = [&](int it, int stage) {
-    kv.load(it, ring + stage * C::RAW, C::RAW_HALF, [](int r, int c) { return raw_off<D>(r, c); });
+  // Page j of each stage is issued (a TMA box each for K and V, kv_tma.cuh) by lane 0 of
+  // warp j (2-4 % faster than lanes of warp 0, whose issue loop then delayed its conversion
+  // and so the CTA's barrier); everyone waits on the stage's FULL.
+  KvTma<C::BN> kv(&kv_map, p, t, D, lane == 0 ? warp : C::BN);
+  auto issue = [&](int it) {
+    if (kv.owner()) kv.issue(it, ring + (it % C::NS) * C::RAW, C::RAW_HALF, full_u32 + (it % C::NS) * 8);
   };
-  auto convert = [&](int stage, int buf) {
-    wg_convert<D, C::NT>(ring + stage * C::RAW, smem + buf * C::CONV, tid);
+  auto wait_stage = [&](int it) { mbar_wait(full_u32 + (it % C::NS) * 8, (it / C::NS) & 1); };
+  auto convert = [&](int it, int buf) {
+    const uint8_t* rk = ring + (it % C::NS) * C::RAW;
+    const int valid = t.t_end - (t.t_begin + it * C::BN);
+    if (valid >= C::BN) wg_convert<D, C::NT>(rk, smem + buf * C::CONV, tid);
+    else wg_convert<D, C::NT, true>(rk, smem + buf * C::CONV, tid, valid);
   };
 
   float o[D / 8][4];
@@ -298,23 +315,27 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
   const float sc = p.scale_log2;
 
   const int la = lookahead<C>(p);
-  kv.template prime<C::NS, true>(t.ntiles, load_tile, la);
+  __syncthreads();  // the mbarriers' initialisation
+  for (int s = 0; s < la && s < t.ntiles; ++s) issue(s);
   if (C::DB && t.ntiles > 0) {
-    cp_async_wait<C::NS - 2>();  // raw stage 0
-    __syncthreads();
+    wait_stage(0);
     convert(0, 0);
   }
 
   for (int it = 0; it < t.ntiles; ++it) {
     // Double-buffered: raw stage it+1 landed, stage it's fp16 buffer is complete, and every
     // warpgroup is done with the other buffer (its P V of stage it-1 was waited for).
-    // Single: raw stage it landed and every warpgroup is done with the buffer.
-    if constexpr (C::DB) cp_async_wait<C::NS - 3>();
-    else cp_async_wait_stage<C::NS>(la);
+    // Single: raw stage it landed and every warpgroup is done with the buffer. Either way
+    // the slot stage it+la goes into was converted in an earlier iteration.
+    if constexpr (C::DB) {
+      if (it + 1 < t.ntiles) wait_stage(it + 1);
+    } else {
+      wait_stage(it);
+    }
     __syncthreads();
-    kv.template advance<C::NS, true>(it, t.ntiles, load_tile, la);
+    if (it + la < t.ntiles) issue(it + la);
     if constexpr (!C::DB) {
-      convert(it % C::NS, 0);
+      convert(it, 0);
       __syncthreads();
     }
     const int buf = C::DB ? (it & 1) : 0;
@@ -324,7 +345,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1) grouped_wg_kernel(const P
     // converts the next stage into the other buffer; then softmax and O += P V.
     float s[8][4];
     wg_qk<__half, D>(s, qa, kc_u32);
-    if (C::DB && it + 1 < t.ntiles) convert((it + 1) % C::NS, (it + 1) & 1);
+    if (C::DB && it + 1 < t.ntiles) convert(it + 1, (it + 1) & 1);
     wg_wait();
     wg_softmax_pv<__half, D>(s, o, vc_u32, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
                                 lim0, lim1, sc, m0, m1, l0, l1);

@@ -1,0 +1,125 @@
+// The paged KV cache read by the Tensor Memory Accelerator (sm_90): one TMA box per page and
+// K or V, instead of a cp.async per 16-byte chunk per thread. Why: in the fp8 wgmma kernels
+// every thread spent ~100 instructions per stage on cp.async page and address math
+// (grouped_wg_kernel, where the same warps load and compute, so it sat on the critical path),
+// and the swapped kernel's producer warpgroup issued ~130 per stage on every SM
+// sub-partition. With TMA a few lanes of one warp issue BN / page_size boxes per K and V.
+//
+// The map views the cache [num_pages, 2, page_size, hkv, row] as a 3-D byte tensor: rows of
+// one token's KV heads (hkv x row bytes), 2 x page_size of them per page (K, then V), pages
+// outermost. A box is one head's row bytes x page_size tokens of one page: it lands as
+// [page_size][row bytes], rows back to back (or 128-byte swizzled, the swapped kernel's raw
+// layout, sw_off). Page ids are int32, so the page extent is declared as 2^31 - 1: TMA only
+// reads the boxes asked for, and the pages a table names are the caller's contract.
+//
+// Tokens past the CTA's range: pages that start past it are not read (their stale bytes
+// stay); a partly used page is read whole. K rows there only reach masked scores; V rows
+// must be zeroed by the consumer (P = 0 times a NaN byte pattern is NaN), which cp.async's
+// zero-fill used to do.
+#pragma once
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+#include "grouped_parts.cuh"
+
+namespace pd {
+
+// L2 promotion of the boxes' reads (PD_TMA_L2: 0 none, 1 64 B, 2 128 B, 3 256 B).
+#ifndef PD_TMA_L2
+#define PD_TMA_L2 2
+#endif
+
+// Tensor map of p's cache for boxes of one head's `row_bytes` x page_size tokens; `swizzle128`
+// for 128-byte rows read into the 128-byte-swizzled layout. cudaErrorNotSupported when the
+// driver has no cuTensorMapEncodeTiled.
+inline cudaError_t encode_kv_map(CUtensorMap* map, const Params& p, int row_bytes, bool swizzle128) {
+  static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
+  if (!encode) {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess || !fn)
+      return cudaErrorNotSupported;
+    encode = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }
+  const cuuint64_t tok_bytes = (cuuint64_t)p.hkv * row_bytes;
+  const cuuint64_t dims[3] = {tok_bytes, (cuuint64_t)2 * p.page_size, (cuuint64_t)0x7FFFFFFF};
+  const cuuint64_t strides[2] = {tok_bytes, tok_bytes * 2 * p.page_size};
+  const cuuint32_t box[3] = {(cuuint32_t)row_bytes, (cuuint32_t)p.page_size, 1};
+  const cuuint32_t unit[3] = {1, 1, 1};
+  const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, const_cast<void*>(p.kv), dims, strides, box, unit,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            swizzle128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_NONE,
+                            static_cast<CUtensorMapL2promotion>(PD_TMA_L2), CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+
+// One box of `map` at (c0, c1, c2) into shared memory at dst; its bytes count on mbarrier bar.
+__device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map, int c0, int c1, int c2,
+                                            uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
+      "[%5];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+      : "memory");
+}
+
+// The stages of one CTA's KV range. Page j of a stage (j < BN / page_size) is owned by one
+// thread, which fetches its id two stages ahead (under full DRAM load a page-table read is a
+// long wait) and per stage arrives on the stage's FULL mbarrier with the bytes it issues
+// (none past the range), so FULL is initialised for BN / page_size arrivals (arrivals()).
+// Owners call issue() for stages 0, 1, 2, ... in order; other threads construct it unused.
+template <int BN>
+struct KvTma {
+  const CUtensorMap* map;
+  const int* pt;
+  int col, tok, tok_end, page_shift, page_size;
+  uint32_t box_bytes, dst_off;  // one box; the owned page's offset in a stage
+  int cur, nxt;  // the owned page of the next stage to issue and of the one after (-1: none)
+
+  // `j`: the page of each stage this thread owns (none when j >= BN / page_size).
+  __device__ __forceinline__ KvTma(const CUtensorMap* m, const Params& p, const TileRange& t, int row_bytes, int j)
+      : map(m),
+        pt(p.page_table + (size_t)t.b * p.max_pages),
+        col(t.h * row_bytes),
+        tok(j < (BN >> p.page_shift) ? t.t_begin + j * p.page_size : 0x7FFFFFFF),
+        tok_end(t.t_end),
+        page_shift(p.page_shift),
+        page_size(p.page_size),
+        box_bytes((uint32_t)p.page_size * row_bytes),
+        dst_off((uint32_t)(j * p.page_size * row_bytes)) {
+    if (owner()) asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(m)) : "memory");
+    cur = fetch(0);
+    nxt = fetch(1);
+  }
+
+  __device__ static __forceinline__ int arrivals(const Params& p) { return BN >> p.page_shift; }
+  __device__ __forceinline__ bool owner() const { return tok != 0x7FFFFFFF; }
+
+  __device__ __forceinline__ int fetch(int it) const {
+    if (!owner()) return -1;
+    const int k = tok + it * BN;
+    return k < tok_end ? __ldg(pt + (k >> page_shift)) : -1;
+  }
+
+  // The owned page of stage `it` into k_dst (K box) and k_dst + v_off (V box), counted on
+  // mbarrier `bar`. Owners only.
+  __device__ __forceinline__ void issue(int it, uint8_t* k_dst, int v_off, uint32_t bar) {
+    const uint32_t dst = smem_u32(k_dst) + dst_off;
+    mbar_expect_tx(bar, cur >= 0 ? 2u * box_bytes : 0u);
+    if (cur >= 0) {
+      tma_load_3d(dst, map, col, 0, cur, bar);
+      tma_load_3d(dst + v_off, map, col, page_size, cur, bar);
+    }
+    cur = nxt;
+    nxt = fetch(it + 2);
+  }
+};
+
+}  // namespace pd
