@@ -56,7 +56,11 @@ _DT = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def make_inputs(c: Case, gen: torch.Generator, dev: torch.device) -> dict:
-    """Random q, paged KV with a shuffled page table, ragged kv_lens (each >= q_len)."""
+    """Random q, paged KV with a shuffled page table, ragged kv_lens (each >= q_len).
+
+    The cache bytes no request owns hold NaN: the tail of each request's last page and the
+    spare pages. A kernel that reads whole pages (the fp8 wgmma kernels' TMA boxes) must keep
+    them out of its output, e.g. as V rows times P = 0."""
     qd = _DT[c.q_dtype]
     if c.exact_q_len:
         lens = [c.q_len] * c.batch
@@ -84,6 +88,7 @@ def make_inputs(c: Case, gen: torch.Generator, dev: torch.device) -> dict:
                 t = j * c.page_size + torch.arange(c.page_size, dtype=torch.float32)
                 f = 1.0 + c.ramp * t
                 kv_f[int(table[b, j]), 0] *= f[:, None, None]
+    poison_unowned(kv_f, table, lens, c.page_size)
     k_scale = v_scale = 1.0
     if c.kv == "fp8":
         if c.tiny:
@@ -102,6 +107,18 @@ def make_inputs(c: Case, gen: torch.Generator, dev: torch.device) -> dict:
         "k_scale": k_scale,
         "v_scale": v_scale,
     }
+
+
+def poison_unowned(kv: torch.Tensor, table: torch.Tensor, lens: list[int], page_size: int) -> None:
+    """NaN into the token slots of `kv` ([pages, 2, page, hkv, D]) that no request's tokens
+    occupy: past kv_len in each request's last page, and pages the table does not name."""
+    owned = torch.zeros(kv.shape[0], dtype=torch.bool)
+    for b, n in enumerate(lens):
+        used = math.ceil(n / page_size)
+        owned[table[b, :used].long()] = True
+        last, fill = int(table[b, used - 1]), n - (used - 1) * page_size
+        kv[last, :, fill:] = float("nan")
+    kv[~owned] = float("nan")
 
 
 def reference(c: Case, x: dict) -> torch.Tensor:
