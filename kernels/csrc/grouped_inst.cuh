@@ -7,6 +7,7 @@
 #include "api_internal.h"
 #include "grouped.cuh"
 #include "grouped_wg.cuh"
+#include "grouped_wg_pair.cuh"
 #include "grouped_sw.cuh"
 #include "grouped_ws.cuh"
 
@@ -16,22 +17,26 @@
 namespace pd {
 
 // A grouped kernel as a type: its configuration C (threads NT, shared memory SMEM), its
-// __global__ function, whether it takes the tile rows as an argument (grouped_sw_kernel), and
-// the bytes of one KV head's row its TMA boxes read (0: no tensor map; kv_tma.cuh), with
-// SW128 for the 128-byte-swizzled raw layout.
-template <class C, auto K, bool TILE_ARG = false, int TMA_ROW = 0, bool SW128 = false>
+// __global__ function, whether it takes the tile rows as an argument (grouped_sw_kernel), the
+// bytes of one KV head's row its TMA boxes read (0: no tensor map; kv_tma.cuh), SW128 for
+// the 128-byte-swizzled raw layout, and the KV heads one CTA takes (grouped_wg_pair_kernel:
+// 2; its boxes span them).
+template <class C, auto K, bool TILE_ARG = false, int TMA_ROW = 0, bool SW128 = false, int HEADS = 1>
 struct TileKern {
   using Cfg = C;
   static constexpr auto kernel = K;
   static constexpr bool tile_arg = TILE_ARG;
   static constexpr int tma_row = TMA_ROW;
   static constexpr bool sw128 = SW128;
+  static constexpr int heads = HEADS;
 };
 
 // Calls f(TileKern<...>{}) with the kernel that runs a `tile`-row tile of a problem with
 // `rows` (q_len x group) rows on the current device: the one decision behind both the
 // launch and the occupancy the cost model plans with. `mma_only`: the mma.sync kernel
-// whatever the device (its occupancy is the cost model's built-in mirror, GCfg).
+// whatever the device (its occupancy is the cost model's built-in mirror, GCfg). `pairs`:
+// the KV heads pair up (hkv even; the occupancy query assumes so), which
+// grouped_wg_pair_kernel needs.
 //
 // On an sm_90 GPU a 128-row tile, or a full 64-row one, runs the wgmma kernels
 // (grouped_wg.cuh), faster than mma.sync there on H100: 8-16 % for fp8 KV, 3-8 % for bf16
@@ -39,7 +44,7 @@ struct TileKern {
 // stays on mma.sync: the lockstep wgmma kernel's serial per-stage phases lost 12 % in a
 // one-CTA-per-SM tail.
 template <typename T, bool KV8, typename F>
-static cudaError_t with_tile_kernel(int tile, int rows, bool mma_only, F&& f) {
+static cudaError_t with_tile_kernel(int tile, int rows, bool mma_only, bool pairs, F&& f) {
   constexpr int D = PD_HEAD_DIM;
   if constexpr (D <= 128) {
     if (!mma_only && wg_supported()) {
@@ -60,6 +65,9 @@ static cudaError_t with_tile_kernel(int tile, int rows, bool mma_only, F&& f) {
       if (tile == 128 || (tile == 64 && rows >= 64)) {
         if constexpr (D == 128)  // warp-specialized (grouped_ws.cuh): 15-22 % faster
           if (tile == 128 && ws_enabled()) return f(TileKern<WsCfg<D, KV8>, grouped_ws_kernel<D, T, KV8>>{});
+        if constexpr (KV8 && D == 64)
+          if (tile == 64 && pairs && wg_pair_enabled())
+            return f(TileKern<WPairCfg, grouped_wg_pair_kernel<T>, false, D, false, WPairCfg::HEADS>{});
         if constexpr (KV8)
           return tile == 64 ? f(TileKern<WCfg<D, 1>, grouped_wg_kernel<D, T, 1>, false, D>{})
                             : f(TileKern<WCfg<D, 2>, grouped_wg_kernel<D, T, 2>, false, D>{});
@@ -86,10 +94,10 @@ struct LaunchTile {
   cudaError_t operator()(TK) const {
     if constexpr (TK::tma_row > 0) {
       CUtensorMap map;
-      const cudaError_t e = encode_kv_map(&map, p, TK::tma_row, TK::sw128);
+      const cudaError_t e = encode_kv_map(&map, p, TK::tma_row, TK::heads, TK::sw128);
       if (e != cudaSuccess) return e;
       if constexpr (TK::tile_arg) return launch_tiles<typename TK::Cfg, TK::kernel>(p, st, tile, map);
-      else return launch_tiles<typename TK::Cfg, TK::kernel>(p, st, map);
+      else return launch_tiles<typename TK::Cfg, TK::kernel, TK::heads>(p, st, map);
     } else {
       return launch_tiles<typename TK::Cfg, TK::kernel>(p, st);
     }
@@ -100,7 +108,10 @@ struct TileOccupancy {
   int* ctas;
   template <class TK>
   cudaError_t operator()(TK) const {
-    return tiles_occupancy<typename TK::Cfg, TK::kernel>(ctas);
+    // In CTAs of one KV head each, the unit the cost model counts (a head-pair CTA is two).
+    const cudaError_t e = tiles_occupancy<typename TK::Cfg, TK::kernel>(ctas);
+    if (e == cudaSuccess) *ctas *= TK::heads;
+    return e;
   }
 };
 
@@ -115,14 +126,14 @@ static cudaError_t by_dtype(int q_dtype, int kv_dtype, A&&... a) {
 template <typename T, bool KV8>
 struct LaunchFn {
   static cudaError_t run(const Params& p, int tile, cudaStream_t st) {
-    return with_tile_kernel<T, KV8>(tile, p.q_len * p.group, false, LaunchTile{p, tile, st});
+    return with_tile_kernel<T, KV8>(tile, p.q_len * p.group, false, p.hkv % 2 == 0, LaunchTile{p, tile, st});
   }
 };
 
 template <typename T, bool KV8>
 struct OccupancyFn {
   static cudaError_t run(int tile, int rows, bool mma_only, int* ctas) {
-    return with_tile_kernel<T, KV8>(tile, rows, mma_only, TileOccupancy{ctas});
+    return with_tile_kernel<T, KV8>(tile, rows, mma_only, true, TileOccupancy{ctas});
   }
 };
 

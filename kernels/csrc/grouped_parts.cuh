@@ -288,14 +288,14 @@ inline cudaError_t tiles_smem() {
 }
 
 // Launch grouped kernel Kernel, whose configuration C gives its threads (NT) and dynamic
-// shared memory (SMEM), on its (row tile x split, KV head, request) grid, raising its
-// shared-memory limit first (tiles_smem), with its lookahead (shallow_lookahead).
-// Arguments after st (`extra`) are passed on to the kernel.
-template <typename C, auto Kernel, typename... Extra>
+// shared memory (SMEM), on its (row tile x split, KV head / HEADS, request) grid (HEADS: KV
+// heads per CTA), raising its shared-memory limit first (tiles_smem), with its lookahead
+// (shallow_lookahead). Arguments after st (`extra`) are passed on to the kernel.
+template <typename C, auto Kernel, int HEADS = 1, typename... Extra>
 inline cudaError_t launch_tiles(const Params& p, cudaStream_t st, Extra... extra) {
   cudaError_t e = tiles_smem<C, Kernel>();
   if (e != cudaSuccess) return e;
-  dim3 grid(p.num_row_tiles * p.num_splits, p.hkv, p.batch);
+  dim3 grid(p.num_row_tiles * p.num_splits, p.hkv / HEADS, p.batch);
   Params q = p;
   q.kv_lookahead = 0;
   if constexpr (has_shallow<C>::value) q.kv_lookahead = shallow_lookahead((long long)grid.x * grid.y * grid.z);
