@@ -16,20 +16,21 @@
 
 namespace pd {
 
-// A grouped kernel as a type: its configuration C (threads NT, shared memory SMEM), its
-// __global__ function, whether it takes the tile rows as an argument (grouped_sw_kernel), the
-// bytes of one KV head's row its TMA boxes read (0: no tensor map; kv_tma.cuh), SW128 for
-// the 128-byte-swizzled raw layout, and the KV heads one CTA takes (grouped_wg_pair_kernel:
-// 2; its boxes span them).
-template <class C, auto K, bool TILE_ARG = false, int TMA_ROW = 0, bool SW128 = false, int HEADS = 1>
+// A grouped kernel as a type: its configuration C (threads NT, shared memory SMEM, and for
+// kernels that take the cache's tensor map, KV_MAP, what its TMA boxes read: kv_tma.cuh), its
+// __global__ function, and whether it takes the tile rows as an argument (grouped_sw_kernel).
+template <class C, auto K, bool TILE_ARG = false>
 struct TileKern {
   using Cfg = C;
   static constexpr auto kernel = K;
   static constexpr bool tile_arg = TILE_ARG;
-  static constexpr int tma_row = TMA_ROW;
-  static constexpr bool sw128 = SW128;
-  static constexpr int heads = HEADS;
 };
+
+// Whether configuration C's kernel takes the cache's tensor map (C::KV_MAP).
+template <class C, class = void>
+struct takes_kv_map : std::false_type {};
+template <class C>
+struct takes_kv_map<C, std::void_t<decltype(C::KV_MAP)>> : std::bool_constant<C::KV_MAP> {};
 
 // Calls f(TileKern<...>{}) with the kernel that runs a `tile`-row tile of a problem with
 // `rows` (q_len x group) rows on the current device: the one decision behind both the
@@ -57,9 +58,9 @@ static cudaError_t with_tile_kernel(int tile, int rows, bool mma_only, bool pair
         const int fill = rows < tile ? rows : tile;
         if (sw_enabled()) {
           if (tile == 128 && fill > 64 && fill <= 96)
-            return f(TileKern<SwCfg<128, 96>, grouped_sw_kernel<128, 96, T>, true, 128, true>{});
+            return f(TileKern<SwCfg<128, 96>, grouped_sw_kernel<128, 96, T>, true>{});
           if (tile == 64 && fill > 32 && fill <= 48)
-            return f(TileKern<SwCfg<128, 48>, grouped_sw_kernel<128, 48, T>, true, 128, true>{});
+            return f(TileKern<SwCfg<128, 48>, grouped_sw_kernel<128, 48, T>, true>{});
         }
       }
       if (tile == 128 || (tile == 64 && rows >= 64)) {
@@ -67,10 +68,10 @@ static cudaError_t with_tile_kernel(int tile, int rows, bool mma_only, bool pair
           if (tile == 128 && ws_enabled()) return f(TileKern<WsCfg<D, KV8>, grouped_ws_kernel<D, T, KV8>>{});
         if constexpr (KV8 && D == 64)
           if (tile == 64 && pairs && wg_pair_enabled())
-            return f(TileKern<WPairCfg, grouped_wg_pair_kernel<T>, false, D, false, WPairCfg::HEADS>{});
+            return f(TileKern<WPairCfg, grouped_wg_pair_kernel<T>>{});
         if constexpr (KV8)
-          return tile == 64 ? f(TileKern<WCfg<D, 1>, grouped_wg_kernel<D, T, 1>, false, D>{})
-                            : f(TileKern<WCfg<D, 2>, grouped_wg_kernel<D, T, 2>, false, D>{});
+          return tile == 64 ? f(TileKern<WCfg<D, 1>, grouped_wg_kernel<D, T, 1>>{})
+                            : f(TileKern<WCfg<D, 2>, grouped_wg_kernel<D, T, 2>>{});
         else
           return tile == 64 ? f(TileKern<WCfg<D, 1, false>, grouped_wg16_kernel<D, T, 1>>{})
                             : f(TileKern<WCfg<D, 2, false>, grouped_wg16_kernel<D, T, 2>>{});
@@ -92,14 +93,17 @@ struct LaunchTile {
   cudaStream_t st;
   template <class TK>
   cudaError_t operator()(TK) const {
-    if constexpr (TK::tma_row > 0) {
-      CUtensorMap map;
-      const cudaError_t e = encode_kv_map(&map, p, TK::tma_row, TK::heads, TK::sw128);
-      if (e != cudaSuccess) return e;
-      if constexpr (TK::tile_arg) return launch_tiles<typename TK::Cfg, TK::kernel>(p, st, tile, map);
-      else return launch_tiles<typename TK::Cfg, TK::kernel, TK::heads>(p, st, map);
+    using C = typename TK::Cfg;
+    if constexpr (takes_kv_map<C>::value) {
+      CUtensorMap map{};  // left empty for a configuration that reads by cp.async (C::TMA)
+      if constexpr (C::TMA) {
+        const cudaError_t e = encode_kv_map(&map, p, C::TMA_HEAD_BYTES, cfg_heads<C>::value, C::TMA_SW128);
+        if (e != cudaSuccess) return e;
+      }
+      if constexpr (TK::tile_arg) return launch_tiles<C, TK::kernel>(p, st, tile, map);
+      else return launch_tiles<C, TK::kernel>(p, st, map);
     } else {
-      return launch_tiles<typename TK::Cfg, TK::kernel>(p, st);
+      return launch_tiles<C, TK::kernel>(p, st);
     }
   }
 };
@@ -108,10 +112,7 @@ struct TileOccupancy {
   int* ctas;
   template <class TK>
   cudaError_t operator()(TK) const {
-    // In CTAs of one KV head each, the unit the cost model counts (a head-pair CTA is two).
-    const cudaError_t e = tiles_occupancy<typename TK::Cfg, TK::kernel>(ctas);
-    if (e == cudaSuccess) *ctas *= TK::heads;
-    return e;
+    return tiles_occupancy<typename TK::Cfg, TK::kernel>(ctas);
   }
 };
 

@@ -278,6 +278,11 @@ template <class C, class = void>
 struct has_shallow : std::false_type {};
 template <class C>
 struct has_shallow<C, std::void_t<decltype(C::SHALLOW)>> : std::bool_constant<C::SHALLOW> {};
+// KV heads one CTA of configuration C takes (C::HEADS; 1 unless it says so).
+template <class C, class = void>
+struct cfg_heads : std::integral_constant<int, 1> {};
+template <class C>
+struct cfg_heads<C, std::void_t<decltype(C::HEADS)>> : std::integral_constant<int, C::HEADS> {};
 
 // Kernel's dynamic shared-memory limit raised to C::SMEM, once per device: `done` is this
 // instantiation's, so the kernel's, own static, shared by its launch and its occupancy query.
@@ -288,14 +293,14 @@ inline cudaError_t tiles_smem() {
 }
 
 // Launch grouped kernel Kernel, whose configuration C gives its threads (NT) and dynamic
-// shared memory (SMEM), on its (row tile x split, KV head / HEADS, request) grid (HEADS: KV
-// heads per CTA), raising its shared-memory limit first (tiles_smem), with its lookahead
+// shared memory (SMEM), on its (row tile x split, KV head / cfg_heads, request) grid,
+// raising its shared-memory limit first (tiles_smem), with its lookahead
 // (shallow_lookahead). Arguments after st (`extra`) are passed on to the kernel.
-template <typename C, auto Kernel, int HEADS = 1, typename... Extra>
+template <typename C, auto Kernel, typename... Extra>
 inline cudaError_t launch_tiles(const Params& p, cudaStream_t st, Extra... extra) {
   cudaError_t e = tiles_smem<C, Kernel>();
   if (e != cudaSuccess) return e;
-  dim3 grid(p.num_row_tiles * p.num_splits, p.hkv / HEADS, p.batch);
+  dim3 grid(p.num_row_tiles * p.num_splits, p.hkv / cfg_heads<C>::value, p.batch);
   Params q = p;
   q.kv_lookahead = 0;
   if constexpr (has_shallow<C>::value) q.kv_lookahead = shallow_lookahead((long long)grid.x * grid.y * grid.z);
@@ -304,12 +309,15 @@ inline cudaError_t launch_tiles(const Params& p, cudaStream_t st, Extra... extra
 }
 
 // CTAs of Kernel (configuration C) one SM holds with the shared memory launch_tiles gives
-// it: the occupancy the host cost model (kernels/plan.py) plans the grid with.
+// it, counted in one-KV-head CTAs (a head-pair CTA is two): the occupancy the host cost
+// model (kernels/plan.py) plans the grid with.
 template <typename C, auto Kernel>
 inline cudaError_t tiles_occupancy(int* ctas_per_sm) {
   cudaError_t e = tiles_smem<C, Kernel>();
   if (e != cudaSuccess) return e;
-  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas_per_sm, Kernel, C::NT, C::SMEM);
+  e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas_per_sm, Kernel, C::NT, C::SMEM);
+  if (e == cudaSuccess) *ctas_per_sm *= cfg_heads<C>::value;
+  return e;
 }
 
 }  // namespace pd

@@ -89,8 +89,11 @@ struct SwCfg {
   static constexpr int RAW_HALF = BN * D;        // fp8 K (or V) of one stage
   static constexpr int RAW = 2 * RAW_HALF;
   static constexpr int NS = NC == 2 ? PD_SW_NS : 4;  // ring depth (4: two CTAs per SM)
-  // KV by TMA boxes (kv_tma.cuh; 4-6 % faster at 96 rows) or by the producers' cp.async.
+  // KV by TMA boxes (kv_tma.cuh; 4-6 % faster at 96 rows) or by the producers' cp.async;
+  // the kernel takes the tensor map either way. Boxes: one head's 128-byte rows, swizzled.
   static constexpr bool TMA = N > 48 || PD_SW48_TMA;
+  static constexpr bool KV_MAP = true, TMA_SW128 = true;
+  static constexpr int TMA_HEAD_BYTES = D;
   static constexpr int CPR = D / 16;             // 16-byte chunks per raw row
   static constexpr int QB = N * D * 2;           // fp16 Q^T operand: D/64 blocks of [N][128 B]
   static constexpr int PB = N * BN * 2;          // one warpgroup's P^T: [N][64 tok] fp16

@@ -45,8 +45,10 @@ struct WCfg {
   // head_dim-64 kernel lost 20 % at GPT-OSS q_len 8 batch 64, a 1.3-wave grid).
   static constexpr bool DB = D >= 128;
   static constexpr bool SHALLOW = KV8 && !DB;  // lookahead chosen at launch (shallow_lookahead)
+  // fp8 reads by TMA (kv_tma.cuh): boxes of one head's rows, unswizzled (raw_off).
+  static constexpr bool KV_MAP = KV8, TMA = KV8, TMA_SW128 = false;
+  static constexpr int TMA_HEAD_BYTES = D;
   static constexpr int CPR = D * ES / 16;        // 16-byte chunks per raw row
-  static constexpr int J = BN * CPR / NT;        // raw chunks per thread per K (or V) stage
   static constexpr int CONV_BYTES = KV8 ? (DB ? 2 : 1) * CONV : 0;
   static constexpr int BAR_OFF = CONV_BYTES + NS * RAW;  // fp8: the ring's FULL mbarriers (TMA)
   static constexpr int SMEM = 1024 + BAR_OFF + (KV8 ? NS * 8 : 0);  // 1024: alignment slack
@@ -115,6 +117,15 @@ __device__ __forceinline__ void wg_convert(const uint8_t* rk, uint8_t* kc, int t
     }
   }
   fence_async_smem();  // make the generic-proxy stores visible to wgmma
+}
+
+// Raw stage `it` of a CTA's range (at rk) -> fp16 tiles at kc by NT threads (wg_convert),
+// the last stage's V rows past the range as zeros.
+template <int D, int NT>
+__device__ __forceinline__ void wg_convert_stage(const uint8_t* rk, uint8_t* kc, int tid, const TileRange& t, int it) {
+  const int valid = t.t_end - (t.t_begin + it * 64);
+  if (valid >= 64) wg_convert<D, NT>(rk, kc, tid);
+  else wg_convert<D, NT, true>(rk, kc, tid, valid);
 }
 
 // wgmma m64nNk16, fp32 accumulators: A[64 x 16] from registers (T: fp16 or bf16), B[16 x N]
@@ -285,8 +296,8 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, cq = lane & 3;
   const TileRange t = cta_tile(p, C::TILE, C::BN);
-  if (tid < C::NS) mbar_init(full_u32 + tid * 8, KvTma<C::BN>::arrivals(p));  // the page owners
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  using Ring = TmaRing<C::BN, C::NS, C::RAW>;
+  Ring::init(full_u32, p);
 
   // Rows of this thread (warp w owns rows 16w..16w+15 of the tile, as wgmma lays them out).
   const int r0 = t.row0 + warp * 16 + g, r1 = r0 + 8;
@@ -294,20 +305,11 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1)
   uint32_t qa[D / 16][4];
   wg_load_q<D, TQ, __half>(qa, p, t.b, t.h, t.rows, r0, r1, cq);
 
-  // Page j of each stage is issued (a TMA box each for K and V, kv_tma.cuh) by lane 0 of
-  // warp j (2-4 % faster than lanes of warp 0, whose issue loop then delayed its conversion
-  // and so the CTA's barrier); everyone waits on the stage's FULL.
-  KvTma<C::BN> kv(&kv_map, p, t, D, lane == 0 ? warp : C::BN);
-  auto issue = [&](int it) {
-    if (kv.owner()) kv.issue(it, ring + (it % C::NS) * C::RAW, C::RAW_HALF, full_u32 + (it % C::NS) * 8);
-  };
-  auto wait_stage = [&](int it) { mbar_wait(full_u32 + (it % C::NS) * 8, (it / C::NS) & 1); };
-  auto convert = [&](int it, int buf) {
-    const uint8_t* rk = ring + (it % C::NS) * C::RAW;
-    const int valid = t.t_end - (t.t_begin + it * C::BN);
-    if (valid >= C::BN) wg_convert<D, C::NT>(rk, smem + buf * C::CONV, tid);
-    else wg_convert<D, C::NT, true>(rk, smem + buf * C::CONV, tid, valid);
-  };
+  // Page j of each stage is issued (a TMA box each for K and V) by lane 0 of warp j (2-4 %
+  // faster than lanes of warp 0, whose issue loop then delayed its conversion and so the
+  // CTA's barrier); everyone waits on the stage's FULL (TmaRing, kv_tma.cuh).
+  Ring kv(&kv_map, p, t, D, ring, full_u32);
+  auto convert = [&](int it, int buf) { wg_convert_stage<D, C::NT>(kv.slot(it), smem + buf * C::CONV, tid, t, it); };
 
   float o[D / 8][4];
   zero(o);
@@ -316,9 +318,9 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1)
 
   const int la = lookahead<C>(p);
   __syncthreads();  // the mbarriers' initialisation
-  for (int s = 0; s < la && s < t.ntiles; ++s) issue(s);
+  for (int s = 0; s < la && s < t.ntiles; ++s) kv.issue(s);
   if (C::DB && t.ntiles > 0) {
-    wait_stage(0);
+    kv.wait(0);
     convert(0, 0);
   }
 
@@ -328,12 +330,12 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1)
     // Single: raw stage it landed and every warpgroup is done with the buffer. Either way
     // the slot stage it+la goes into was converted in an earlier iteration.
     if constexpr (C::DB) {
-      if (it + 1 < t.ntiles) wait_stage(it + 1);
+      if (it + 1 < t.ntiles) kv.wait(it + 1);
     } else {
-      wait_stage(it);
+      kv.wait(it);
     }
     __syncthreads();
-    if (it + la < t.ntiles) issue(it + la);
+    if (it + la < t.ntiles) kv.issue(it + la);
     if constexpr (!C::DB) {
       convert(it, 0);
       __syncthreads();

@@ -34,6 +34,9 @@ struct WPairCfg {
   static constexpr int CONV = 2 * KC;            // + V
   static constexpr int BAR_OFF = CONV + NS * RAW;
   static constexpr int SMEM = 1024 + BAR_OFF + NS * 8;  // 1024: alignment slack
+  // TMA boxes (kv_tma.cuh) of both heads' rows (HEADS x 64 bytes), unswizzled (raw_off).
+  static constexpr bool KV_MAP = true, TMA = true, TMA_SW128 = false;
+  static constexpr int TMA_HEAD_BYTES = D;
   static_assert(2 * (SMEM + 1024) <= 228 * 1024, "two CTAs per SM: four warpgroups, as grouped_wg_kernel<64>");
 };
 
@@ -60,8 +63,8 @@ __global__ void __launch_bounds__(WPairCfg::NT, 1)
   const int wg = __shfl_sync(0xffffffffu, warp >> 2, 0), wl = warp & 3;
   const TileRange t = cta_tile(p, C::TILE, C::BN);  // t.h: the head pair
   const int h = C::HEADS * t.h + wg;                 // this warpgroup's KV head
-  if (tid < C::NS) mbar_init(full_u32 + tid * 8, KvTma<C::BN>::arrivals(p));  // the page owners
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  using Ring = TmaRing<C::BN, C::NS, C::RAW>;
+  Ring::init(full_u32, p);
 
   // Rows of this thread: warp wl of the warpgroup owns rows 16 wl..16 wl+15 of its head's tile.
   const int r0 = t.row0 + wl * 16 + g, r1 = r0 + 8;
@@ -69,18 +72,8 @@ __global__ void __launch_bounds__(WPairCfg::NT, 1)
   uint32_t qa[C::D / 16][4];
   wg_load_q<C::D, TQ, __half>(qa, p, t.b, h, t.rows, r0, r1, cq);
 
-  // Page j of each stage (both heads' rows: one box for K, one for V) is issued by lane 0 of
-  // warp j; everyone waits on the stage's FULL.
-  KvTma<C::BN> kv(&kv_map, p, t, C::ROW, lane == 0 ? warp : C::BN);
-  auto issue = [&](int it) {
-    if (kv.owner()) kv.issue(it, ring + (it % C::NS) * C::RAW, C::RAW_HALF, full_u32 + (it % C::NS) * 8);
-  };
-  auto convert = [&](int it) {  // both heads: the head_dim-128 pass, a 64-column block a head
-    const uint8_t* rk = ring + (it % C::NS) * C::RAW;
-    const int valid = t.t_end - (t.t_begin + it * C::BN);
-    if (valid >= C::BN) wg_convert<C::ROW, C::NT>(rk, smem, tid);
-    else wg_convert<C::ROW, C::NT, true>(rk, smem, tid, valid);
-  };
+  // Stages of both heads' rows (one box for K, one for V per page; TmaRing, kv_tma.cuh).
+  Ring kv(&kv_map, p, t, C::ROW, ring, full_u32);
 
   float o[C::D / 8][4];
   zero(o);
@@ -90,14 +83,15 @@ __global__ void __launch_bounds__(WPairCfg::NT, 1)
 
   constexpr int LA = C::NS - 1;
   __syncthreads();  // the mbarriers' initialisation
-  for (int s = 0; s < LA && s < t.ntiles; ++s) issue(s);
+  for (int s = 0; s < LA && s < t.ntiles; ++s) kv.issue(s);
   for (int it = 0; it < t.ntiles; ++it) {
     // Raw stage it landed and both warpgroups are done with the fp16 tiles (their P V of
     // stage it-1 was waited for); stage it+LA goes into the slot converted last iteration.
-    mbar_wait(full_u32 + (it % C::NS) * 8, (it / C::NS) & 1);
+    kv.wait(it);
     __syncthreads();
-    if (it + LA < t.ntiles) issue(it + LA);
-    convert(it);
+    if (it + LA < t.ntiles) kv.issue(it + LA);
+    // Both heads: the head_dim-128 pass, whose 64-column blocks are the two heads' tiles.
+    wg_convert_stage<C::ROW, C::NT>(kv.slot(it), smem, tid, t, it);
     __syncthreads();
     float s[8][4];
     wg_qk<__half, C::D>(s, qa, kc_u32);

@@ -78,6 +78,7 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map
 // Owners call issue() for stages 0, 1, 2, ... in order; other threads construct it unused.
 template <int BN>
 struct KvTma {
+  static constexpr int kNoPage = 0x7FFFFFFF;  // `tok` of a thread that owns no page
   const CUtensorMap* map;
   const int* pt;
   int col, tok, tok_end, page_shift, page_size;
@@ -89,7 +90,7 @@ struct KvTma {
       : map(m),
         pt(p.page_table + (size_t)t.b * p.max_pages),
         col(t.h * row_bytes),
-        tok(j < (BN >> p.page_shift) ? t.t_begin + j * p.page_size : 0x7FFFFFFF),
+        tok(j < (BN >> p.page_shift) ? t.t_begin + j * p.page_size : kNoPage),
         tok_end(t.t_end),
         page_shift(p.page_shift),
         page_size(p.page_size),
@@ -101,7 +102,7 @@ struct KvTma {
   }
 
   __device__ static __forceinline__ int arrivals(const Params& p) { return BN >> p.page_shift; }
-  __device__ __forceinline__ bool owner() const { return tok != 0x7FFFFFFF; }
+  __device__ __forceinline__ bool owner() const { return tok != kNoPage; }
 
   __device__ __forceinline__ int fetch(int it) const {
     if (!owner()) return -1;
@@ -121,6 +122,35 @@ struct KvTma {
     cur = nxt;
     nxt = fetch(it + 2);
   }
+};
+
+// A ring of NS raw stages (RAW bytes each: K, then V at RAW / 2) at `ring`, filled by TMA,
+// with one FULL mbarrier per slot at `full`, for kernels whose every warp loads and computes
+// (grouped_wg_kernel, grouped_wg_pair_kernel): page j of a stage is issued by lane 0 of warp
+// j, and everyone waits on the stage's FULL. init() runs before the CTA's first barrier.
+template <int BN, int NS, int RAW>
+struct TmaRing {
+  KvTma<BN> kv;
+  uint8_t* ring;
+  uint32_t full;
+
+  __device__ __forceinline__ TmaRing(const CUtensorMap* m, const Params& p, const TileRange& t, int row_bytes,
+                                     uint8_t* ring_, uint32_t full_)
+      : kv(m, p, t, row_bytes, (threadIdx.x & 31) == 0 ? (int)threadIdx.x >> 5 : BN), ring(ring_), full(full_) {}
+
+  __device__ static __forceinline__ void init(uint32_t full, const Params& p) {
+    const int tid = threadIdx.x;
+    if (tid < NS) mbar_init(full + tid * 8, KvTma<BN>::arrivals(p));  // the page owners
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __device__ __forceinline__ uint8_t* slot(int it) const { return ring + (it % NS) * RAW; }
+  __device__ __forceinline__ uint32_t bar(int it) const { return full + (it % NS) * 8; }
+  // Stage it into its slot (the page owners' part of it).
+  __device__ __forceinline__ void issue(int it) {
+    if (kv.owner()) kv.issue(it, slot(it), RAW / 2, bar(it));
+  }
+  // Until stage it has landed.
+  __device__ __forceinline__ void wait(int it) const { mbar_wait(bar(it), (it / NS) & 1); }
 };
 
 }  // namespace pd
