@@ -16,6 +16,7 @@ import argparse
 import functools
 import math
 import random
+import re
 import statistics
 import sys
 from dataclasses import dataclass
@@ -360,7 +361,7 @@ def bench(
             for q_len in (2, 4, 8):
                 for batch in batches:
                     name = f"{model}-{'fp8_e4m3' if kvname == 'fp8' else 'bf16'}-batchSize{batch}-seqLenQ{q_len}"
-                    if only and only not in name:
+                    if only and not re.search(only, name):
                         continue
                     tb, tg, tbs, p = _bench_case(
                         batch, q_len, hq, hkv, d, kvname, gen, flush, kernels
@@ -500,7 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--cases", type=int, default=0, help="check only the first N cases (sanitizers)"
     )
-    ap.add_argument("--filter", default="", help="bench only cases whose name contains this")
+    ap.add_argument(
+        "--filter", default="", help="bench only cases whose name matches this regular expression"
+    )
     ap.add_argument(
         "--sweep", default="", help="time every tile x splits on cases matching A|B|..."
     )
