@@ -161,7 +161,7 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
 
   float o[D / 8][4];
   zero(o);
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  RowStats st;
   const float sc = p.scale_log2;
   const int la = lookahead<C>(p);
   kv.template prime<C::NS>(ntiles, load_tile, la);
@@ -214,7 +214,7 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
 
     // ---- causal mask (only on stages that reach a row limit) and online softmax.
     softmax_step(s, o, t_begin + (it + 1) * C::BN > tr.mask_from, t_begin + it * C::BN + wn * C::TN, cq,
-                 lim0, lim1, sc, m0, m1, l0, l1);
+                 lim0, lim1, sc, st);
 
     // ---- O += P V (P straight from the S accumulators).
 #pragma unroll
@@ -253,8 +253,7 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
   __syncthreads();
   float* red = reinterpret_cast<float*>(smem);
   float* ml = red + C::WN * C::TILE * C::RS;
-  l0 = quad_sum(l0);
-  l1 = quad_sum(l1);
+  const float l0 = quad_sum(st.l0), l1 = quad_sum(st.l1);
   if (active) {
     const int rr0 = wn * C::TILE + wm * 16 + g, rr1 = rr0 + 8;
     if constexpr (KV8) {
@@ -273,8 +272,8 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
       }
     }
     if (cq == 0) {
-      ml[rr0 * 2] = m0; ml[rr0 * 2 + 1] = l0;
-      ml[rr1 * 2] = m1; ml[rr1 * 2 + 1] = l1;
+      ml[rr0 * 2] = st.m0; ml[rr0 * 2 + 1] = l0;
+      ml[rr1 * 2] = st.m1; ml[rr1 * 2 + 1] = l1;
     }
   }
   __syncthreads();

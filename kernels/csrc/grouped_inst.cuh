@@ -7,7 +7,6 @@
 #include "api_internal.h"
 #include "grouped.cuh"
 #include "grouped_wg.cuh"
-#include "grouped_wg_pair.cuh"
 #include "grouped_sw.cuh"
 #include "grouped_ws.cuh"
 
@@ -35,9 +34,7 @@ struct takes_kv_map<C, std::void_t<decltype(C::KV_MAP)>> : std::bool_constant<C:
 // Calls f(TileKern<...>{}) with the kernel that runs a `tile`-row tile of a problem with
 // `rows` (q_len x group) rows on the current device: the one decision behind both the
 // launch and the occupancy the cost model plans with. `mma_only`: the mma.sync kernel
-// whatever the device (its occupancy is the cost model's built-in mirror, GCfg). `pairs`:
-// the KV heads pair up (hkv even; the occupancy query assumes so), which
-// grouped_wg_pair_kernel needs.
+// whatever the device (its occupancy is the cost model's built-in mirror, GCfg).
 //
 // On an sm_90 GPU a 128-row tile, or a full 64-row one, runs the wgmma kernels
 // (grouped_wg.cuh), faster than mma.sync there on H100: 8-16 % for fp8 KV, 3-8 % for bf16
@@ -45,7 +42,7 @@ struct takes_kv_map<C, std::void_t<decltype(C::KV_MAP)>> : std::bool_constant<C:
 // stays on mma.sync: the lockstep wgmma kernel's serial per-stage phases lost 12 % in a
 // one-CTA-per-SM tail.
 template <typename T, bool KV8, typename F>
-static cudaError_t with_tile_kernel(int tile, int rows, bool mma_only, bool pairs, F&& f) {
+static cudaError_t with_tile_kernel(int tile, int rows, bool mma_only, F&& f) {
   constexpr int D = PD_HEAD_DIM;
   if constexpr (D <= 128) {
     if (!mma_only && wg_supported()) {
@@ -66,9 +63,6 @@ static cudaError_t with_tile_kernel(int tile, int rows, bool mma_only, bool pair
       if (tile == 128 || (tile == 64 && rows >= 64)) {
         if constexpr (D == 128)  // warp-specialized (grouped_ws.cuh): 15-22 % faster
           if (tile == 128 && ws_enabled()) return f(TileKern<WsCfg<D, KV8>, grouped_ws_kernel<D, T, KV8>>{});
-        if constexpr (KV8 && D == 64)
-          if (tile == 64 && pairs && wg_pair_enabled())
-            return f(TileKern<WPairCfg, grouped_wg_pair_kernel<T>>{});
         if constexpr (KV8)
           return tile == 64 ? f(TileKern<WCfg<D, 1>, grouped_wg_kernel<D, T, 1>>{})
                             : f(TileKern<WCfg<D, 2>, grouped_wg_kernel<D, T, 2>>{});
@@ -97,7 +91,7 @@ struct LaunchTile {
     if constexpr (takes_kv_map<C>::value) {
       CUtensorMap map{};  // left empty for a configuration that reads by cp.async (C::TMA)
       if constexpr (C::TMA) {
-        const cudaError_t e = encode_kv_map(&map, p, C::TMA_HEAD_BYTES, cfg_heads<C>::value, C::TMA_SW128);
+        const cudaError_t e = encode_kv_map(&map, p, C::TMA_HEAD_BYTES, C::TMA_SW128);
         if (e != cudaSuccess) return e;
       }
       if constexpr (TK::tile_arg) return launch_tiles<C, TK::kernel>(p, st, tile, map);
@@ -127,14 +121,14 @@ static cudaError_t by_dtype(int q_dtype, int kv_dtype, A&&... a) {
 template <typename T, bool KV8>
 struct LaunchFn {
   static cudaError_t run(const Params& p, int tile, cudaStream_t st) {
-    return with_tile_kernel<T, KV8>(tile, p.q_len * p.group, false, p.hkv % 2 == 0, LaunchTile{p, tile, st});
+    return with_tile_kernel<T, KV8>(tile, p.q_len * p.group, false, LaunchTile{p, tile, st});
   }
 };
 
 template <typename T, bool KV8>
 struct OccupancyFn {
   static cudaError_t run(int tile, int rows, bool mma_only, int* ctas) {
-    return with_tile_kernel<T, KV8>(tile, rows, mma_only, true, TileOccupancy{ctas});
+    return with_tile_kernel<T, KV8>(tile, rows, mma_only, TileOccupancy{ctas});
   }
 };
 

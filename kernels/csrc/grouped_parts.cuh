@@ -151,24 +151,29 @@ struct KvStream {
   }
 };
 
-// One online-softmax step on a warp's S fragment: NT8 n8 tiles, rows g and g+8 of the warp,
-// tile nt's tokens tb + 8 nt + 2 cq + {0, 1}. Masks tokens beyond each row's limit when
-// `masked`, updates the running max m (log2 domain, scaled by sc) and sum l, leaves
-// P = 2^(s sc - m) in s and the factors (corr0, corr1) the output rows must be scaled by.
+// Scores of tokens past each row's limit (the causal rule) as -inf: tile nt's tokens
+// tb + 8 nt + 2 cq + {0, 1} of rows g (limit lim0) and g + 8 (lim1).
+template <int NT8>
+__device__ __forceinline__ void mask_rows(float (&s)[NT8][4], int tb, int cq, int lim0, int lim1) {
+#pragma unroll
+  for (int nt = 0; nt < NT8; ++nt) {
+    const int tok = tb + nt * 8 + 2 * cq;
+    if (tok > lim0) s[nt][0] = -INFINITY;
+    if (tok + 1 > lim0) s[nt][1] = -INFINITY;
+    if (tok > lim1) s[nt][2] = -INFINITY;
+    if (tok + 1 > lim1) s[nt][3] = -INFINITY;
+  }
+}
+
+// An online-softmax step that raises the maxima at every new maximum (m from -inf) and
+// leaves the factors (corr0, corr1) the output rows must be scaled by to the caller:
+// grouped_ws.cuh, whose O is rescaled at another point of its pipeline. Otherwise as
+// softmax_step below.
 template <int NT8>
 __device__ __forceinline__ void softmax_p(float (&s)[NT8][4], bool masked, int tb, int cq, int lim0, int lim1,
                                           float sc, float& m0, float& m1, float& l0, float& l1, float& corr0,
                                           float& corr1) {
-  if (masked) {
-#pragma unroll
-    for (int nt = 0; nt < NT8; ++nt) {
-      const int tok = tb + nt * 8 + 2 * cq;
-      if (tok > lim0) s[nt][0] = -INFINITY;
-      if (tok + 1 > lim0) s[nt][1] = -INFINITY;
-      if (tok > lim1) s[nt][2] = -INFINITY;
-      if (tok + 1 > lim1) s[nt][3] = -INFINITY;
-    }
-  }
+  if (masked) mask_rows(s, tb, cq, lim0, lim1);
   float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
   for (int nt = 0; nt < NT8; ++nt) {
@@ -212,14 +217,74 @@ __device__ __forceinline__ void rescale(float (&o)[NO][4], float corr0, float co
   }
 }
 
-// softmax_p, then the rescale of the NO accumulators o.
+// The online softmax raises a running maximum only when a score exceeds it by more than
+// 2^PD_SW_RAISE (FlashAttention-4's conditional rescaling; P then stays below 2^8, well inside
+// fp16 and bf16), so most stages need no maximum exchange and no rescale. A build with 0
+// raises at every new maximum: the self-check's way to exercise that path
+// (bench/h100_ab_base.sh CHECK_VARIANTS).
+#ifndef PD_SW_RAISE
+#define PD_SW_RAISE 8
+#endif
+// A running maximum before any score: finite, so exponentials and rescale factors need no
+// -inf test (a score only raises it past its threshold, -inf at first). Far below any scaled
+// score.
+constexpr float kNoMax = -1e30f;
+
+// The running softmax state of a thread's two rows (g and g + 8 of its warp).
+struct RowStats {
+  float m0 = kNoMax, m1 = kNoMax;          // maxima, log2 domain, scaled by sc
+  float th0 = -INFINITY, th1 = -INFINITY;  // raise thresholds, raw score units
+  float l0 = 0.f, l1 = 0.f;                // sums of P (this thread's columns)
+};
+
+// One online-softmax step on a warp's S fragment: NT8 n8 tiles, rows g and g+8 of the warp,
+// tile nt's tokens tb + 8 nt + 2 cq + {0, 1}. Masks tokens beyond each row's limit when
+// `masked`; the row maxima m (log2 domain, scaled by sc; kNoMax at first) move only when some
+// score of the warp exceeds its row's threshold th = (m + 2^PD_SW_RAISE) / sc in raw score
+// units (-inf at first), and O and l are rescaled then; leaves P = 2^(s sc - m) in s and adds
+// it to l. Skipping the quad shuffles on most stages: 5-6 % on GPT-OSS fp8 q_len 8 (twelfth
+// session).
 template <int NT8, int NO>
 __device__ __forceinline__ void softmax_step(float (&s)[NT8][4], float (&o)[NO][4], bool masked, int tb, int cq,
-                                             int lim0, int lim1, float sc, float& m0, float& m1, float& l0,
-                                             float& l1) {
-  float corr0, corr1;
-  softmax_p(s, masked, tb, cq, lim0, lim1, sc, m0, m1, l0, l1, corr0, corr1);
-  rescale(o, corr0, corr1);
+                                             int lim0, int lim1, float sc, RowStats& r) {
+  if (masked) mask_rows(s, tb, cq, lim0, lim1);
+  float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+  for (int nt = 0; nt < NT8; ++nt) {
+    mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+    mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+  }
+  if (__any_sync(0xffffffffu, mx0 > r.th0 || mx1 > r.th1)) {
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float nm0 = fmaxf(r.m0, mx0 * sc), nm1 = fmaxf(r.m1, mx1 * sc);
+    const float c0 = ex2(r.m0 - nm0), c1 = ex2(r.m1 - nm1);
+    r.m0 = nm0;
+    r.m1 = nm1;
+    r.th0 = __fdividef(nm0 + float(PD_SW_RAISE), sc);
+    r.th1 = __fdividef(nm1 + float(PD_SW_RAISE), sc);
+    r.l0 *= c0;
+    r.l1 *= c1;
+#pragma unroll
+    for (int dn = 0; dn < NO; ++dn) {
+      o[dn][0] *= c0; o[dn][1] *= c0;
+      o[dn][2] *= c1; o[dn][3] *= c1;
+    }
+  }
+  float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+  for (int nt = 0; nt < NT8; ++nt) {
+    s[nt][0] = ex2(fmaf(s[nt][0], sc, -r.m0));
+    s[nt][1] = ex2(fmaf(s[nt][1], sc, -r.m0));
+    s[nt][2] = ex2(fmaf(s[nt][2], sc, -r.m1));
+    s[nt][3] = ex2(fmaf(s[nt][3], sc, -r.m1));
+    ps0 += s[nt][0] + s[nt][1];
+    ps1 += s[nt][2] + s[nt][3];
+  }
+  r.l0 += ps0;
+  r.l1 += ps1;
 }
 
 template <int N>
@@ -278,11 +343,6 @@ template <class C, class = void>
 struct has_shallow : std::false_type {};
 template <class C>
 struct has_shallow<C, std::void_t<decltype(C::SHALLOW)>> : std::bool_constant<C::SHALLOW> {};
-// KV heads one CTA of configuration C takes (C::HEADS; 1 unless it says so).
-template <class C, class = void>
-struct cfg_heads : std::integral_constant<int, 1> {};
-template <class C>
-struct cfg_heads<C, std::void_t<decltype(C::HEADS)>> : std::integral_constant<int, C::HEADS> {};
 
 // Kernel's dynamic shared-memory limit raised to C::SMEM, once per device: `done` is this
 // instantiation's, so the kernel's, own static, shared by its launch and its occupancy query.
@@ -293,14 +353,14 @@ inline cudaError_t tiles_smem() {
 }
 
 // Launch grouped kernel Kernel, whose configuration C gives its threads (NT) and dynamic
-// shared memory (SMEM), on its (row tile x split, KV head / cfg_heads, request) grid,
+// shared memory (SMEM), on its (row tile x split, KV head, request) grid,
 // raising its shared-memory limit first (tiles_smem), with its lookahead
 // (shallow_lookahead). Arguments after st (`extra`) are passed on to the kernel.
 template <typename C, auto Kernel, typename... Extra>
 inline cudaError_t launch_tiles(const Params& p, cudaStream_t st, Extra... extra) {
   cudaError_t e = tiles_smem<C, Kernel>();
   if (e != cudaSuccess) return e;
-  dim3 grid(p.num_row_tiles * p.num_splits, p.hkv / cfg_heads<C>::value, p.batch);
+  dim3 grid(p.num_row_tiles * p.num_splits, p.hkv, p.batch);
   Params q = p;
   q.kv_lookahead = 0;
   if constexpr (has_shallow<C>::value) q.kv_lookahead = shallow_lookahead((long long)grid.x * grid.y * grid.z);
@@ -309,15 +369,12 @@ inline cudaError_t launch_tiles(const Params& p, cudaStream_t st, Extra... extra
 }
 
 // CTAs of Kernel (configuration C) one SM holds with the shared memory launch_tiles gives
-// it, counted in one-KV-head CTAs (a head-pair CTA is two): the occupancy the host cost
-// model (kernels/plan.py) plans the grid with.
+// it: the occupancy the host cost model (kernels/plan.py) plans the grid with.
 template <typename C, auto Kernel>
 inline cudaError_t tiles_occupancy(int* ctas_per_sm) {
   cudaError_t e = tiles_smem<C, Kernel>();
   if (e != cudaSuccess) return e;
-  e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas_per_sm, Kernel, C::NT, C::SMEM);
-  if (e == cudaSuccess) *ctas_per_sm *= cfg_heads<C>::value;
-  return e;
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas_per_sm, Kernel, C::NT, C::SMEM);
 }
 
 }  // namespace pd

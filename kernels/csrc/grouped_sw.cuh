@@ -40,10 +40,8 @@
 
 namespace pd {
 
-// The softmax raises a column's running maximum only when a score exceeds it by more than
-// 2^PD_SW_RAISE (FlashAttention-4's conditional rescaling; P then stays below 2^8, well inside
-// fp16). A build with 0 raises at every new maximum: the self-check's way to exercise that
-// path (bench/h100_ab_base.sh CHECK_VARIANTS).
+// The softmax raises a column's running maximum as softmax_step (grouped_parts.cuh) raises a
+// row's: only past 2^PD_SW_RAISE, from the finite kNoMax.
 // Ring depth of the 96-row form (one CTA per SM): 8 (128 KB) measured 0.5-1 % faster than 6;
 // 10 (room since K needs no fp16 buffer) no faster than 8 (ninth session).
 #ifndef PD_SW_NS
@@ -54,13 +52,6 @@ namespace pd {
 #ifndef PD_SW48_TMA
 #define PD_SW48_TMA 0
 #endif
-#ifndef PD_SW_RAISE
-#define PD_SW_RAISE 8
-#endif
-// A column's running maximum before any score: finite, so exponentials and rescale factors
-// need no -inf test (exp2 of a score minus it only runs after a raise, which any finite score
-// triggers against the threshold -inf). Far below any scaled score.
-constexpr float kSwNoMax = -1e30f;
 
 template <int D, int N>
 struct SwCfg {
@@ -85,6 +76,10 @@ struct SwCfg {
 #endif
   static constexpr int C_REGS_FIT = (NT * LAUNCH_REGS - 128 * P_REGS) / (NC * 128) / 8 * 8;
   static constexpr int C_REGS = C_REGS_FIT < 240 ? C_REGS_FIT : 240;
+  // The next stage's raw K loaded before the softmax, not after P V's issue: 1.7-2.2 % faster
+  // in the 48-row form (216 registers per consumer, room to spare); at 96 rows the 16 more
+  // live registers made q_len 8 up to 5 % slower (twelfth session).
+  static constexpr bool K_EARLY = N <= 48;
   static constexpr int BN = 64;                  // tokens per stage
   static constexpr int RAW_HALF = BN * D;        // fp8 K (or V) of one stage
   static constexpr int RAW = 2 * RAW_HALF;
@@ -201,18 +196,29 @@ __device__ __forceinline__ void sw_load_q(uint8_t* qs, const Params& p, const Ti
 }
 
 // K of tokens wl*16 + g and +8 of a raw stage as S^T's A fragments for the 8 k-steps: the
-// thread's 32 bytes (chunks 2cq, 2cq+1) of each token, word kk giving (a0|a1, a2|a3) of
-// step kk (sw_k_pos's order).
-__device__ __forceinline__ void sw_k_frags(uint32_t (&kf)[8][4], const uint8_t* rk, int wl, int g, int cq) {
+// thread's 32 bytes (chunks 2cq, 2cq+1) of each token (sw_k_raw), word kk giving (a0|a1,
+// a2|a3) of step kk (sw_k_pos's order; sw_k_cvt).
+__device__ __forceinline__ void sw_k_raw(uint4 (&kr)[2][2], const uint8_t* rk, int wl, int g, int cq) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int i = wl * 16 + g + 8 * h;
-    const uint4 x0 = *reinterpret_cast<const uint4*>(rk + sw_off(i, 2 * cq));
-    const uint4 x1 = *reinterpret_cast<const uint4*>(rk + sw_off(i, 2 * cq + 1));
-    const uint32_t w[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+    kr[h][0] = *reinterpret_cast<const uint4*>(rk + sw_off(i, 2 * cq));
+    kr[h][1] = *reinterpret_cast<const uint4*>(rk + sw_off(i, 2 * cq + 1));
+  }
+}
+__device__ __forceinline__ void sw_k_cvt(uint32_t (&kf)[8][4], const uint4 (&kr)[2][2]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const uint32_t w[8] = {kr[h][0].x, kr[h][0].y, kr[h][0].z, kr[h][0].w,
+                           kr[h][1].x, kr[h][1].y, kr[h][1].z, kr[h][1].w};
 #pragma unroll
     for (int kk = 0; kk < 8; ++kk) e4m3x4_to_half2x2(w[kk], kf[kk][h], kf[kk][2 + h]);
   }
+}
+__device__ __forceinline__ void sw_k_frags(uint32_t (&kf)[8][4], const uint8_t* rk, int wl, int g, int cq) {
+  uint4 kr[2][2];
+  sw_k_raw(kr, rk, wl, g, cq);
+  sw_k_cvt(kf, kr);
 }
 
 // V of a raw stage for the A fragments of O^T += V^T P^T: the thread's 4 bytes of tokens
@@ -283,15 +289,12 @@ __device__ __forceinline__ void sw_store_p(const float (&s)[N / 8][4], uint32_t 
   }
 }
 
-// One stage's softmax down the columns, S^T -> P in place (fp32): masks the causal
-// tail, and raises the running maxima (mc, swapped between the two buffers at mcb; each
-// buffer's thresholds 2N floats after it) only when a score exceeds its column's threshold,
-// (max + 2^PD_SW_RAISE) / sc in raw score units, rescaling l and O then.
-template <int N, int E, int BN>
-__device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N / 8][4], float (&l)[N / 8][2],
-                                           float*& mc, float* const mcb, float* red, float sc,
-                                           const Params& p, const TileRange& t, int it, int wl, int g, int cq,
-                                           int ctid, int bar_wg) {
+// The causal tail of a stage masked (scores of tokens past a column's row limit as -inf)
+// and whether any of this thread's scores exceeds its column's raise threshold (the
+// current buffer's, 2N floats after the maxima at mc).
+template <int N, int BN>
+__device__ __forceinline__ bool sw_mask_check(float (&s)[N / 8][4], const float* mc, const Params& p,
+                                              const TileRange& t, int it, int wl, int g, int cq) {
   constexpr int NJ = N / 8;
   // Rows of this thread: tokens tok0 and tok0 + 8.
   const int tok0 = t.t_begin + it * BN + wl * 16 + g;
@@ -312,55 +315,76 @@ __device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N
     const float2 th = *reinterpret_cast<const float2*>(mc + 2 * N + 8 * j + 2 * cq);
     raise[j & 3] |= (fmaxf(s[j][0], s[j][2]) > th.x) | (fmaxf(s[j][1], s[j][3]) > th.y);
   }
-  if (wg_any(raise[0] | raise[1] | raise[2] | raise[3], bar_wg)) {
-    // Some score exceeds its column's threshold: exchange the warps' column maxima, raise
-    // the maxima, rescale O and l.
+  return raise[0] | raise[1] | raise[2] | raise[3];
+}
+
+// Some score of the warpgroup exceeded its column's threshold: the warps' column maxima
+// exchanged (through red, with a barrier), the maxima raised into the other buffer (mc then
+// points at it), O and l rescaled, and S^T -> P in place (fp32), added to l.
+template <int N, int E>
+__device__ __forceinline__ void sw_raise(float (&s)[N / 8][4], float (&o)[E][N / 8][4], float (&l)[N / 8][2],
+                                         float*& mc, float* const mcb, float* red, float sc, int wl, int g, int cq,
+                                         int ctid, int bar_wg) {
+  constexpr int NJ = N / 8;
 #pragma unroll
-    for (int j = 0; j < NJ; ++j) {
-      float x0 = fmaxf(s[j][0], s[j][2]), x1 = fmaxf(s[j][1], s[j][3]);
+  for (int j = 0; j < NJ; ++j) {
+    float x0 = fmaxf(s[j][0], s[j][2]), x1 = fmaxf(s[j][1], s[j][3]);
 #pragma unroll
-      for (int sh = 4; sh < 32; sh <<= 1) {
-        x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, sh));
-        x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, sh));
-      }
-      if (g == 0) *reinterpret_cast<float2*>(red + wl * N + 8 * j + 2 * cq) = make_float2(x0, x1);
+    for (int sh = 4; sh < 32; sh <<= 1) {
+      x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, sh));
+      x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, sh));
     }
-    wg_bar(bar_wg, 128);
-    float* const mnew = mc == mcb ? mcb + N : mcb;  // last read before this stage's P barrier
+    if (g == 0) *reinterpret_cast<float2*>(red + wl * N + 8 * j + 2 * cq) = make_float2(x0, x1);
+  }
+  wg_bar(bar_wg, 128);
+  float* const mnew = mc == mcb ? mcb + N : mcb;  // last read before this stage's P barrier
 #pragma unroll
-    for (int j = 0; j < NJ; ++j) {
-      const float2 mo = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
-      float2 x = *reinterpret_cast<const float2*>(red + 8 * j + 2 * cq);
+  for (int j = 0; j < NJ; ++j) {
+    const float2 mo = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
+    float2 x = *reinterpret_cast<const float2*>(red + 8 * j + 2 * cq);
 #pragma unroll
-      for (int w = 1; w < 4; ++w) {
-        const float2 y = *reinterpret_cast<const float2*>(red + w * N + 8 * j + 2 * cq);
-        x.x = fmaxf(x.x, y.x);
-        x.y = fmaxf(x.y, y.y);
-      }
-      const float m0 = fmaxf(mo.x, x.x * sc), m1 = fmaxf(mo.y, x.y * sc);  // finite (kSwNoMax)
-      if (wl == 0 && g == 0) {
-        *reinterpret_cast<float2*>(mnew + 8 * j + 2 * cq) = make_float2(m0, m1);
-        *reinterpret_cast<float2*>(mnew + 2 * N + 8 * j + 2 * cq) =
-            make_float2(__fdividef(m0 + float(PD_SW_RAISE), sc), __fdividef(m1 + float(PD_SW_RAISE), sc));
-      }
-      const float c0 = ex2(mo.x - m0), c1 = ex2(mo.y - m1);
-#pragma unroll
-      for (int e = 0; e < E; ++e) {
-        o[e][j][0] *= c0; o[e][j][2] *= c0;
-        o[e][j][1] *= c1; o[e][j][3] *= c1;
-      }
-      s[j][0] = ex2(fmaf(s[j][0], sc, -m0));
-      s[j][1] = ex2(fmaf(s[j][1], sc, -m1));
-      s[j][2] = ex2(fmaf(s[j][2], sc, -m0));
-      s[j][3] = ex2(fmaf(s[j][3], sc, -m1));
-      l[j][0] = l[j][0] * c0 + s[j][0] + s[j][2];
-      l[j][1] = l[j][1] * c1 + s[j][1] + s[j][3];
+    for (int w = 1; w < 4; ++w) {
+      const float2 y = *reinterpret_cast<const float2*>(red + w * N + 8 * j + 2 * cq);
+      x.x = fmaxf(x.x, y.x);
+      x.y = fmaxf(x.y, y.y);
     }
-    mc = mnew;
-    if (ctid == 0) *reinterpret_cast<int*>(mcb - 4) = mc == mcb ? 0 : 1;
+    const float m0 = fmaxf(mo.x, x.x * sc), m1 = fmaxf(mo.y, x.y * sc);  // finite (kNoMax)
+    if (wl == 0 && g == 0) {
+      *reinterpret_cast<float2*>(mnew + 8 * j + 2 * cq) = make_float2(m0, m1);
+      *reinterpret_cast<float2*>(mnew + 2 * N + 8 * j + 2 * cq) =
+          make_float2(__fdividef(m0 + float(PD_SW_RAISE), sc), __fdividef(m1 + float(PD_SW_RAISE), sc));
+    }
+    const float c0 = ex2(mo.x - m0), c1 = ex2(mo.y - m1);
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      o[e][j][0] *= c0; o[e][j][2] *= c0;
+      o[e][j][1] *= c1; o[e][j][3] *= c1;
+    }
+    s[j][0] = ex2(fmaf(s[j][0], sc, -m0));
+    s[j][1] = ex2(fmaf(s[j][1], sc, -m1));
+    s[j][2] = ex2(fmaf(s[j][2], sc, -m0));
+    s[j][3] = ex2(fmaf(s[j][3], sc, -m1));
+    l[j][0] = l[j][0] * c0 + s[j][0] + s[j][2];
+    l[j][1] = l[j][1] * c1 + s[j][1] + s[j][3];
+  }
+  mc = mnew;
+  if (ctid == 0) *reinterpret_cast<int*>(mcb - 4) = mc == mcb ? 0 : 1;
+}
+
+// One stage's softmax down the columns, S^T -> P in place (fp32): masks the causal
+// tail, and raises the running maxima (mc, swapped between the two buffers at mcb; each
+// buffer's thresholds 2N floats after it) only when a score exceeds its column's threshold,
+// (max + 2^PD_SW_RAISE) / sc in raw score units, rescaling l and O then (sw_raise).
+template <int N, int E, int BN>
+__device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N / 8][4], float (&l)[N / 8][2],
+                                           float*& mc, float* const mcb, float* red, float sc,
+                                           const Params& p, const TileRange& t, int it, int wl, int g, int cq,
+                                           int ctid, int bar_wg) {
+  if (wg_any(sw_mask_check<N, BN>(s, mc, p, t, it, wl, g, cq), bar_wg)) {
+    sw_raise<N, E>(s, o, l, mc, mcb, red, sc, wl, g, cq, ctid, bar_wg);
   } else {
 #pragma unroll
-    for (int j = 0; j < NJ; ++j) {
+    for (int j = 0; j < N / 8; ++j) {
       const float2 mo = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
       s[j][0] = ex2(fmaf(s[j][0], sc, -mo.x));
       s[j][1] = ex2(fmaf(s[j][1], sc, -mo.y));
@@ -425,7 +449,7 @@ __device__ __forceinline__ void sw_epilogue(const Params& p, const TileRange& t,
           float lb = 0.f;
           for (int w = 0; w < 4; ++w) lb += red0[4 * N + w * N + n];
           const float mm = fmaxf(m, mb);
-          a0 = ex2(m - mm);  // finite maxima (kSwNoMax), no -inf test
+          a0 = ex2(m - mm);  // finite maxima (kNoMax), no -inf test
           a1 = ex2(mb - mm);
           lsum = lsum * a0 + lb * a1;
           m = mm;
@@ -477,7 +501,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   if (tid < C::NC) *reinterpret_cast<int*>(sm + C::MC_OFF + tid * C::MC) = 0;  // buffer 0 current
   for (int i = tid; i < C::NC * N; i += C::NT) {
     float* const m0 = reinterpret_cast<float*>(sm + C::MC_OFF + (i / N) * C::MC + 16);
-    m0[i % N] = kSwNoMax;
+    m0[i % N] = kNoMax;
     m0[2 * N + i % N] = -INFINITY;  // its threshold: any finite score raises
   }
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -573,6 +597,12 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     const int slot = it % C::NS, nx = it + C::NC;
     const uint8_t* rk = ring + slot * C::RAW;
     wg_wait<0>();
+    // K_EARLY: the next stage's raw K loaded now, its latency hidden by the softmax.
+    uint4 kr[2][2];
+    if constexpr (C::K_EARLY) {
+      if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
+      sw_k_raw(kr, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
+    }
     sw_softmax<N, E, C::BN>(s, o, l, mc, mcb, red, sc, p, t, it, wl, g, cq, ctid, bar_wg);
     sw_store_p<N>(s, p_u32, wl, lane);
     // V to registers before the barrier: its loads and conversion fill the wait for the
@@ -600,8 +630,12 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     // conditional fragments keep the last ones live through the whole loop, which spills.
     // Not Q's bytes: with those, racecheck reported hazards against the epilogue's writes
     // over Q (ninth session, call 11), though a named barrier orders the two.
-    if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
-    sw_k_frags(kf, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
+    if constexpr (C::K_EARLY) {
+      sw_k_cvt(kf, kr);
+    } else {
+      if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
+      sw_k_frags(kf, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
+    }
     wg_wait<0>();
     wg_fence();
     issue_s();

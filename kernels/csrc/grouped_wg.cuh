@@ -5,13 +5,14 @@
 // fp8 e4m3 KV, grouped_wg16_kernel for bf16/fp16 KV.
 //
 // fp8, per 64-token stage: TMA boxes (one per page and K or V, issued by lane 0 of a warp per
-// page, kv_tma.cuh) bring the raw fp8 K/V into an NS-deep ring; all threads
-// convert each stage once into fp16 tiles in the canonical 128-byte-swizzled layout (K and
-// V as [token][d]: K the K-major, V the MN-major B operand), double-buffered for head_dim
-// 128; each warpgroup issues S = Q K^T (Q as the register A operand) as asynchronous wgmma,
-// converts the next stage while the tensor cores work, then O += P V (P from the S
-// accumulators, whose fragment layout is the register A layout). The conversion happens once per CTA instead
-// of once per warp, and the MMAs read shared memory without ldmatrix.
+// page, kv_tma.cuh) bring the raw fp8 K/V into an NS-deep ring; all threads convert each
+// stage once into fp16 tiles in the canonical 128-byte-swizzled layout (K and V as
+// [token][d]: K the K-major, V the MN-major B operand), double-buffered for head_dim 128;
+// each warpgroup issues S = Q K^T (Q as the register A operand) as asynchronous wgmma and,
+// while the tensor cores work, converts the next stage (head_dim 128) or this stage's V
+// (head_dim 64, single-buffered), then O += P V (P from the S accumulators, whose fragment
+// layout is the register A layout). The conversion happens once per CTA instead of once per
+// warp, and the MMAs read shared memory without ldmatrix.
 //
 // bf16/fp16 KV (grouped_wg16_kernel) needs no conversion: cp.async writes K and V straight
 // into the 128-byte-swizzled layout ([64 tok][128 B] blocks); K is the K-major B operand of
@@ -45,6 +46,9 @@ struct WCfg {
   // head_dim-64 kernel lost 20 % at GPT-OSS q_len 8 batch 64, a 1.3-wave grid).
   static constexpr bool DB = D >= 128;
   static constexpr bool SHALLOW = KV8 && !DB;  // lookahead chosen at launch (shallow_lookahead)
+  // Four CTAs per SM fit the single-buffered one-warpgroup fp8 kernel's shared memory: its
+  // registers are held to 128 so that four fit there too.
+  static constexpr int MIN_CTAS = SHALLOW && NWG == 1 ? 4 : 1;
   // fp8 reads by TMA (kv_tma.cuh): boxes of one head's rows, unswizzled (raw_off).
   static constexpr bool KV_MAP = KV8, TMA = KV8, TMA_SW128 = false;
   static constexpr int TMA_HEAD_BYTES = D;
@@ -93,14 +97,15 @@ __device__ __forceinline__ void fence_async_smem() {
 // pass (V^T built by byte transposes cost ~1.5x the instructions per value). A fixed number
 // of items per thread and unsigned index math: the loops unroll completely, with no
 // signed-division code (the conversion is most of this kernel's issue slots, ncu).
-template <int D, int NT, bool TAIL = false>
+// H0..H1-1: the halves converted (0 K, 1 V).
+template <int D, int NT, bool TAIL = false, unsigned H0 = 0, unsigned H1 = 2>
 __device__ __forceinline__ void wg_convert(const uint8_t* rk, uint8_t* kc, int tid, int valid = 64) {
   constexpr unsigned BN = 64, C8 = D / 8;  // 8-byte raw chunks (one fp16 16-byte chunk each) per row
   constexpr unsigned KI = BN * C8 / NT;
   static_assert(KI * NT == BN * C8, "items per thread");
   const unsigned ut = tid;
 #pragma unroll
-  for (unsigned h = 0; h < 2; ++h) {  // K, then V
+  for (unsigned h = H0; h < H1; ++h) {  // K, then V
     const uint8_t* src = rk + h * (BN * D);
     uint8_t* dst = kc + h * (BN * D * 2);
 #pragma unroll
@@ -121,11 +126,11 @@ __device__ __forceinline__ void wg_convert(const uint8_t* rk, uint8_t* kc, int t
 
 // Raw stage `it` of a CTA's range (at rk) -> fp16 tiles at kc by NT threads (wg_convert),
 // the last stage's V rows past the range as zeros.
-template <int D, int NT>
+template <int D, int NT, unsigned H0 = 0, unsigned H1 = 2>
 __device__ __forceinline__ void wg_convert_stage(const uint8_t* rk, uint8_t* kc, int tid, const TileRange& t, int it) {
   const int valid = t.t_end - (t.t_begin + it * 64);
-  if (valid >= 64) wg_convert<D, NT>(rk, kc, tid);
-  else wg_convert<D, NT, true>(rk, kc, tid, valid);
+  if (H1 < 2 || valid >= 64) wg_convert<D, NT, false, H0, H1>(rk, kc, tid);
+  else wg_convert<D, NT, true, H0, H1>(rk, kc, tid, valid);
 }
 
 // wgmma m64nNk16, fp32 accumulators: A[64 x 16] from registers (T: fp16 or bf16), B[16 x N]
@@ -199,12 +204,10 @@ __device__ __forceinline__ void wg_load_q(uint32_t (&qa)[D / 16][4], const Param
 // CTA's. Unsplit: the normalised output in TQ; split: fp32 partial O and the row's
 // log2-sum-exp for merge_kernel. Ends the planted slowdown's CTA in test builds.
 template <int D, typename TQ>
-__device__ __forceinline__ void wg_store(const Params& p, float (&o)[D / 8][4], float l0, float l1, float m0,
-                                         float m1, int r0, int r1, int rows, int row_end, int split, int b, int h,
-                                         int cq) {
+__device__ __forceinline__ void wg_store(const Params& p, float (&o)[D / 8][4], const RowStats& ml, int r0, int r1,
+                                         int rows, int row_end, int split, int b, int h, int cq) {
   cp_async_wait<0>();
-  l0 = quad_sum(l0);
-  l1 = quad_sum(l1);
+  const float l0 = quad_sum(ml.l0), l1 = quad_sum(ml.l1), m0 = ml.m0, m1 = ml.m1;
   const int rtot = p.batch * p.q_len * p.hq;
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
@@ -258,12 +261,13 @@ __device__ __forceinline__ void wg_pv(float (&o)[D / 8][4], const uint32_t (&pa)
   }
 }
 
-// One stage's softmax on S, then O += P V issued as one commit group (not waited for).
+// One stage's softmax on S (softmax_step, with the running maxima and sums of the thread's two
+// rows in ml: m0, m1, th0, th1, l0, l1), then O += P V issued as one commit group (not waited
+// for).
 template <typename T, int D>
 __device__ __forceinline__ void wg_softmax_pv(float (&s)[8][4], float (&o)[D / 8][4], uint32_t v_u32, bool masked,
-                                              int tb, int cq, int lim0, int lim1, float sc, float& m0, float& m1,
-                                              float& l0, float& l1) {
-  softmax_step(s, o, masked, tb, cq, lim0, lim1, sc, m0, m1, l0, l1);
+                                              int tb, int cq, int lim0, int lim1, float sc, RowStats& ml) {
+  softmax_step(s, o, masked, tb, cq, lim0, lim1, sc, ml);
   uint32_t pa[4][4];
   wg_pack_p<T>(s, pa);
   wg_fence();
@@ -283,7 +287,7 @@ __device__ __forceinline__ void wg_qk(float (&s)[8][4], const uint32_t (&qa)[D /
 }
 
 template <int D, typename TQ, int NWG>
-__global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1)
+__global__ void __launch_bounds__(WCfg<D, NWG>::NT, WCfg<D, NWG>::MIN_CTAS)
     grouped_wg_kernel(const Params p, const __grid_constant__ CUtensorMap kv_map) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   planted_cta_begin();
@@ -313,7 +317,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1)
 
   float o[D / 8][4];
   zero(o);
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  RowStats ml;
   const float sc = p.scale_log2;
 
   const int la = lookahead<C>(p);
@@ -337,7 +341,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1)
     __syncthreads();
     if (it + la < t.ntiles) kv.issue(it + la);
     if constexpr (!C::DB) {
-      convert(it, 0);
+      wg_convert_stage<D, C::NT, 0, 1>(kv.slot(it), smem, tid, t, it);  // K; V below
       __syncthreads();
     }
     const int buf = C::DB ? (it & 1) : 0;
@@ -348,12 +352,16 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, 1)
     float s[8][4];
     wg_qk<__half, D>(s, qa, kc_u32);
     if (C::DB && it + 1 < t.ntiles) convert(it + 1, (it + 1) & 1);
+    // Single buffer: K was converted before Q K^T, V is converted under it and is complete
+    // (the barrier) before P V: 0.99x of converting both first (twelfth session).
+    if constexpr (!C::DB) wg_convert_stage<D, C::NT, 1, 2>(kv.slot(it), smem, tid, t, it);
     wg_wait();
+    if constexpr (!C::DB) __syncthreads();
     wg_softmax_pv<__half, D>(s, o, vc_u32, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
-                                lim0, lim1, sc, m0, m1, l0, l1);
+                                lim0, lim1, sc, ml);
     wg_wait();
   }
-  wg_store<D, TQ>(p, o, l0, l1, m0, m1, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
+  wg_store<D, TQ>(p, o, ml, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
 #else
   __trap();  // launched only on sm_90 devices (wg_supported), where the sm_90a code runs
 #endif
@@ -385,7 +393,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG, false>::NT, 1) grouped_wg16_kerne
 
   float o[D / 8][4];
   zero(o);
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  RowStats ml;
   for (int it = 0; it < t.ntiles; ++it) {
     // Stage it landed (this thread's copies), is visible to the async proxy, and every
     // warpgroup finished stage it-1, whose slot the next load reuses.
@@ -399,10 +407,10 @@ __global__ void __launch_bounds__(WCfg<D, NWG, false>::NT, 1) grouped_wg16_kerne
     wg_qk<T, D>(s, qa, k_u32);
     wg_wait();
     wg_softmax_pv<T, D>(s, o, v_u32, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
-                           lim0, lim1, p.scale_log2, m0, m1, l0, l1);
+                           lim0, lim1, p.scale_log2, ml);
     wg_wait();
   }
-  wg_store<D, T>(p, o, l0, l1, m0, m1, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
+  wg_store<D, T>(p, o, ml, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
 #else
   __trap();  // launched only on sm_90 devices (wg_supported), where the sm_90a code runs
 #endif

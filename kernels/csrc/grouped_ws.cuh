@@ -173,7 +173,9 @@ __global__ void __launch_bounds__(WsCfg<D, KV8>::NT, 1) grouped_ws_kernel(const 
     if (wg == 0) turn_pass(wg);  // warpgroup 1's last turn is never waited for
     wg_wait<0>();
   }
-  wg_store<D, TQ>(p, o, l0, l1, m0, m1, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
+  RowStats ml;
+  ml.m0 = m0, ml.m1 = m1, ml.l0 = l0, ml.l1 = l1;
+  wg_store<D, TQ>(p, o, ml, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
 #else
   __trap();  // launched only on sm_90 devices (wg_supported), where the sm_90a code runs
 #endif

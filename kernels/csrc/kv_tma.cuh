@@ -30,11 +30,10 @@ namespace pd {
 #define PD_TMA_L2 2
 #endif
 
-// Tensor map of p's cache (`head_bytes` per KV head and token) for boxes of `heads` adjacent
-// heads' rows x page_size tokens; `swizzle128` for 128-byte box rows read into the
-// 128-byte-swizzled layout. cudaErrorNotSupported when the driver has no
-// cuTensorMapEncodeTiled.
-inline cudaError_t encode_kv_map(CUtensorMap* map, const Params& p, int head_bytes, int heads, bool swizzle128) {
+// Tensor map of p's cache (`head_bytes` per KV head and token) for boxes of one head's rows x
+// page_size tokens; `swizzle128` for 128-byte rows read into the 128-byte-swizzled layout.
+// cudaErrorNotSupported when the driver has no cuTensorMapEncodeTiled.
+inline cudaError_t encode_kv_map(CUtensorMap* map, const Params& p, int head_bytes, bool swizzle128) {
   static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
   if (!encode) {
     void* fn = nullptr;
@@ -48,7 +47,7 @@ inline cudaError_t encode_kv_map(CUtensorMap* map, const Params& p, int head_byt
   const cuuint64_t tok_bytes = (cuuint64_t)p.hkv * head_bytes;
   const cuuint64_t dims[3] = {tok_bytes, (cuuint64_t)2 * p.page_size, (cuuint64_t)0x7FFFFFFF};
   const cuuint64_t strides[2] = {tok_bytes, tok_bytes * 2 * p.page_size};
-  const cuuint32_t box[3] = {(cuuint32_t)(heads * head_bytes), (cuuint32_t)p.page_size, 1};
+  const cuuint32_t box[3] = {(cuuint32_t)head_bytes, (cuuint32_t)p.page_size, 1};
   const cuuint32_t unit[3] = {1, 1, 1};
   const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, const_cast<void*>(p.kv), dims, strides, box, unit,
                             CU_TENSOR_MAP_INTERLEAVE_NONE,
@@ -126,8 +125,8 @@ struct KvTma {
 
 // A ring of NS raw stages (RAW bytes each: K, then V at RAW / 2) at `ring`, filled by TMA,
 // with one FULL mbarrier per slot at `full`, for kernels whose every warp loads and computes
-// (grouped_wg_kernel, grouped_wg_pair_kernel): page j of a stage is issued by lane 0 of warp
-// j, and everyone waits on the stage's FULL. init() runs before the CTA's first barrier.
+// (grouped_wg_kernel): page j of a stage is issued by lane 0 of warp j, and everyone waits
+// on the stage's FULL. init() runs before the CTA's first barrier.
 template <int BN, int NS, int RAW>
 struct TmaRing {
   KvTma<BN> kv;
