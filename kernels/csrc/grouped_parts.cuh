@@ -151,6 +151,24 @@ struct KvStream {
   }
 };
 
+// This thread's maxima of rows g (mx0) and g + 8 (mx1) over its NT8 n8 tiles of S.
+template <int NT8>
+__device__ __forceinline__ void thread_row_max(const float (&s)[NT8][4], float& mx0, float& mx1) {
+  mx0 = -INFINITY;
+  mx1 = -INFINITY;
+#pragma unroll
+  for (int nt = 0; nt < NT8; ++nt) {
+    mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+    mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+  }
+}
+
+// Maximum over the 4 lanes that share a row.
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+
 // Scores of tokens past each row's limit (the causal rule) as -inf: tile nt's tokens
 // tb + 8 nt + 2 cq + {0, 1} of rows g (limit lim0) and g + 8 (lim1).
 template <int NT8>
@@ -174,16 +192,10 @@ __device__ __forceinline__ void softmax_p(float (&s)[NT8][4], bool masked, int t
                                           float sc, float& m0, float& m1, float& l0, float& l1, float& corr0,
                                           float& corr1) {
   if (masked) mask_rows(s, tb, cq, lim0, lim1);
-  float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-  for (int nt = 0; nt < NT8; ++nt) {
-    mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-    mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
-  }
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  float mx0, mx1;
+  thread_row_max(s, mx0, mx1);
+  mx0 = quad_max(mx0);
+  mx1 = quad_max(mx1);
   const float nm0 = fmaxf(m0, mx0 * sc), nm1 = fmaxf(m1, mx1 * sc);
   const float base0 = nm0 == -INFINITY ? 0.f : nm0;
   const float base1 = nm1 == -INFINITY ? 0.f : nm1;
@@ -248,17 +260,11 @@ template <int NT8, int NO>
 __device__ __forceinline__ void softmax_step(float (&s)[NT8][4], float (&o)[NO][4], bool masked, int tb, int cq,
                                              int lim0, int lim1, float sc, RowStats& r) {
   if (masked) mask_rows(s, tb, cq, lim0, lim1);
-  float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-  for (int nt = 0; nt < NT8; ++nt) {
-    mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-    mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
-  }
+  float mx0, mx1;
+  thread_row_max(s, mx0, mx1);
   if (__any_sync(0xffffffffu, mx0 > r.th0 || mx1 > r.th1)) {
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    mx0 = quad_max(mx0);
+    mx1 = quad_max(mx1);
     const float nm0 = fmaxf(r.m0, mx0 * sc), nm1 = fmaxf(r.m1, mx1 * sc);
     const float c0 = ex2(r.m0 - nm0), c1 = ex2(r.m1 - nm1);
     r.m0 = nm0;

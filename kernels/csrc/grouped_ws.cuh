@@ -132,7 +132,8 @@ __global__ void __launch_bounds__(WsCfg<D, KV8>::NT, 1) grouped_ws_kernel(const 
   wg_load_q<D, TQ, T>(qa, p, t.b, t.h, t.rows, r0, r1, cq);
   float o[D / 8][4];
   zero(o);
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  RowStats ml;
+  ml.m0 = ml.m1 = -INFINITY;  // softmax_p raises at every new maximum, from -inf
   const float sc = p.scale_log2;
   auto k_at = [&](int it) { return bufs_u32 + (it % C::NB) * C::BUF; };
   auto v_at = [&](int it) { return k_at(it) + C::BN * D * 2; };
@@ -148,7 +149,7 @@ __global__ void __launch_bounds__(WsCfg<D, KV8>::NT, 1) grouped_ws_kernel(const 
     wg_qk<T, D>(s, qa, k_at(0));
     turn_pass(wg);
     wg_wait<0>();
-    softmax_p(s, masked(0), t.t_begin, cq, lim0, lim1, sc, m0, m1, l0, l1, c0, c1);
+    softmax_p(s, masked(0), t.t_begin, cq, lim0, lim1, sc, ml.m0, ml.m1, ml.l0, ml.l1, c0, c1);
     wg_pack_p<T>(s, pa);
 #pragma unroll 1
     for (int it = 1; it < t.ntiles; ++it) {
@@ -159,7 +160,7 @@ __global__ void __launch_bounds__(WsCfg<D, KV8>::NT, 1) grouped_ws_kernel(const 
       wg_commit();
       turn_pass(wg);
       wg_wait<1>();                              // S of stage it
-      softmax_p(s, masked(it), t.t_begin + it * C::BN, cq, lim0, lim1, sc, m0, m1, l0, l1, c0, c1);
+      softmax_p(s, masked(it), t.t_begin + it * C::BN, cq, lim0, lim1, sc, ml.m0, ml.m1, ml.l0, ml.l1, c0, c1);
       wg_wait<0>();                              // P V of stage it-1: its buffer is free
       __syncwarp();
       if (lane == 0) mbar_arrive(empty_u32 + ((it - 1) % C::NB) * 8);
@@ -173,8 +174,6 @@ __global__ void __launch_bounds__(WsCfg<D, KV8>::NT, 1) grouped_ws_kernel(const 
     if (wg == 0) turn_pass(wg);  // warpgroup 1's last turn is never waited for
     wg_wait<0>();
   }
-  RowStats ml;
-  ml.m0 = m0, ml.m1 = m1, ml.l0 = l0, ml.l1 = l1;
   wg_store<D, TQ>(p, o, ml, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
 #else
   __trap();  // launched only on sm_90 devices (wg_supported), where the sm_90a code runs
