@@ -109,10 +109,19 @@ __device__ __forceinline__ void wg_convert(const uint8_t* rk, uint8_t* kc, int t
   for (unsigned h = H0; h < H1; ++h) {  // K, then V
     const uint8_t* src = rk + h * (BN * D);
     uint8_t* dst = kc + h * (BN * D * 2);
+    // Every load first, so their latencies overlap: loaded and converted item by item, the
+    // conversions waited on each load (ncu: 20 % of the head_dim-64 kernel's stall samples),
+    // 0.967-0.977x on GPT-OSS fp8 q_len 8 (twelfth session).
+    uint2 xs[KI];
+#pragma unroll
+    for (unsigned i = 0; i < KI; ++i) {
+      const unsigned item = ut + i * NT, n = item / C8, c8 = item % C8;
+      xs[i] = *reinterpret_cast<const uint2*>(src + raw_off<D>(n, c8 >> 1) + (c8 & 1) * 8);
+    }
 #pragma unroll
     for (unsigned i = 0; i < KI; ++i) {  // 8 raw bytes of row n -> fp16 chunk c8
       const unsigned item = ut + i * NT, n = item / C8, c8 = item % C8;
-      const uint2 x = *reinterpret_cast<const uint2*>(src + raw_off<D>(n, c8 >> 1) + (c8 & 1) * 8);
+      const uint2 x = xs[i];
       uint4 y;
       e4m3x4_to_half2x2(x.x, y.x, y.y);
       e4m3x4_to_half2x2(x.y, y.z, y.w);
