@@ -490,6 +490,15 @@ def _ints(text: str) -> tuple[int, ...]:
     return vals
 
 
+def _regex(text: str) -> str:
+    """A regular expression (an argparse type: one that does not compile is a usage error)."""
+    try:
+        re.compile(text)
+    except re.error as e:
+        raise argparse.ArgumentTypeError(f"not a regular expression ({e}): {text!r}") from None
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m kernels.selfcheck", description=__doc__.splitlines()[0]
@@ -502,7 +511,10 @@ def main(argv: list[str] | None = None) -> int:
         "--cases", type=int, default=0, help="check only the first N cases (sanitizers)"
     )
     ap.add_argument(
-        "--filter", default="", help="bench only cases whose name matches this regular expression"
+        "--filter",
+        type=_regex,
+        default="",
+        help="bench only cases whose name matches this regular expression",
     )
     ap.add_argument(
         "--sweep", default="", help="time every tile x splits on cases matching A|B|..."

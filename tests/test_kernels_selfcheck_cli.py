@@ -22,6 +22,22 @@ def test_bad_grid_lists_are_usage_errors(argv: list[str], capsys: pytest.Capture
     assert "comma list of positive integers" in err[-1]
 
 
+def test_bad_filter_regex_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        selfcheck.main(["--only-bench", "--filter", "seqLenQ(8"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("python -m kernels.selfcheck: error: argument --filter")
+    assert "not a regular expression" in err[-1] and "'seqLenQ(8'" in err[-1]
+
+
+def test_filter_regex_parses() -> None:
+    assert (
+        selfcheck._regex("fp8_e4m3-batchSize(16|64)-seqLenQ[48]")
+        == "fp8_e4m3-batchSize(16|64)-seqLenQ[48]"
+    )
+
+
 def test_grid_lists_parse() -> None:
     assert selfcheck._ints("1, 8,16") == (1, 8, 16)
 
