@@ -217,16 +217,20 @@ __device__ __forceinline__ void softmax_p(float (&s)[NT8][4], bool masked, int t
   l1 = l1 * corr1 + ps1;
 }
 
-// Output rows g and g+8 times corr0 and corr1, skipped when no lane's maximum moved.
+// Output rows g and g+8 times c0 and c1.
+template <int NO>
+__device__ __forceinline__ void scale_rows(float (&o)[NO][4], float c0, float c1) {
+#pragma unroll
+  for (int dn = 0; dn < NO; ++dn) {
+    o[dn][0] *= c0; o[dn][1] *= c0;
+    o[dn][2] *= c1; o[dn][3] *= c1;
+  }
+}
+
+// scale_rows, skipped when no lane's maximum moved.
 template <int NO>
 __device__ __forceinline__ void rescale(float (&o)[NO][4], float corr0, float corr1) {
-  if (__any_sync(0xffffffffu, corr0 != 1.f || corr1 != 1.f)) {  // maxima rarely move
-#pragma unroll
-    for (int dn = 0; dn < NO; ++dn) {
-      o[dn][0] *= corr0; o[dn][1] *= corr0;
-      o[dn][2] *= corr1; o[dn][3] *= corr1;
-    }
-  }
+  if (__any_sync(0xffffffffu, corr0 != 1.f || corr1 != 1.f)) scale_rows(o, corr0, corr1);  // maxima rarely move
 }
 
 // The online softmax raises a running maximum only when a score exceeds it by more than
@@ -273,11 +277,7 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT8][4], float (&o)[NO][
     r.th1 = __fdividef(nm1 + float(PD_SW_RAISE), sc);
     r.l0 *= c0;
     r.l1 *= c1;
-#pragma unroll
-    for (int dn = 0; dn < NO; ++dn) {
-      o[dn][0] *= c0; o[dn][1] *= c0;
-      o[dn][2] *= c1; o[dn][3] *= c1;
-    }
+    scale_rows(o, c0, c1);
   }
   float ps0 = 0.f, ps1 = 0.f;
 #pragma unroll
@@ -359,9 +359,9 @@ inline cudaError_t tiles_smem() {
 }
 
 // Launch grouped kernel Kernel, whose configuration C gives its threads (NT) and dynamic
-// shared memory (SMEM), on its (row tile x split, KV head, request) grid,
-// raising its shared-memory limit first (tiles_smem), with its lookahead
-// (shallow_lookahead). Arguments after st (`extra`) are passed on to the kernel.
+// shared memory (SMEM), on its (row tile x split, KV head, request) grid, raising its
+// shared-memory limit first (tiles_smem), with its lookahead (shallow_lookahead).
+// Arguments after st (`extra`) are passed on to the kernel.
 template <typename C, auto Kernel, typename... Extra>
 inline cudaError_t launch_tiles(const Params& p, cudaStream_t st, Extra... extra) {
   cudaError_t e = tiles_smem<C, Kernel>();

@@ -12,8 +12,8 @@
 // while the tensor cores work, converts the next stage (head_dim 128) or this stage's V
 // (head_dim 64, single-buffered), then O += P V (P from the S accumulators, whose fragment
 // layout is the register A layout; single-buffered, it runs under the next stage's K
-// conversion). The conversion happens once per CTA instead of once per
-// warp, and the MMAs read shared memory without ldmatrix.
+// conversion). The conversion happens once per CTA instead of once per warp, and the MMAs
+// read shared memory without ldmatrix.
 //
 // bf16/fp16 KV (grouped_wg16_kernel) needs no conversion: cp.async writes K and V straight
 // into the 128-byte-swizzled layout ([64 tok][128 B] blocks); K is the K-major B operand of
