@@ -64,7 +64,10 @@ __global__ void __launch_bounds__(kThreads) read_kv(const uint4* kv, const int* 
 
 // The kernels' way: 64-token stages (4 pages, K and V) copied with 16-byte cp.async into an
 // NS-deep shared-memory ring; wait for the oldest, barrier, issue the next, touch the stage.
-template <int CPR, int NS>
+// PF > 0: the head groups' CTAs of a request also share an L2 prefetch of each page PF
+// stages ahead: CTA hg asks for the hg-th contiguous slice of the whole page (all heads, K
+// and V; cp.async.bulk.prefetch.L2), so DRAM sees page-sized runs instead of 64-byte rows.
+template <int CPR, int NS, int PF = 0>
 __global__ void __launch_bounds__(kThreads) read_kv_async(const uint4* kv, const int* pt, int pages_per_req,
                                                          int heads, int head_bytes, unsigned* sink) {
   extern __shared__ uint4 ring[];
@@ -75,6 +78,15 @@ __global__ void __launch_bounds__(kThreads) read_kv_async(const uint4* kv, const
   const size_t tok_stride = (size_t)heads * head_bytes / 16, half_stride = kPageTok * tok_stride;
   const size_t col0 = (size_t)hg * CPR;
   auto issue = [&](int st) {
+    if constexpr (PF > 0) {
+      const int pst = st + PF;
+      if (pst < nst && threadIdx.x < 4) {
+        const uint32_t slice = (uint32_t)(2 * half_stride * 16 / gridDim.y);
+        const int page = pt[(size_t)b * pages_per_req + p0 + pst * 4 + threadIdx.x];
+        const uint8_t* src = reinterpret_cast<const uint8_t*>(kv + (size_t)page * 2 * half_stride) + (size_t)hg * slice;
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(src), "r"(slice) : "memory");
+      }
+    }
     if (st < nst) {
 #pragma unroll
       for (int j = 0; j < PER_T; ++j) {
@@ -204,6 +216,29 @@ int main() {
           std::printf("async %-4d %-6d %-6d ring %-2d (%3d KB) cluster %d  %-8.1f %-8.2f\n", head_bytes, hpc, split, ns,
                       smem >> 10, cl, med * 1e3f, bytes / (med * 1e-3) / 1e12);
         }
+      }
+    }
+    // One head per CTA (512 CTAs) with the shared L2 prefetch PF stages ahead.
+    for (int pf : {1, 2, 4}) {
+      for (int ns : {2, 3, 4}) {
+        const int cpr = head_bytes / 16;
+        const int smem = ns * 2 * 64 * cpr * 16;
+        const dim3 grid(1, heads, batch);
+        auto launch = [&]() {
+#define KVP_CASE(C, N, P)                                                                        \
+  if (cpr == C && ns == N && pf == P) {                                                          \
+    cudaFuncSetAttribute(read_kv_async<C, N, P>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem); \
+    read_kv_async<C, N, P><<<grid, kThreads, smem>>>(kv, d_pt, pages_per_req, heads, head_bytes, sink); \
+  }
+#define KVP_ROW(C, P) KVP_CASE(C, 2, P) KVP_CASE(C, 3, P) KVP_CASE(C, 4, P)
+          KVP_ROW(4, 1) KVP_ROW(4, 2) KVP_ROW(4, 4) KVP_ROW(8, 1) KVP_ROW(8, 2) KVP_ROW(8, 4)
+#undef KVP_ROW
+#undef KVP_CASE
+        };
+        const float med = median_ms(launch);
+        if (med < 0) return 1;
+        std::printf("async %-4d 1      1      ring %-2d (%3d KB) L2 prefetch %d stages ahead  %-8.1f %-8.2f\n", head_bytes,
+                    ns, smem >> 10, pf, med * 1e3f, bytes / (med * 1e-3) / 1e12);
       }
     }
     CK(cudaFree(kv));

@@ -153,7 +153,10 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
     }
   };
 
-  KvStream<C::NT, C::CPR, C::BN> kv(p, tr, D * C::ES);
+  // The 16-row tile asks L2 for its head's page slices (l2_prefetch_slice, 64-byte rows):
+  // GPT-OSS fp8 q_len 2 0.94-0.97x with one stage in flight; the 32-row tile, measured the
+  // same way, was 1.04-1.13x slower (kernels/NOTES.md, thirteenth session).
+  KvStream<C::NT, C::CPR, C::BN, WM == 1> kv(p, tr, D * C::ES);
   auto load_tile = [&](int it, int stage) {
     kv.load(it, smem + stage * C::STAGE, C::HALF_STAGE,
             [](int r, int c) { return KV8 ? swz8<D>(r, c) : swz<D>(r, c); });
@@ -164,12 +167,12 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
   RowStats st;
   const float sc = p.scale_log2;
   const int la = lookahead<C>(p);
-  kv.template prime<C::NS>(ntiles, load_tile, la);
+  kv.template prime<C::NS>(p, ntiles, load_tile, la);
 
   for (int it = 0; it < ntiles; ++it) {
     cp_async_wait_stage<C::NS>(la);
     __syncthreads();  // tile `it` visible to all; everyone is done with tile it-1's stage
-    kv.template advance<C::NS>(it, ntiles, load_tile, la);
+    kv.template advance<C::NS>(p, it, ntiles, load_tile, la);
     if (!active) continue;
     const uint32_t k_base = smem_u32(smem + (it % C::NS) * C::STAGE);
     const uint32_t v_base = k_base + C::HALF_STAGE;

@@ -48,19 +48,45 @@ __device__ __forceinline__ const TQ* q_row(const Params& p, int b, int h, int r)
   return static_cast<const TQ*>(p.q) + ((size_t)(b * p.q_len + i) * p.hq + h * p.group + j) * D;
 }
 
+#ifndef PD_L2_SLICE
+#define PD_L2_SLICE 1  // 0: no l2_prefetch_slice (A/B builds)
+#endif
+
+// KV head h's slice of page `page`, asked of L2 (cp.async.bulk.prefetch.L2; sm_90). For
+// caches whose KV head has 64-byte rows (fp8 head_dim 64, GPT-OSS), one head per CTA reads
+// 64 bytes of every 512, and DRAM serves such half-line reads slowly (bench/
+// kv_read_granularity.cu: 2.55 TB/s with a 2-deep cp.async ring). A page is contiguous
+// ([2][page_size][hkv][row]), so each of the hkv CTAs of a request asks for one contiguous
+// 1/hkv of it (slice h at h x slice_bytes: exactly as many bytes as the head reads) a stage
+// ahead of its own copies; together they bring whole pages in as long runs, and the heads'
+// copies then hit L2 (2.89 TB/s in the same run). Used where it measured faster: the
+// 16-row mma.sync tile with one stage in flight (KvStream's L2S; kernels/NOTES.md,
+// thirteenth session, also for where it was slower).
+__device__ __forceinline__ void l2_prefetch_slice(const Params& p, int page, uint32_t slice_off,
+                                                  uint32_t slice_bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const uint8_t* src = static_cast<const uint8_t*>(p.kv) +
+                       (uint64_t)(uint32_t)page * ((uint32_t)p.hkv * slice_bytes) + slice_off;
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(src), "r"(slice_bytes) : "memory");
+#endif
+}
+
 // Page-table-driven cp.async of the K and V of one stage of BN tokens. Thread-owned 16-byte
 // chunks: slot j is row (tid + j*NT) / CPR, chunk (tid + j*NT) % CPR of both K and V. Page
 // numbers are fetched a stage ahead so their latency hides behind the MMAs (two stages
-// ahead in the wgmma kernels, whose every warp waits on them: fetch_ahead).
-template <int NT, int CPR, int BN>
+// ahead in the wgmma kernels, whose every warp waits on them: fetch_ahead). L2S: with
+// 64-byte rows and one stage in flight, l2_prefetch_slice each stage a stage ahead.
+template <int NT, int CPR, int BN, bool L2S = false>
 struct KvStream {
   static constexpr int J = BN * CPR / NT;
+  static constexpr bool L2 = L2S && PD_L2_SLICE && CPR == 4;
   static_assert(BN * CPR % NT == 0, "tile chunks must divide threads");
   const int* pt;
   const uint8_t* head;  // this head's bytes in page 0
   // 32-bit: a page is under 2^31 bytes (pd_paged_decode checks), so only the page number's
   // offset needs 64-bit math (one wide multiply-add per chunk, not 64-bit products).
   uint32_t tok_bytes, page_bytes, v_off;
+  uint32_t slice_off;  // l2_prefetch_slice's offset of this head's slice in a page
   int page_mask, page_shift, t_begin, t_end, tid;
   int pages[J];
   int ahead[J];  // the stage after pages' (fetch_ahead), for kernels with no producer warps
@@ -71,6 +97,7 @@ struct KvStream {
         tok_bytes((uint32_t)p.hkv * row_bytes),
         page_bytes(2u * p.page_size * p.hkv * row_bytes),
         v_off((uint32_t)p.page_size * p.hkv * row_bytes),
+        slice_off(2u * p.page_size * row_bytes * t.h),
         page_mask(p.page_size - 1),
         page_shift(p.page_shift),
         t_begin(t.t_begin),
@@ -88,6 +115,22 @@ struct KvStream {
     for (int j = 0; j < J; ++j) pages[j] = ahead[j];
   }
 
+  // L2 (one stage in flight, la == 1): this head's slice of each page of stage it (its pages
+  // just fetched), asked by the thread that copies the page's first chunk.
+  __device__ __forceinline__ void l2_stage(const Params& p, int it, int la) const {
+    if constexpr (L2) {
+      if (la != 1) return;
+      const int tb = t_begin + it * BN;
+#pragma unroll
+      for (int j = 0; j < J; ++j) {
+        const unsigned idx = tid + j * NT;
+        const int r = idx / CPR;
+        if (idx % CPR == 0 && (r & page_mask) == 0 && tb + r < t_end)
+          l2_prefetch_slice(p, pages[j], slice_off, 32u * CPR * p.page_size);  // 2 x rows x 16 B
+      }
+    }
+  }
+
   __device__ __forceinline__ void fetch_into(int it, int (&dst)[J]) const {
     const int tb = t_begin + it * BN;
 #pragma unroll
@@ -98,10 +141,11 @@ struct KvStream {
   }
 
   // Pipeline fill: stages 0..la-1 in flight (one commit group each; la, the lookahead, is
-  // the ring's NS - 1 unless shallow_lookahead), stage la's pages fetched (AHEAD: and stage
-  // la+1's, into `ahead`). load_stage(it, slot) issues stage it into ring slot `slot`.
+  // the ring's NS - 1 unless shallow_lookahead), stage la's pages fetched (and its
+  // l2_stage; AHEAD: stage la+1's pages too, into `ahead`). load_stage(it, slot) issues
+  // stage it into ring slot `slot`.
   template <int NS, bool AHEAD = false, typename Load>
-  __device__ __forceinline__ void prime(int ntiles, Load load_stage, int la = NS - 1) {
+  __device__ __forceinline__ void prime(const Params& p, int ntiles, Load load_stage, int la = NS - 1) {
 #pragma unroll
     for (int s = 0; s < NS - 1; ++s) {
       if (s < la) {
@@ -112,14 +156,17 @@ struct KvStream {
         cp_async_commit();
       }
     }
-    if (la < ntiles) fetch(la);
+    if (la < ntiles) {
+      fetch(la);
+      l2_stage(p, la, la);
+    }
     if (AHEAD && la + 1 < ntiles) fetch_ahead(la + 1);
   }
 
   // In iteration it: stage it+la into its slot, the next stage's pages (AHEAD: the one
-  // after it too), one commit group.
+  // after it too; L2: that stage's l2_stage), one commit group.
   template <int NS, bool AHEAD = false, typename Load>
-  __device__ __forceinline__ void advance(int it, int ntiles, Load load_stage, int la = NS - 1) {
+  __device__ __forceinline__ void advance(const Params& p, int it, int ntiles, Load load_stage, int la = NS - 1) {
     if (it + la < ntiles) {
       load_stage(it + la, (it + la) % NS);
       if constexpr (AHEAD) {
@@ -128,6 +175,7 @@ struct KvStream {
       } else if (it + la + 1 < ntiles) {
         fetch(it + la + 1);
       }
+      if (it + la + 1 < ntiles) l2_stage(p, it + la + 1, la);
     }
     cp_async_commit();
   }

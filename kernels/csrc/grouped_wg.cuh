@@ -405,7 +405,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG, false>::NT, 1) grouped_wg16_kerne
   auto load_stage = [&](int it, int slot) {
     kv.load(it, ring + slot * C::RAW, C::RAW_HALF, [](int r, int c) { return wg16_off(r, c); });
   };
-  kv.template prime<C::NS, true>(t.ntiles, load_stage);
+  kv.template prime<C::NS, true>(p, t.ntiles, load_stage);
 
   float o[D / 8][4];
   zero(o);
@@ -416,7 +416,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG, false>::NT, 1) grouped_wg16_kerne
     cp_async_wait<C::NS - 2>();
     fence_async_smem();
     __syncthreads();
-    kv.template advance<C::NS, true>(it, t.ntiles, load_stage);
+    kv.template advance<C::NS, true>(p, it, t.ntiles, load_stage);
     const uint32_t k_u32 = smem_u32(ring + (it % C::NS) * C::RAW), v_u32 = k_u32 + C::RAW_HALF;
 
     float s[8][4];

@@ -1,0 +1,119 @@
+"""Two questions about the fp8 seed rows, answered with today's kernels (no kernel change):
+
+1. `--rows`: would Qwen3 fp8 q_len 8 (96 rows per KV head) be faster as two CTAs of 48 rows
+   that read the same pages through L2? Simulated with q_len 4 at twice the batch, where
+   requests 2i and 2i+1 share one page-table row (the 48-row kernel's grid, the cache's
+   DRAM bytes of batch B). Also "all": every request reads request 0's pages (mostly L2
+   hits: the kernels' compute-bound time).
+2. `--profile`: what the split-KV merge costs: per-kernel GPU times (torch.profiler) of the
+   split seed rows beside the CUDA-event time of the whole call.
+
+Run on a GPU machine: python3 bench/shared_pages.py [--rows] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kernels import device_plan, paged_decode
+from kernels.selfcheck import MODELS, SEED_KV_LEN, seed_tensors, time_us
+
+
+def _time(q, kv, table, lens, q_len, flush, p) -> float:
+    out = torch.empty_like(q)
+    fn = functools.partial(paged_decode, q, kv, table, lens, q_len, "grouped", out=out, plan=p)
+    return time_us(fn, flush, 25)
+
+
+def rows(flush: torch.Tensor, gen: torch.Generator) -> None:
+    hq, hkv, d = MODELS["Qwen3-480B"]
+    print(f"{'case':<40} {'µs':>8}  plan")
+    for q_len, batch, share in (
+        (4, 64, "none"),
+        (4, 128, "pairs"),
+        (4, 128, "none"),
+        (4, 128, "all"),
+        (8, 64, "none"),
+        (8, 64, "all"),
+        (4, 80, "pairs"),
+        (8, 40, "none"),
+        (4, 32, "pairs"),
+        (8, 16, "none"),
+    ):
+        q, kv, table, lens = seed_tensors(batch, q_len, hq, hkv, d, "fp8", gen)
+        if share == "pairs":
+            table = table[0::2].repeat_interleave(2, dim=0).contiguous()
+        elif share == "all":
+            table = table[:1].expand_as(table).contiguous()
+        p = device_plan(batch, q_len, hq, hkv, d, SEED_KV_LEN, kv_dtype="fp8")
+        t = _time(q, kv, table, lens, q_len, flush, p)
+        print(f"Qwen3 fp8 q{q_len} B{batch} share={share:<6} {t:8.1f}  {p}", flush=True)
+
+
+def profile(flush: torch.Tensor, gen: torch.Generator) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
+
+    for model, q_len, batch in (
+        ("GPT-OSS", 2, 16),
+        ("GPT-OSS", 4, 16),
+        ("GPT-OSS", 8, 16),
+        ("GPT-OSS", 8, 32),
+        ("GPT-OSS", 8, 40),
+        ("GPT-OSS", 8, 64),
+        ("Qwen3-480B", 4, 16),
+        ("Qwen3-480B", 4, 40),
+        ("Qwen3-480B", 8, 40),
+    ):
+        hq, hkv, d = MODELS[model]
+        q, kv, table, lens = seed_tensors(batch, q_len, hq, hkv, d, "fp8", gen)
+        p = device_plan(batch, q_len, hq, hkv, d, SEED_KV_LEN, kv_dtype="fp8")
+        t = _time(q, kv, table, lens, q_len, flush, p)
+        out = torch.empty_like(q)
+        with prof(activities=[ProfilerActivity.CUDA]) as pr:
+            for _ in range(10):
+                flush.zero_()
+                paged_decode(q, kv, table, lens, q_len, "grouped", out=out, plan=p)
+            torch.cuda.synchronize()
+        per: dict[str, list[float]] = {}
+        for e in pr.events():
+            if (
+                e.device_type.name == "CUDA"
+                and "elementwise" not in e.name
+                and "fill" not in e.name
+            ):
+                per.setdefault(e.name.split("<")[0][:28], []).append(e.device_time_total)
+        parts = ", ".join(f"{k} {sorted(v)[len(v) // 2]:.1f}" for k, v in per.items())
+        print(
+            f"{model} fp8 q{q_len} B{batch} {p}: call {t:.1f} µs; kernels (µs, median): {parts}",
+            flush=True,
+        )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", action="store_true", help="question 1")
+    ap.add_argument("--profile", action="store_true", help="question 2")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("shared_pages needs a CUDA device", file=sys.stderr)
+        return 2
+    dev = torch.device("cuda")
+    gen = torch.Generator(device=dev).manual_seed(0)
+    flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
+    if args.rows:
+        rows(flush, gen)
+    if args.profile:
+        profile(flush, gen)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
