@@ -155,8 +155,8 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
 
   // The 16-row tile asks L2 for its head's page slices (l2_prefetch_slice, 64-byte rows):
   // GPT-OSS fp8 q_len 2 0.94-0.97x with one stage in flight; the 32-row tile, measured the
-  // same way, was 1.04-1.13x slower (kernels/NOTES.md, thirteenth session).
-  KvStream<C::NT, C::CPR, C::BN, WM == 1> kv(p, tr, D * C::ES);
+  // same way (PD_L2_WM_MAX=2), was 1.02-1.13x slower (kernels/NOTES.md, thirteenth session).
+  KvStream<C::NT, C::CPR, C::BN, WM <= PD_L2_WM_MAX> kv(p, tr, D * C::ES);
   auto load_tile = [&](int it, int stage) {
     kv.load(it, smem + stage * C::STAGE, C::HALF_STAGE,
             [](int r, int c) { return KV8 ? swz8<D>(r, c) : swz<D>(r, c); });

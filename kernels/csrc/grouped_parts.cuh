@@ -51,6 +51,9 @@ __device__ __forceinline__ const TQ* q_row(const Params& p, int b, int h, int r)
 #ifndef PD_L2_SLICE
 #define PD_L2_SLICE 1  // 0: no l2_prefetch_slice (A/B builds)
 #endif
+#ifndef PD_L2_WM_MAX
+#define PD_L2_WM_MAX 1  // the mma.sync tiles (16 x WM rows) that use it
+#endif
 
 // KV head h's slice of page `page`, asked of L2 (cp.async.bulk.prefetch.L2; sm_90). For
 // caches whose KV head has 64-byte rows (fp8 head_dim 64, GPT-OSS), one head per CTA reads
