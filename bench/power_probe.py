@@ -10,6 +10,7 @@ Run on a GPU machine: python3 bench/power_probe.py REGEX [REGEX ...]
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import subprocess
 import sys
@@ -21,16 +22,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kernels import device_plan, paged_decode
-from kernels.selfcheck import MODELS, SEED_BATCHES, SEED_KV_LEN, seed_tensors
+from kernels.selfcheck import MODELS, SEED_BATCHES, SEED_KV_LEN, bench_device, seed_tensors
 
 QUERY = "clocks.sm,power.draw,clocks_event_reasons.active"
 
 
-def probe(name: str, hq: int, hkv: int, d: int, batch: int, q_len: int, gen) -> str:
+def probe(name: str, hq: int, hkv: int, d: int, batch: int, q_len: int, gen, flush) -> str:
     q, kv, table, lens = seed_tensors(batch, q_len, hq, hkv, d, "fp8", gen)
     out = torch.empty_like(q)
     p = device_plan(batch, q_len, hq, hkv, d, SEED_KV_LEN, kv_dtype="fp8")
-    flush = torch.empty(256 << 20, dtype=torch.uint8, device=q.device)
     smi = subprocess.Popen(
         ["nvidia-smi", f"--query-gpu={QUERY}", "--format=csv,noheader,nounits", "-lms", "20"],
         stdout=subprocess.PIPE,
@@ -65,18 +65,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("patterns", nargs="+", help="regular expressions over seed row names")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("power_probe needs a CUDA device", file=sys.stderr)
+    setup = bench_device("power_probe")
+    if setup is None:
         return 2
-    import re
-
-    gen = torch.Generator(device="cuda").manual_seed(0)
+    gen, flush = setup
     for model, (hq, hkv, d) in MODELS.items():
         for q_len in (2, 4, 8):
             for batch in SEED_BATCHES:
                 name = f"{model}-fp8_e4m3-batchSize{batch}-seqLenQ{q_len}"
                 if any(re.search(pat, name) for pat in args.patterns):
-                    print(probe(name, hq, hkv, d, batch, q_len, gen), flush=True)
+                    print(probe(name, hq, hkv, d, batch, q_len, gen, flush), flush=True)
     return 0
 
 

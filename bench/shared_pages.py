@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kernels import device_plan, paged_decode
-from kernels.selfcheck import MODELS, SEED_KV_LEN, seed_tensors, time_us
+from kernels.selfcheck import MODELS, SEED_KV_LEN, bench_device, seed_tensors, time_us
 
 
 def _time(q, kv, table, lens, q_len, flush, p) -> float:
@@ -102,12 +102,10 @@ def main() -> int:
     ap.add_argument("--rows", action="store_true", help="question 1")
     ap.add_argument("--profile", action="store_true", help="question 2")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("shared_pages needs a CUDA device", file=sys.stderr)
+    setup = bench_device("shared_pages")
+    if setup is None:
         return 2
-    dev = torch.device("cuda")
-    gen = torch.Generator(device=dev).manual_seed(0)
-    flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
+    gen, flush = setup
     if args.rows:
         rows(flush, gen)
     if args.profile:

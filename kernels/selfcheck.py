@@ -324,6 +324,18 @@ def copy_bandwidth(dev: torch.device) -> float:
     return 2 * a.numel() / statistics.median(ts[2:])
 
 
+def bench_device(prog: str) -> tuple[torch.Generator, torch.Tensor] | None:
+    """What a bench script times with: a CUDA generator (seed 0) and the 256 MB L2-flush
+    buffer; None, after one line on stderr, where there is no CUDA device."""
+    if not torch.cuda.is_available():
+        print(f"{prog} needs a CUDA device", file=sys.stderr)
+        return None
+    dev = torch.device("cuda")
+    return torch.Generator(device=dev).manual_seed(0), torch.empty(
+        256 << 20, dtype=torch.uint8, device=dev
+    )
+
+
 def time_us(fn, flush: torch.Tensor, reps: int) -> float:
     """Median µs of fn() with CUDA events, L2 flushed (a 256 MB write) before each rep.
 

@@ -63,3 +63,35 @@ def test_unowned_cache_slots_are_nan_and_the_reference_ignores_them() -> None:
     nan_slots = int(torch.isnan(kv[:, 0, :, 0, 0]).sum())
     assert nan_slots == kv.shape[0] * c.page_size - owned_slots
     assert torch.isfinite(selfcheck.reference(c, x)).all()
+
+
+def test_bench_device_without_cuda_is_one_line_and_none(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The bench scripts' shared set-up (bench/*.py): no CUDA device is one stderr line
+    naming the script, and None (the scripts then exit 2), never a traceback."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert selfcheck.bench_device("shared_pages") is None
+    assert capsys.readouterr().err.strip().splitlines() == ["shared_pages needs a CUDA device"]
+
+
+@pytest.mark.parametrize(
+    ("script", "argv"),
+    [("shared_pages.py", ["--rows"]), ("power_probe.py", ["x"]), ("paired_heads.py", [])],
+)
+def test_bench_scripts_exit_2_without_cuda(script: str, argv: list[str]) -> None:
+    """Run as a user would on a machine without a GPU: exit 2 and one line."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    path = Path(__file__).resolve().parents[1] / "bench" / script
+    r = subprocess.run([sys.executable, str(path), *argv], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [f"{script[:-3]} needs a CUDA device"]
