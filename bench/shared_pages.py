@@ -1,4 +1,4 @@
-"""Two questions about the fp8 seed rows, answered with today's kernels (no kernel change):
+"""Three questions about the fp8 seed rows, answered with today's kernels (no kernel change):
 
 1. `--rows`: would Qwen3 fp8 q_len 8 (96 rows per KV head) be faster as two CTAs of 48 rows
    that read the same pages through L2? Simulated with q_len 4 at twice the batch, where
@@ -7,8 +7,11 @@
    hits: the kernels' compute-bound time).
 2. `--profile`: what the split-KV merge costs: per-kernel GPU times (torch.profiler) of the
    split seed rows beside the CUDA-event time of the whole call.
+3. `--flush`: whether the cold-L2 flush itself costs the timed call: the same call behind a
+   flush that writes the buffer (zero_, as the harness and triton's do_bench do: L2 left
+   full of dirty lines), one that only reads it (L2 left clean), and none.
 
-Run on a GPU machine: python3 bench/shared_pages.py [--rows] [--profile]
+Run on a GPU machine: python3 bench/shared_pages.py [--rows] [--profile] [--flush]
 """
 
 from __future__ import annotations
@@ -97,10 +100,37 @@ def profile(flush: torch.Tensor, gen: torch.Generator) -> None:
         )
 
 
+def flush_modes(flush: torch.Tensor, gen: torch.Generator) -> None:
+    import statistics
+
+    words = flush.view(torch.int32)
+    modes = {"write": flush.zero_, "read": lambda: words.sum(), "none": lambda: None}
+    for model, q_len, batch in (("GPT-OSS", 8, 64), ("GPT-OSS", 2, 64), ("Qwen3-480B", 4, 64)):
+        hq, hkv, d = MODELS[model]
+        q, kv, table, lens = seed_tensors(batch, q_len, hq, hkv, d, "fp8", gen)
+        out = torch.empty_like(q)
+        p = device_plan(batch, q_len, hq, hkv, d, SEED_KV_LEN, kv_dtype="fp8")
+        res = []
+        for name, pre in modes.items():
+            ts = []
+            for _ in range(25):
+                pre()
+                torch.cuda._sleep(400_000)  # the host's launch overhead stays out of the time
+                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                s.record()
+                paged_decode(q, kv, table, lens, q_len, "grouped", out=out, plan=p)
+                e.record()
+                e.synchronize()
+                ts.append(s.elapsed_time(e) * 1e3)
+            res.append(f"{name} {statistics.median(ts):.1f}")
+        print(f"{model} fp8 q{q_len} B{batch} {p}, flush by: " + ", ".join(res) + " µs", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", action="store_true", help="question 1")
     ap.add_argument("--profile", action="store_true", help="question 2")
+    ap.add_argument("--flush", action="store_true", help="question 3")
     args = ap.parse_args()
     setup = bench_device("shared_pages")
     if setup is None:
@@ -110,6 +140,8 @@ def main() -> int:
         rows(flush, gen)
     if args.profile:
         profile(flush, gen)
+    if args.flush:
+        flush_modes(flush, gen)
     return 0
 
 
