@@ -110,6 +110,17 @@ def _check(cond: bool, msg: str) -> None:
         raise ValueError(msg)
 
 
+def _check_aligned(name: str, t: torch.Tensor) -> None:
+    """The kernels copy q and the cache in 16-byte pieces (cp.async, TMA) and store out in
+    8-byte ones: a tensor starting elsewhere (a view with an element offset) would be a
+    misaligned-address fault, which leaves the CUDA context unusable for every later case."""
+    ptr = t.data_ptr()
+    _check(
+        ptr % 16 == 0,
+        f"{name} must start at a 16-byte aligned address, not {ptr:#x} (a view with an element offset?)",
+    )
+
+
 def _as_float(v: object) -> float:
     """v as a float, or NaN (which fails every range check) if it is not a number."""
     try:
@@ -220,6 +231,10 @@ def paged_decode(
     tensors = {"q": q, "kv_cache": kv_cache, "page_table": page_table, "kv_lens": kv_lens}
     for name, t in tensors.items():
         _check(isinstance(t, torch.Tensor), f"{name} must be a torch.Tensor")
+    for name, t in (*tensors.items(), ("out", out)):
+        if isinstance(t, torch.Tensor):
+            _check_aligned(name, t)
+    for name, t in tensors.items():
         _check(t.is_cuda, f"{name} must be a CUDA tensor (got device {t.device})")
         _check(t.is_contiguous(), f"{name} must be contiguous")
     dev = q.device

@@ -158,6 +158,54 @@ def test_bad_dequant_scales_are_rejected_before_any_launch(kw: dict, msg: str) -
         )
 
 
+@pytest.mark.parametrize("name", ["q", "kv_cache", "out"])
+def test_misaligned_tensors_are_refused_before_any_launch(name: str) -> None:
+    """A view that starts 2 bytes into its storage would fault the 16-byte copies and
+    poison the CUDA context for every later case: refused with one message naming it."""
+    import torch
+
+    import kernels
+
+    def offset_view(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        n = 1
+        for s in shape:
+            n *= s
+        return torch.zeros(n + 8, dtype=dtype)[1 : n + 1].view(shape)
+
+    args = {
+        "q": torch.zeros(2, 8, 128, dtype=torch.bfloat16),
+        "kv_cache": torch.zeros(4, 2, 16, 1, 128, dtype=torch.bfloat16),
+        "out": torch.zeros(2, 8, 128, dtype=torch.bfloat16),
+    }
+    args[name] = offset_view(tuple(args[name].shape), torch.bfloat16)
+    assert args[name].data_ptr() % 16 == 2
+    with pytest.raises(
+        ValueError, match=rf"^{name} must start at a 16-byte aligned address, not 0x"
+    ):
+        kernels.paged_decode(
+            args["q"],
+            args["kv_cache"],
+            torch.zeros(1, 4, dtype=torch.int32),
+            torch.full((1,), 2, dtype=torch.int32),
+            q_len=2,
+            out=args["out"],
+        )
+
+
+@needs_nvcc
+def test_c_abi_rejects_misaligned_pointers(built: kb.BuildResult) -> None:
+    """The C ABI refuses a q, cache or out pointer off 16 bytes before any CUDA call."""
+    from kernels.binding import configure
+
+    lib = configure(ctypes.CDLL(str(built.path)))
+    good, bad = ctypes.c_void_p(256), ctypes.c_void_p(264)  # never dereferenced
+    tail = [1, 1, 8, 1, 128, 16, 4, 1, 1, 1.0, 1.0, 1.0, 16, 1, 0, None, 0, None]
+    for which in range(3):  # q, kv_cache, out
+        ptrs = [good] * 5
+        ptrs[(0, 1, 4)[which]] = bad
+        assert lib.pd_paged_decode(1, *ptrs, *tail) == 1, which
+
+
 @needs_nvcc
 def test_c_abi_rejects_pages_over_2_gib(built: kb.BuildResult) -> None:
     """The kernels address within a KV page in 32 bits: a page of 2 x 64 tokens x 32768

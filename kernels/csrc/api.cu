@@ -129,6 +129,9 @@ PD_API int pd_paged_decode(int kernel, const void* q, const void* kv_cache, cons
                     int num_splits, int kv_tokens_per_split, void* workspace,
                     size_t workspace_bytes, cudaStream_t stream) {
   if (!q || !kv_cache || !page_table || !kv_lens || !out) return (int)cudaErrorInvalidValue;
+  // 16-byte copies of q and the cache (cp.async, TMA): a misaligned start would fault and
+  // leave the context unusable, so it is refused here (binding.py says why in words).
+  if (((uintptr_t)q | (uintptr_t)kv_cache | (uintptr_t)out) & 15u) return (int)cudaErrorInvalidValue;
   if (batch < 1 || q_len < 1 || q_len > 16 || num_kv_heads < 1 || num_qo_heads % num_kv_heads)
     return (int)cudaErrorInvalidValue;
   if (head_dim != 64 && head_dim != 128 && head_dim != 256) return (int)cudaErrorInvalidValue;
