@@ -217,7 +217,9 @@ def paged_decode(
     0..=that. The grouped plan is derived from page_table's width (max_pages*page_size is
     the longest KV a request can have), so no device->host sync happens per call; for the
     same reason kv_lens is not read on the host: each must satisfy
-    q_len <= kv_lens[b] <= max_pages*page_size (the caller's contract).
+    q_len <= kv_lens[b] <= max_pages*page_size (the caller's contract). Every tensor must be
+    contiguous on one CUDA device, and q, kv_cache and out must start 16-byte aligned (a
+    fresh allocation does; a view with an odd element offset is refused).
     """
     import torch
 
