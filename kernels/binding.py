@@ -233,7 +233,7 @@ def paged_decode(
     tensors = {"q": q, "kv_cache": kv_cache, "page_table": page_table, "kv_lens": kv_lens}
     for name, t in tensors.items():
         _check(isinstance(t, torch.Tensor), f"{name} must be a torch.Tensor")
-    for name, t in (*tensors.items(), ("out", out)):
+    for name, t in (("q", q), ("kv_cache", kv_cache), ("out", out)):
         if isinstance(t, torch.Tensor):
             _check_aligned(name, t)
     for name, t in tensors.items():

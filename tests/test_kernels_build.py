@@ -192,6 +192,25 @@ def test_misaligned_tensors_are_refused_before_any_launch(name: str) -> None:
         )
 
 
+def test_int32_views_need_no_16_byte_alignment() -> None:
+    """page_table and kv_lens are read as int32: a slice 4 bytes into its storage is fine
+    (on a CPU machine the call then stops at the device check, not at alignment)."""
+    import torch
+
+    import kernels
+
+    lens = torch.full((9,), 2, dtype=torch.int32)[1:]
+    assert lens.data_ptr() % 16 == 4
+    with pytest.raises(ValueError, match=r"^q must be a CUDA tensor"):
+        kernels.paged_decode(
+            torch.zeros(16, 8, 128, dtype=torch.bfloat16),
+            torch.zeros(4, 2, 16, 1, 128, dtype=torch.bfloat16),
+            torch.zeros(8, 4, dtype=torch.int32),
+            lens,
+            q_len=2,
+        )
+
+
 @needs_nvcc
 def test_c_abi_rejects_misaligned_pointers(built: kb.BuildResult) -> None:
     """The C ABI refuses a q, cache or out pointer off 16 bytes before any CUDA call."""
