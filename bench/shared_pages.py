@@ -29,7 +29,7 @@ from kernels import device_plan, paged_decode
 from kernels.selfcheck import MODELS, SEED_KV_LEN, bench_device, seed_tensors, time_us
 
 
-def _time(q, kv, table, lens, q_len, flush, p) -> float:
+def _time(q, kv, table, lens, q_len, flush, p) -> float:  # flush: as time_us takes it
     out = torch.empty_like(q)
     fn = functools.partial(paged_decode, q, kv, table, lens, q_len, "grouped", out=out, plan=p)
     return time_us(fn, flush, 25)
@@ -101,29 +101,16 @@ def profile(flush: torch.Tensor, gen: torch.Generator) -> None:
 
 
 def flush_modes(flush: torch.Tensor, gen: torch.Generator) -> None:
-    import statistics
-
     words = flush.view(torch.int32)
     modes = {"write": flush.zero_, "read": lambda: words.sum(), "none": lambda: None}
     for model, q_len, batch in (("GPT-OSS", 8, 64), ("GPT-OSS", 2, 64), ("Qwen3-480B", 4, 64)):
         hq, hkv, d = MODELS[model]
         q, kv, table, lens = seed_tensors(batch, q_len, hq, hkv, d, "fp8", gen)
-        out = torch.empty_like(q)
         p = device_plan(batch, q_len, hq, hkv, d, SEED_KV_LEN, kv_dtype="fp8")
-        res = []
-        for name, pre in modes.items():
-            ts = []
-            for _ in range(25):
-                pre()
-                torch.cuda._sleep(400_000)  # the host's launch overhead stays out of the time
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record()
-                paged_decode(q, kv, table, lens, q_len, "grouped", out=out, plan=p)
-                e.record()
-                e.synchronize()
-                ts.append(s.elapsed_time(e) * 1e3)
-            res.append(f"{name} {statistics.median(ts):.1f}")
-        print(f"{model} fp8 q{q_len} B{batch} {p}, flush by: " + ", ".join(res) + " µs", flush=True)
+        res = ", ".join(
+            f"{name} {_time(q, kv, table, lens, q_len, pre, p):.1f}" for name, pre in modes.items()
+        )
+        print(f"{model} fp8 q{q_len} B{batch} {p}, flush by: {res} µs", flush=True)
 
 
 def main() -> int:

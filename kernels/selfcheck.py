@@ -19,6 +19,7 @@ import random
 import re
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -324,26 +325,37 @@ def copy_bandwidth(dev: torch.device) -> float:
     return 2 * a.numel() / statistics.median(ts[2:])
 
 
-def bench_device(prog: str) -> tuple[torch.Generator, torch.Tensor] | None:
-    """What a bench script times with: a CUDA generator (seed 0) and the 256 MB L2-flush
-    buffer; None, after one line on stderr, where there is no CUDA device."""
-    if not torch.cuda.is_available():
-        print(f"{prog} needs a CUDA device", file=sys.stderr)
-        return None
+def has_cuda(prog: str) -> bool:
+    """Whether there is a CUDA device; where there is none, one line on stderr naming prog."""
+    if torch.cuda.is_available():
+        return True
+    print(f"{prog} needs a CUDA device", file=sys.stderr)
+    return False
+
+
+def bench_tools(seed: int = 0) -> tuple[torch.Generator, torch.Tensor]:
+    """What every timing here uses: a CUDA generator and the 256 MB L2-flush buffer."""
     dev = torch.device("cuda")
-    return torch.Generator(device=dev).manual_seed(0), torch.empty(
+    return torch.Generator(device=dev).manual_seed(seed), torch.empty(
         256 << 20, dtype=torch.uint8, device=dev
     )
 
 
-def time_us(fn, flush: torch.Tensor, reps: int) -> float:
-    """Median µs of fn() with CUDA events, L2 flushed (a 256 MB write) before each rep.
+def bench_device(prog: str) -> tuple[torch.Generator, torch.Tensor] | None:
+    """A bench script's set-up: bench_tools(), or None where there is no CUDA device."""
+    return bench_tools() if has_cuda(prog) else None
+
+
+def time_us(fn, flush: torch.Tensor | Callable[[], object], reps: int) -> float:
+    """Median µs of fn() with CUDA events, L2 flushed before each rep: the buffer written
+    (zero_), or `flush` called where it is a function (bench/shared_pages.py --flush).
 
     A spin kernel before the start event keeps the host's launch overhead out of the time."""
+    clear = flush.zero_ if isinstance(flush, torch.Tensor) else flush
     fn()
     ts = []
     for _ in range(reps):
-        flush.zero_()
+        clear()
         torch.cuda._sleep(400_000)  # keeps the GPU busy while Python enqueues fn (no idle gap)
         s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         s.record()
@@ -361,11 +373,10 @@ def bench(
     batches: tuple[int, ...] = SEED_BATCHES,
 ) -> None:
     dev = torch.device("cuda")
-    gen = torch.Generator(device=dev).manual_seed(seed)
     sms = torch.cuda.get_device_properties(dev).multi_processor_count
     bw = copy_bandwidth(dev)
     print(f"\ncopy bandwidth: {bw / 1e12:.2f} TB/s; {torch.cuda.get_device_name(dev)}; {sms} SMs")
-    flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
+    gen, flush = bench_tools(seed)
     hdr = f"{'case':<44} {'base us':>9} {'grp us':>8} {'TB/s':>5} {'%copy':>5} {'speedup':>7}  plan"
     print(hdr)
     for kvname in ("fp8", "bf16"):
@@ -442,9 +453,7 @@ def sweep(
 ) -> None:
     """Time every (tile, splits) of the grouped kernel on the seed-grid cases matching `only`
     (data for calibrating the cost model)."""
-    dev = torch.device("cuda")
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
+    gen, flush = bench_tools(seed)
     for kvname in ("fp8", "bf16"):
         for model, (hq, hkv, d) in MODELS.items():
             for q_len in (2, 4, 8):
@@ -542,8 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         "--splits", type=_ints, default=(1, 2, 3, 4, 6, 8), help="split counts the sweep times"
     )
     args = ap.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("selfcheck needs a CUDA device", file=sys.stderr)
+    if not has_cuda("selfcheck"):
         return 2
     print("library:", library_info())
     if args.sweep:
