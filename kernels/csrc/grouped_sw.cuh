@@ -93,9 +93,8 @@ struct SwCfg {
   static constexpr int QB = N * D * 2;           // fp16 Q^T operand: D/64 blocks of [N][128 B]
   static constexpr int PB = N * BN * 2;          // one warpgroup's P^T: [N][64 tok] fp16
   static constexpr int RED = 4 * N * 4;          // one warpgroup's 4 warps' column maxima/sums
-  static constexpr int MC = 4 * N * 4 + 16;      // one warpgroup's running maxima per column, two
-                                                 // buffers (raised ones go to the other), their
-                                                 // raise thresholds (the same two), + which
+  static constexpr int MC = 2 * N * 4 + 16;      // one warpgroup's running maxima per column, two
+                                                 // buffers (raised ones go to the other), + which
   static constexpr int P_OFF = QB;
   static constexpr int RING_OFF = P_OFF + NC * PB;
   static constexpr int RED_OFF = RING_OFF + NS * RAW;
@@ -289,12 +288,24 @@ __device__ __forceinline__ void sw_store_p(const float (&s)[N / 8][4], uint32_t 
   }
 }
 
+// The running maxima of the thread's columns (the current buffer at mc): loaded at the loop
+// top, before the wait for S^T, so neither the raise check nor the exponentials wait for
+// shared memory (those loads were 8 % of the consumer warps' stall samples, fourteenth
+// session).
+template <int NJ>
+__device__ __forceinline__ void sw_load_max(float2 (&mv)[NJ], const float* mc, int cq) {
+#pragma unroll
+  for (int j = 0; j < NJ; ++j) mv[j] = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
+}
+
 // The causal tail of a stage masked (scores of tokens past a column's row limit as -inf)
-// and whether any of this thread's scores exceeds its column's raise threshold (the
-// current buffer's, 2N floats after the maxima at mc).
+// and whether any of this thread's scores would exceed 2^PD_SW_RAISE after the exponential
+// with its column's running maximum (mv): s sc - m > PD_SW_RAISE, the exponential's own
+// argument, so the check needs no other per-column value. From the finite kNoMax any finite
+// score raises, a masked one (-inf) never.
 template <int N, int BN>
-__device__ __forceinline__ bool sw_mask_check(float (&s)[N / 8][4], const float* mc, const Params& p,
-                                              const TileRange& t, int it, int wl, int g, int cq) {
+__device__ __forceinline__ bool sw_mask_check(float (&s)[N / 8][4], const float2 (&mv)[N / 8], float sc,
+                                              const Params& p, const TileRange& t, int it, int wl, int g, int cq) {
   constexpr int NJ = N / 8;
   // Rows of this thread: tokens tok0 and tok0 + 8.
   const int tok0 = t.t_begin + it * BN + wl * 16 + g;
@@ -308,23 +319,24 @@ __device__ __forceinline__ bool sw_mask_check(float (&s)[N / 8][4], const float*
         if (tok0 + 8 > lim) s[j][2 + b] = -INFINITY;
       }
   }
-  // Four independent predicate chains (one would serialize NJ compare-and-ors).
+  // Four independent predicate chains (one would serialize NJ compare-and-ors). sc > 0, so
+  // the larger raw score of a column pair has the larger argument.
+  constexpr float kRaise = float(PD_SW_RAISE);
   bool raise[4] = {false, false, false, false};
 #pragma unroll
-  for (int j = 0; j < NJ; ++j) {
-    const float2 th = *reinterpret_cast<const float2*>(mc + 2 * N + 8 * j + 2 * cq);
-    raise[j & 3] |= (fmaxf(s[j][0], s[j][2]) > th.x) | (fmaxf(s[j][1], s[j][3]) > th.y);
-  }
+  for (int j = 0; j < NJ; ++j)
+    raise[j & 3] |= (fmaf(fmaxf(s[j][0], s[j][2]), sc, -mv[j].x) > kRaise) |
+                    (fmaf(fmaxf(s[j][1], s[j][3]), sc, -mv[j].y) > kRaise);
   return raise[0] | raise[1] | raise[2] | raise[3];
 }
 
-// Some score of the warpgroup exceeded its column's threshold: the warps' column maxima
+// Some score of the warpgroup would pass 2^PD_SW_RAISE: the warps' column maxima
 // exchanged (through red, with a barrier), the maxima raised into the other buffer (mc then
 // points at it), O and l rescaled, and S^T -> P in place (fp32), added to l.
 template <int N, int E>
 __device__ __forceinline__ void sw_raise(float (&s)[N / 8][4], float (&o)[E][N / 8][4], float (&l)[N / 8][2],
-                                         float*& mc, float* const mcb, float* red, float sc, int wl, int g, int cq,
-                                         int ctid, int bar_wg) {
+                                         const float2 (&mv)[N / 8], float*& mc, float* const mcb, float* red,
+                                         float sc, int wl, int g, int cq, int ctid, int bar_wg) {
   constexpr int NJ = N / 8;
 #pragma unroll
   for (int j = 0; j < NJ; ++j) {
@@ -340,7 +352,7 @@ __device__ __forceinline__ void sw_raise(float (&s)[N / 8][4], float (&o)[E][N /
   float* const mnew = mc == mcb ? mcb + N : mcb;  // last read before this stage's P barrier
 #pragma unroll
   for (int j = 0; j < NJ; ++j) {
-    const float2 mo = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
+    const float2 mo = mv[j];
     float2 x = *reinterpret_cast<const float2*>(red + 8 * j + 2 * cq);
 #pragma unroll
     for (int w = 1; w < 4; ++w) {
@@ -349,11 +361,7 @@ __device__ __forceinline__ void sw_raise(float (&s)[N / 8][4], float (&o)[E][N /
       x.y = fmaxf(x.y, y.y);
     }
     const float m0 = fmaxf(mo.x, x.x * sc), m1 = fmaxf(mo.y, x.y * sc);  // finite (kNoMax)
-    if (wl == 0 && g == 0) {
-      *reinterpret_cast<float2*>(mnew + 8 * j + 2 * cq) = make_float2(m0, m1);
-      *reinterpret_cast<float2*>(mnew + 2 * N + 8 * j + 2 * cq) =
-          make_float2(__fdividef(m0 + float(PD_SW_RAISE), sc), __fdividef(m1 + float(PD_SW_RAISE), sc));
-    }
+    if (wl == 0 && g == 0) *reinterpret_cast<float2*>(mnew + 8 * j + 2 * cq) = make_float2(m0, m1);
     const float c0 = ex2(mo.x - m0), c1 = ex2(mo.y - m1);
 #pragma unroll
     for (int e = 0; e < E; ++e) {
@@ -372,24 +380,23 @@ __device__ __forceinline__ void sw_raise(float (&s)[N / 8][4], float (&o)[E][N /
 }
 
 // One stage's softmax down the columns, S^T -> P in place (fp32): masks the causal
-// tail, and raises the running maxima (mc, swapped between the two buffers at mcb; each
-// buffer's thresholds 2N floats after it) only when a score exceeds its column's threshold,
-// (max + 2^PD_SW_RAISE) / sc in raw score units, rescaling l and O then (sw_raise).
+// tail, and raises the running maxima (mv, loaded from mc; raised ones go to the other of
+// the two buffers at mcb) only when some score's exponential would exceed 2^PD_SW_RAISE,
+// rescaling l and O then (sw_raise).
 template <int N, int E, int BN>
 __device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N / 8][4], float (&l)[N / 8][2],
-                                           float*& mc, float* const mcb, float* red, float sc,
-                                           const Params& p, const TileRange& t, int it, int wl, int g, int cq,
-                                           int ctid, int bar_wg) {
-  if (wg_any(sw_mask_check<N, BN>(s, mc, p, t, it, wl, g, cq), bar_wg)) {
-    sw_raise<N, E>(s, o, l, mc, mcb, red, sc, wl, g, cq, ctid, bar_wg);
+                                           const float2 (&mv)[N / 8], float*& mc, float* const mcb, float* red,
+                                           float sc, const Params& p, const TileRange& t, int it, int wl, int g,
+                                           int cq, int ctid, int bar_wg) {
+  if (wg_any(sw_mask_check<N, BN>(s, mv, sc, p, t, it, wl, g, cq), bar_wg)) {
+    sw_raise<N, E>(s, o, l, mv, mc, mcb, red, sc, wl, g, cq, ctid, bar_wg);
   } else {
 #pragma unroll
     for (int j = 0; j < N / 8; ++j) {
-      const float2 mo = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
-      s[j][0] = ex2(fmaf(s[j][0], sc, -mo.x));
-      s[j][1] = ex2(fmaf(s[j][1], sc, -mo.y));
-      s[j][2] = ex2(fmaf(s[j][2], sc, -mo.x));
-      s[j][3] = ex2(fmaf(s[j][3], sc, -mo.y));
+      s[j][0] = ex2(fmaf(s[j][0], sc, -mv[j].x));
+      s[j][1] = ex2(fmaf(s[j][1], sc, -mv[j].y));
+      s[j][2] = ex2(fmaf(s[j][2], sc, -mv[j].x));
+      s[j][3] = ex2(fmaf(s[j][3], sc, -mv[j].y));
       l[j][0] += s[j][0] + s[j][2];
       l[j][1] += s[j][1] + s[j][3];
     }
@@ -499,11 +506,8 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     mbar_init(empty_u32 + tid * 8, 4);   // lane 0 of each warp of the stage's warpgroup
   }
   if (tid < C::NC) *reinterpret_cast<int*>(sm + C::MC_OFF + tid * C::MC) = 0;  // buffer 0 current
-  for (int i = tid; i < C::NC * N; i += C::NT) {
-    float* const m0 = reinterpret_cast<float*>(sm + C::MC_OFF + (i / N) * C::MC + 16);
-    m0[i % N] = kNoMax;
-    m0[2 * N + i % N] = -INFINITY;  // its threshold: any finite score raises
-  }
+  for (int i = tid; i < C::NC * N; i += C::NT)  // any finite score raises from kNoMax
+    reinterpret_cast<float*>(sm + C::MC_OFF + (i / N) * C::MC + 16)[i % N] = kNoMax;
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   __syncthreads();
 
@@ -557,7 +561,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
 
   const uint32_t q_u32 = smem_u32(sm), p_u32 = smem_u32(sm + C::P_OFF + wg * C::PB);
   float* red = reinterpret_cast<float*>(sm + C::RED_OFF + wg * C::RED);  // [4 warps][N]
-  float* const mcb = reinterpret_cast<float*>(sm + C::MC_OFF + wg * C::MC + 16);  // [2][N], thresholds [2][N]
+  float* const mcb = reinterpret_cast<float*>(sm + C::MC_OFF + wg * C::MC + 16);  // [2][N]
   float* mc = mcb;  // the current buffer (uniform over the warpgroup)
   const float sc = p.scale_log2;
   float o[E][NJ][4];
@@ -596,6 +600,8 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   for (int it = wg; it < t.ntiles; it += C::NC) {
     const int slot = it % C::NS, nx = it + C::NC;
     const uint8_t* rk = ring + slot * C::RAW;
+    float2 mv[NJ];
+    sw_load_max(mv, mc, cq);
     wg_wait<0>();
     // K_EARLY: the next stage's raw K loaded now, its latency hidden by the softmax.
     uint4 kr[2][2];
@@ -603,7 +609,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
       if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
       sw_k_raw(kr, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
     }
-    sw_softmax<N, E, C::BN>(s, o, l, mc, mcb, red, sc, p, t, it, wl, g, cq, ctid, bar_wg);
+    sw_softmax<N, E, C::BN>(s, o, l, mv, mc, mcb, red, sc, p, t, it, wl, g, cq, ctid, bar_wg);
     sw_store_p<N>(s, p_u32, wl, lane);
     // V to registers before the barrier: its loads and conversion fill the wait for the
     // warpgroup's slowest warp (1-2 % at q_len 8, kernels/NOTES.md).
