@@ -2,6 +2,9 @@
 # options, unbuffered Python, sm_90a-only kernel builds unless HARNESS_CUDA_ARCHS says
 # otherwise, $OUT, every carried wheel (.whl/, .whl-min/, .whl-peers/: whichever this call
 # carried; one version of each package, or pip stops) installed into /tmp/site, and helpers.
+# Make .whl-min (git-ignored) with
+#   python3 -m pip download --no-deps -d .whl-min 'junitparser>=4,<6' nvidia-ml-py
+# and .whl-peers with ci/fetch_peer_wheels.sh; carry them (and .ab-base for an A/B).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 HARNESS_CUDA_ARCHS=${HARNESS_CUDA_ARCHS:-90a}
 OUT=${OUT:-/tmp/out}
