@@ -49,6 +49,12 @@ namespace pd {
 #endif
 // The 48-row form reads by cp.async unless PD_SW48_TMA is set: there TMA measured 3-4 %
 // slower on split grids (Qwen3 q_len 4 batch 8 and 16) and 1 % faster unsplit (batch 64).
+// 1: the 96-row form stores Q times the softmax scale (SwCfg::QSCALE), so S^T comes out of
+// the MMA in the exponential's units; 0: Q as it is everywhere, S^T in raw units, the scale
+// applied per score. See SwCfg::QSCALE for the trade.
+#ifndef PD_SW_QSCALE
+#define PD_SW_QSCALE 1
+#endif
 #ifndef PD_SW48_TMA
 #define PD_SW48_TMA 0
 #endif
@@ -80,6 +86,14 @@ struct SwCfg {
   // in the 48-row form (216 registers per consumer, room to spare); at 96 rows the 16 more
   // live registers made q_len 8 up to 5 % slower (twelfth session).
   static constexpr bool K_EARLY = N <= 48;
+  // Q times the softmax scale in fp16 takes the per-score multiply off the softmax's path:
+  // Qwen3 fp8 q_len 8 0.966-0.987x; applied per score instead, 0.991-1.038x (fourteenth
+  // session). The price is one fp16 rounding of q sc, which Q alone (fp16, or bf16 made
+  // fp16) does not have: on the self-check's steepest ramp (max logit ~117) the 96-row
+  // form's max error rose from 1.47e-2 (the baseline's) to 1.67e-2. The 48-row form gained
+  // nothing from it (0.995-1.001x) and lost precision (1.9e-3 -> 5.2e-3 on its ramp case),
+  // so it keeps Q as it is.
+  static constexpr bool QSCALE = PD_SW_QSCALE && N > 48;
   static constexpr int BN = 64;                  // tokens per stage
   static constexpr int RAW_HALF = BN * D;        // fp8 K (or V) of one stage
   static constexpr int RAW = 2 * RAW_HALF;
@@ -93,8 +107,9 @@ struct SwCfg {
   static constexpr int QB = N * D * 2;           // fp16 Q^T operand: D/64 blocks of [N][128 B]
   static constexpr int PB = N * BN * 2;          // one warpgroup's P^T: [N][64 tok] fp16
   static constexpr int RED = 4 * N * 4;          // one warpgroup's 4 warps' column maxima/sums
-  static constexpr int MC = 2 * N * 4 + 16;      // one warpgroup's running maxima per column, two
-                                                 // buffers (raised ones go to the other), + which
+  static constexpr int MC = 4 * N * 4 + 16;      // one warpgroup's running maxima per column, two
+                                                 // buffers (raised ones go to the other), their
+                                                 // S^T preloads (the same two), + which
   static constexpr int P_OFF = QB;
   static constexpr int RING_OFF = P_OFF + NC * PB;
   static constexpr int RED_OFF = RING_OFF + NS * RAW;
@@ -154,10 +169,12 @@ __device__ __forceinline__ void wg_mma_rs(float (&d)[N / 8][4], const uint32_t (
 
 // S^T = K Q^T of one stage, one wgmma per 16 head_dim columns KK (issued, not committed):
 // K as A fragments (sw_k_frags), Q^T [N][D] in D/64 swizzled blocks.
-template <int N, int... KK>
+// PRE: the first k-step adds onto s as it is (the column maxima preloaded, sw_preload_max)
+// instead of overwriting it.
+template <int N, bool PRE, int... KK>
 __device__ __forceinline__ void sw_issue_s(float (&s)[N / 8][4], const uint32_t (&kf)[sizeof...(KK)][4],
                                            uint32_t q_lo, std::integer_sequence<int, KK...>) {
-  (wg_mma_rs<N, (KK >> 2) * (N * 128) + (KK & 3) * 32>(s, kf[KK], q_lo, KK > 0), ...);
+  (wg_mma_rs<N, (KK >> 2) * (N * 128) + (KK & 3) * 32>(s, kf[KK], q_lo, PRE || KK > 0), ...);
 }
 
 // Named barrier `id` over n threads.
@@ -172,17 +189,20 @@ __device__ __forceinline__ int sw_k_pos(int h) {
   return 16 * kk + 2 * cq + (t & 1) + 8 * (t >> 1);
 }
 
-// Q of the tile's N rows (zero past nrows) as fp16 in that order: the K-major B operand of
-// S^T, D/64 blocks of [N rows][128 B], 128-byte swizzled. Four physical head_dims are two
-// logical pairs; once per CTA.
-template <int D, int N, typename TQ>
+// Q of the tile's N rows (zero past nrows; with QS times the softmax scale sc, log2 units,
+// k_scale folded in), as fp16 in that order: the K-major B operand of S^T, D/64 blocks of [N rows]
+// [128 B], 128-byte swizzled. With sc in Q, S^T comes out of the MMA in the exponential's
+// units (SwCfg::QSCALE). Four physical head_dims are two logical pairs; once per CTA.
+template <int D, int N, typename TQ, bool QS>
 __device__ __forceinline__ void sw_load_q(uint8_t* qs, const Params& p, const TileRange& t, int tid, int nthreads) {
   for (int idx = tid; idx < N * (D / 4); idx += nthreads) {
     const int n = idx / (D / 4), h = 4 * (idx % (D / 4));
     uint2 w = make_uint2(0u, 0u);
     if (n < t.nrows) {
       w = *reinterpret_cast<const uint2*>(q_row<D, TQ>(p, t.b, t.h, t.row0 + n) + h);
-      if constexpr (!std::is_same_v<TQ, __half>) w = make_uint2(bf16x2_to_half2(w.x), bf16x2_to_half2(w.y));
+      const float2 a = Tr<TQ>::unpack(w.x), b = Tr<TQ>::unpack(w.y);
+      const float sc = QS ? p.scale_log2 : 1.f;
+      w = make_uint2(Tr<__half>::pack(a.x * sc, a.y * sc), Tr<__half>::pack(b.x * sc, b.y * sc));
     }
     auto at = [&](int kl) {
       const int c = (kl & 63) >> 3;
@@ -288,24 +308,27 @@ __device__ __forceinline__ void sw_store_p(const float (&s)[N / 8][4], uint32_t 
   }
 }
 
-// The running maxima of the thread's columns (the current buffer at mc): loaded at the loop
-// top, before the wait for S^T, so neither the raise check nor the exponentials wait for
-// shared memory (those loads were 8 % of the consumer warps' stall samples, fourteenth
-// session).
-template <int NJ>
-__device__ __forceinline__ void sw_load_max(float2 (&mv)[NJ], const float* mc, int cq) {
+// S^T's accumulators preloaded with minus the running maxima of the thread's columns (the
+// current buffer's preloads, 2N floats after its maxima at mc: -m, or -m / sc without
+// SwCfg::QSCALE): the MMA then yields s sc - m (or s - m / sc), so neither the raise check
+// nor the exponentials need a per-column value, and these loads and copies sit before the
+// S^T issue, off the softmax's path.
+template <int N, int NJ>
+__device__ __forceinline__ void sw_preload_max(float (&s)[NJ][4], const float* mc, int cq) {
 #pragma unroll
-  for (int j = 0; j < NJ; ++j) mv[j] = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
+  for (int j = 0; j < NJ; ++j) {
+    const float2 nm = *reinterpret_cast<const float2*>(mc + 2 * N + 8 * j + 2 * cq);
+    s[j][0] = s[j][2] = nm.x;
+    s[j][1] = s[j][3] = nm.y;
+  }
 }
 
 // The causal tail of a stage masked (scores of tokens past a column's row limit as -inf)
-// and whether any of this thread's scores would exceed 2^PD_SW_RAISE after the exponential
-// with its column's running maximum (mv): s sc - m > PD_SW_RAISE, the exponential's own
-// argument, so the check needs no other per-column value. From the finite kNoMax any finite
-// score raises, a masked one (-inf) never.
+// and whether any of this thread's scores (s sc - m) exceeds thr = PD_SW_RAISE (or, in raw
+// units, PD_SW_RAISE / sc), i.e. its exponential would pass 2^PD_SW_RAISE.
 template <int N, int BN>
-__device__ __forceinline__ bool sw_mask_check(float (&s)[N / 8][4], const float2 (&mv)[N / 8], float sc,
-                                              const Params& p, const TileRange& t, int it, int wl, int g, int cq) {
+__device__ __forceinline__ bool sw_mask_check(float (&s)[N / 8][4], float thr, const Params& p, const TileRange& t,
+                                              int it, int wl, int g, int cq) {
   constexpr int NJ = N / 8;
   // Rows of this thread: tokens tok0 and tok0 + 8.
   const int tok0 = t.t_begin + it * BN + wl * 16 + g;
@@ -319,24 +342,20 @@ __device__ __forceinline__ bool sw_mask_check(float (&s)[N / 8][4], const float2
         if (tok0 + 8 > lim) s[j][2 + b] = -INFINITY;
       }
   }
-  // Four independent predicate chains (one would serialize NJ compare-and-ors). sc > 0, so
-  // the larger raw score of a column pair has the larger argument.
-  constexpr float kRaise = float(PD_SW_RAISE);
+  // Four independent predicate chains (one would serialize NJ compare-and-ors).
   bool raise[4] = {false, false, false, false};
 #pragma unroll
-  for (int j = 0; j < NJ; ++j)
-    raise[j & 3] |= (fmaf(fmaxf(s[j][0], s[j][2]), sc, -mv[j].x) > kRaise) |
-                    (fmaf(fmaxf(s[j][1], s[j][3]), sc, -mv[j].y) > kRaise);
+  for (int j = 0; j < NJ; ++j) raise[j & 3] |= (fmaxf(s[j][0], s[j][2]) > thr) | (fmaxf(s[j][1], s[j][3]) > thr);
   return raise[0] | raise[1] | raise[2] | raise[3];
 }
 
 // Some score of the warpgroup would pass 2^PD_SW_RAISE: the warps' column maxima
 // exchanged (through red, with a barrier), the maxima raised into the other buffer (mc then
 // points at it), O and l rescaled, and S^T -> P in place (fp32), added to l.
-template <int N, int E>
+template <int N, int E, bool QS>
 __device__ __forceinline__ void sw_raise(float (&s)[N / 8][4], float (&o)[E][N / 8][4], float (&l)[N / 8][2],
-                                         const float2 (&mv)[N / 8], float*& mc, float* const mcb, float* red,
-                                         float sc, int wl, int g, int cq, int ctid, int bar_wg) {
+                                         bool first, float sc, float*& mc, float* const mcb, float* red, int wl,
+                                         int g, int cq, int ctid, int bar_wg) {
   constexpr int NJ = N / 8;
 #pragma unroll
   for (int j = 0; j < NJ; ++j) {
@@ -352,7 +371,7 @@ __device__ __forceinline__ void sw_raise(float (&s)[N / 8][4], float (&o)[E][N /
   float* const mnew = mc == mcb ? mcb + N : mcb;  // last read before this stage's P barrier
 #pragma unroll
   for (int j = 0; j < NJ; ++j) {
-    const float2 mo = mv[j];
+    const float2 mo = *reinterpret_cast<const float2*>(mc + 8 * j + 2 * cq);
     float2 x = *reinterpret_cast<const float2*>(red + 8 * j + 2 * cq);
 #pragma unroll
     for (int w = 1; w < 4; ++w) {
@@ -360,18 +379,28 @@ __device__ __forceinline__ void sw_raise(float (&s)[N / 8][4], float (&o)[E][N /
       x.x = fmaxf(x.x, y.x);
       x.y = fmaxf(x.y, y.y);
     }
-    const float m0 = fmaxf(mo.x, x.x * sc), m1 = fmaxf(mo.y, x.y * sc);  // finite (kNoMax)
-    if (wl == 0 && g == 0) *reinterpret_cast<float2*>(mnew + 8 * j + 2 * cq) = make_float2(m0, m1);
-    const float c0 = ex2(mo.x - m0), c1 = ex2(mo.y - m1);
+    // s holds s sc - pre (raw: s - pre / sc): pre = 0 on the warpgroup's first stage
+    // (nothing preloaded, the maxima still kNoMax), the running maximum mo after it. The new
+    // maximum never falls.
+    const float mo0 = mo.x, mo1 = mo.y, u = QS ? 1.f : sc;
+    const float pre0 = first ? 0.f : mo0, pre1 = first ? 0.f : mo1;
+    const float m0 = fmaxf(mo0, fmaf(x.x, u, pre0)), m1 = fmaxf(mo1, fmaf(x.y, u, pre1));  // finite (kNoMax)
+    if (wl == 0 && g == 0) {
+      *reinterpret_cast<float2*>(mnew + 8 * j + 2 * cq) = make_float2(m0, m1);
+      *reinterpret_cast<float2*>(mnew + 2 * N + 8 * j + 2 * cq) =
+          QS ? make_float2(-m0, -m1) : make_float2(__fdividef(-m0, sc), __fdividef(-m1, sc));
+    }
+    const float c0 = ex2(mo0 - m0), c1 = ex2(mo1 - m1);
+    const float d0 = pre0 - m0, d1 = pre1 - m1;
 #pragma unroll
     for (int e = 0; e < E; ++e) {
       o[e][j][0] *= c0; o[e][j][2] *= c0;
       o[e][j][1] *= c1; o[e][j][3] *= c1;
     }
-    s[j][0] = ex2(fmaf(s[j][0], sc, -m0));
-    s[j][1] = ex2(fmaf(s[j][1], sc, -m1));
-    s[j][2] = ex2(fmaf(s[j][2], sc, -m0));
-    s[j][3] = ex2(fmaf(s[j][3], sc, -m1));
+    s[j][0] = ex2(fmaf(s[j][0], u, d0));
+    s[j][1] = ex2(fmaf(s[j][1], u, d1));
+    s[j][2] = ex2(fmaf(s[j][2], u, d0));
+    s[j][3] = ex2(fmaf(s[j][3], u, d1));
     l[j][0] = l[j][0] * c0 + s[j][0] + s[j][2];
     l[j][1] = l[j][1] * c1 + s[j][1] + s[j][3];
   }
@@ -379,24 +408,24 @@ __device__ __forceinline__ void sw_raise(float (&s)[N / 8][4], float (&o)[E][N /
   if (ctid == 0) *reinterpret_cast<int*>(mcb - 4) = mc == mcb ? 0 : 1;
 }
 
-// One stage's softmax down the columns, S^T -> P in place (fp32): masks the causal
-// tail, and raises the running maxima (mv, loaded from mc; raised ones go to the other of
-// the two buffers at mcb) only when some score's exponential would exceed 2^PD_SW_RAISE,
-// rescaling l and O then (sw_raise).
-template <int N, int E, int BN>
+// One stage's softmax down the columns, S^T -> P in place (fp32): s arrives as s sc - m
+// (sw_preload_max; on the warpgroup's first stage as s sc; raw units without QS), the
+// causal tail is masked, and the running maxima (at mc; raised ones go to
+// the other of the two buffers at mcb)
+// move only when some score's exponential would exceed 2^PD_SW_RAISE, or on the first stage,
+// rescaling l and O then (sw_raise). Otherwise P = 2^s as it stands.
+template <int N, int E, int BN, bool QS>
 __device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N / 8][4], float (&l)[N / 8][2],
-                                           const float2 (&mv)[N / 8], float*& mc, float* const mcb, float* red,
-                                           float sc, const Params& p, const TileRange& t, int it, int wl, int g,
+                                           bool first, float sc, float thr, float*& mc, float* const mcb,
+                                           float* red, const Params& p, const TileRange& t, int it, int wl, int g,
                                            int cq, int ctid, int bar_wg) {
-  if (wg_any(sw_mask_check<N, BN>(s, mv, sc, p, t, it, wl, g, cq), bar_wg)) {
-    sw_raise<N, E>(s, o, l, mv, mc, mcb, red, sc, wl, g, cq, ctid, bar_wg);
+  if (wg_any(sw_mask_check<N, BN>(s, thr, p, t, it, wl, g, cq) || first, bar_wg)) {
+    sw_raise<N, E, QS>(s, o, l, first, sc, mc, mcb, red, wl, g, cq, ctid, bar_wg);
   } else {
 #pragma unroll
     for (int j = 0; j < N / 8; ++j) {
-      s[j][0] = ex2(fmaf(s[j][0], sc, -mv[j].x));
-      s[j][1] = ex2(fmaf(s[j][1], sc, -mv[j].y));
-      s[j][2] = ex2(fmaf(s[j][2], sc, -mv[j].x));
-      s[j][3] = ex2(fmaf(s[j][3], sc, -mv[j].y));
+#pragma unroll
+      for (int c = 0; c < 4; ++c) s[j][c] = ex2(QS ? s[j][c] : s[j][c] * sc);
       l[j][0] += s[j][0] + s[j][2];
       l[j][1] += s[j][1] + s[j][3];
     }
@@ -506,7 +535,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     mbar_init(empty_u32 + tid * 8, 4);   // lane 0 of each warp of the stage's warpgroup
   }
   if (tid < C::NC) *reinterpret_cast<int*>(sm + C::MC_OFF + tid * C::MC) = 0;  // buffer 0 current
-  for (int i = tid; i < C::NC * N; i += C::NT)  // any finite score raises from kNoMax
+  for (int i = tid; i < C::NC * N; i += C::NT)  // the first stage raises from kNoMax
     reinterpret_cast<float*>(sm + C::MC_OFF + (i / N) * C::MC + 16)[i % N] = kNoMax;
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   __syncthreads();
@@ -555,7 +584,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   const int wg = __shfl_sync(0xffffffffu, warp >> 2, 0), wl = warp & 3, g = lane >> 2, cq = lane & 3;
   const int bar_wg = 2 + wg;  // named barrier of this warpgroup (1: all consumers)
   const int ctid = tid & 127;
-  sw_load_q<D, N, TQ>(sm, p, t, tid, C::NC * 128);
+  sw_load_q<D, N, TQ, C::QSCALE>(sm, p, t, tid, C::NC * 128);
   fence_async_smem();
   wg_bar(1, C::NC * 128);
 
@@ -563,7 +592,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   float* red = reinterpret_cast<float*>(sm + C::RED_OFF + wg * C::RED);  // [4 warps][N]
   float* const mcb = reinterpret_cast<float*>(sm + C::MC_OFF + wg * C::MC + 16);  // [2][N]
   float* mc = mcb;  // the current buffer (uniform over the warpgroup)
-  const float sc = p.scale_log2;
+  const float sc = p.scale_log2, thr = C::QSCALE ? float(PD_SW_RAISE) : __fdividef(float(PD_SW_RAISE), sc);
   float o[E][NJ][4];
 #pragma unroll
   for (int e = 0; e < E; ++e) zero(o[e]);
@@ -584,12 +613,14 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   // K of a stage as S^T's A fragments, straight from the raw stage: no fp16 K buffer to
   // write and read back (32 KB of shared-memory traffic per stage).
   uint32_t kf[D / 16][4];
-  auto issue_s = [&]() { sw_issue_s<N>(s, kf, q_lo, std::make_integer_sequence<int, D / 16>{}); };
+  // The warpgroup's first S^T overwrites s; later ones add onto the preloaded maxima.
+  auto issue_s_first = [&]() { sw_issue_s<N, false>(s, kf, q_lo, std::make_integer_sequence<int, D / 16>{}); };
+  auto issue_s = [&]() { sw_issue_s<N, true>(s, kf, q_lo, std::make_integer_sequence<int, D / 16>{}); };
   if (wg < t.ntiles) {
     mbar_wait(full_u32 + (wg % C::NS) * 8, (wg / C::NS) & 1);
     sw_k_frags(kf, ring + (wg % C::NS) * C::RAW, wl, g, cq);
     wg_fence();
-    issue_s();
+    issue_s_first();
     wg_commit();
   }
   // Per iteration: S^T of the stage waited for, its softmax, P V issued, the next stage's K
@@ -600,8 +631,6 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   for (int it = wg; it < t.ntiles; it += C::NC) {
     const int slot = it % C::NS, nx = it + C::NC;
     const uint8_t* rk = ring + slot * C::RAW;
-    float2 mv[NJ];
-    sw_load_max(mv, mc, cq);
     wg_wait<0>();
     // K_EARLY: the next stage's raw K loaded now, its latency hidden by the softmax.
     uint4 kr[2][2];
@@ -609,7 +638,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
       if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
       sw_k_raw(kr, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
     }
-    sw_softmax<N, E, C::BN>(s, o, l, mv, mc, mcb, red, sc, p, t, it, wl, g, cq, ctid, bar_wg);
+    sw_softmax<N, E, C::BN, C::QSCALE>(s, o, l, it == wg, sc, thr, mc, mcb, red, p, t, it, wl, g, cq, ctid, bar_wg);
     sw_store_p<N>(s, p_u32, wl, lane);
     // V to registers before the barrier: its loads and conversion fill the wait for the
     // warpgroup's slowest warp (1-2 % at q_len 8, kernels/NOTES.md).
@@ -643,6 +672,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
       sw_k_frags(kf, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
     }
     wg_wait<0>();
+    sw_preload_max<N>(s, mc, cq);
     wg_fence();
     issue_s();
     wg_commit();
