@@ -42,6 +42,11 @@ class TimingConfig:
     max_reps: int = 2000
     target_rel_ci: float = 0.0025  # stop once the CI half-width is within 0.25 %
     flush_l2: bool = True  # cold L2 between launches (default); False = warm L2
+    # A GPU spin this long before each timed launch (CUDA): the host enqueues the launch
+    # while the GPU spins, so host latency (Python, a GIL stall) never lands between the
+    # start event and the kernel. Without it the first launch of every batch, enqueued onto
+    # an idle GPU, measured 2-3x the kernel (H100, fourteenth session, kernels/NOTES.md).
+    host_lead_us: float = 200.0
     use_graphs: bool = False  # time CUDA-graph replays of `graph_launches` launches
     graph_launches: int = 10
     check_every: int = 10
@@ -285,6 +290,9 @@ class _CudaRunner(_Runner):
         super().__init__(device, cfg)
         self.flush = L2Flusher(device) if cfg.flush_l2 else None
         self.stream = torch.cuda.current_stream(device)
+        # torch.cuda._sleep counts SM clock cycles; at 2 GHz (no GPU runs faster) the spin
+        # lasts at least host_lead_us.
+        self.lead_cycles = int(cfg.host_lead_us * 2000)
         self.method = "cuda_graph_events" if cfg.use_graphs else "cuda_events"
 
     @property
@@ -319,6 +327,8 @@ class _CudaRunner(_Runner):
         for u in units:
             if self.flush is not None:
                 self.flush()
+            if self.lead_cycles > 0:
+                torch.cuda._sleep(self.lead_cycles)
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
             start.record(self.stream)

@@ -165,3 +165,28 @@ def test_time_fn_honours_min_reps_when_the_budget_is_short() -> None:
     assert s.stop_reason == "budget", s
     assert s.n >= 25
     assert s.ci_low_ms <= s.median_ms <= s.ci_high_ms
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the GPU machine)")
+def test_host_latency_before_a_launch_stays_outside_the_timed_region() -> None:
+    # fn keeps the host busy 1 ms before launching a kernel of a few µs. Behind a GPU spin
+    # longer than that (host_lead_us) the events time the kernel alone; with no spin the
+    # GPU reaches the start event first and waits for the launch, so the 1 ms is timed.
+    dev = torch.device("cuda")
+    x = torch.zeros(1 << 16, device=dev)
+
+    def fn() -> None:
+        end = time.perf_counter() + 1e-3
+        while time.perf_counter() < end:
+            pass
+        x.add_(1.0)
+
+    def median_ms(lead_us: float) -> float:
+        cfg = TimingConfig(
+            warmup_ms=0, budget_ms=0, min_reps=20, max_reps=20, flush_l2=False,
+            sample_clocks=False, host_lead_us=lead_us,
+        )  # fmt: skip
+        return time_fn(fn, dev, cfg).median_ms
+
+    assert median_ms(3000.0) < 0.3
+    assert median_ms(0.0) > 0.8
