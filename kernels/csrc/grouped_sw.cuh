@@ -30,7 +30,9 @@
 // warpgroup's 4 warps), so the running maximum is shared through shared memory; it is only
 // raised when some score exceeds it by more than 2^8 (bar.red.or decides,
 // warpgroup-wide), the rescaling trick FlashAttention-4 describes, so most stages need no
-// exchange.
+// exchange. S^T's accumulators start at minus the running maxima (sw_preload_max) and, in
+// the 96-row form, Q carries the softmax scale, so the MMA hands the softmax the
+// exponential's argument itself (fourteenth session).
 #pragma once
 
 #include <utility>
