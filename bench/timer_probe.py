@@ -1,8 +1,9 @@
 """Why the harness and the self-check bench disagree on a case: each data set (the
 harness's inputs, fp8 K/V scaled into e4m3's range, or the self-check's, randn cast
-straight to e4m3) timed by each method (the harness's `time_fn`: launches back to back
-behind a 2x-L2 writing flush; the self-check's `time_us`: a spin kernel before each launch
-behind a 256 MB writing flush). One line per case x data x timer, µs.
+straight to e4m3) timed by each method (the harness's `time_fn`: batches of launches
+behind a 2x-L2 writing flush, each behind a 200 µs GPU lead since bcba031, none when call 8
+of the fourteenth session measured it; the self-check's `time_us`: a spin kernel before each
+launch behind a 256 MB writing flush). One line per case x data x timer, µs.
 
     python3 bench/timer_probe.py [--cases REGEX] [--reps N]
 """

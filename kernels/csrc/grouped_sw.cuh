@@ -412,10 +412,9 @@ __device__ __forceinline__ void sw_raise(float (&s)[N / 8][4], float (&o)[E][N /
 
 // One stage's softmax down the columns, S^T -> P in place (fp32): s arrives as s sc - m
 // (sw_preload_max; on the warpgroup's first stage as s sc; raw units without QS), the
-// causal tail is masked, and the running maxima (at mc; raised ones go to
-// the other of the two buffers at mcb)
-// move only when some score's exponential would exceed 2^PD_SW_RAISE, or on the first stage,
-// rescaling l and O then (sw_raise). Otherwise P = 2^s as it stands.
+// causal tail is masked, and the running maxima (at mc; raised ones go to the other of the
+// two buffers at mcb) move only when some score's exponential would exceed 2^PD_SW_RAISE,
+// or on the first stage, rescaling l and O then (sw_raise). Otherwise P = 2^s as it stands.
 template <int N, int E, int BN, bool QS>
 __device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N / 8][4], float (&l)[N / 8][2],
                                            bool first, float sc, float thr, float*& mc, float* const mcb,
