@@ -60,11 +60,6 @@ namespace pd {
 #ifndef PD_SW48_TMA
 #define PD_SW48_TMA 0
 #endif
-// 2 or 3: the 96-row form issues P V in that many column parts, each as soon as its columns'
-// P is stored, so it runs under the next part's exponentials (SwCfg::PV_PARTS).
-#ifndef PD_SW_PVSPLIT
-#define PD_SW_PVSPLIT 0
-#endif
 
 template <int D, int N>
 struct SwCfg {
@@ -101,10 +96,6 @@ struct SwCfg {
   // nothing from it (0.995-1.001x) and lost precision (1.9e-3 -> 5.2e-3 on its ramp case),
   // so it keeps Q as it is.
   static constexpr bool QSCALE = PD_SW_QSCALE && N > 48;
-  // P V in PV_PARTS parts of N / PV_PARTS columns (m64n48 or m64n32 wgmmas): each part's MMAs
-  // run under the next part's exponentials, off the warpgroup's chain.
-  static constexpr int PV_PARTS = N > 48 && PD_SW_PVSPLIT > 1 ? PD_SW_PVSPLIT : 1;
-  static_assert(PV_PARTS == 1 || PV_PARTS == 2 || PV_PARTS == 3, "P V parts");
   static constexpr int BN = 64;                  // tokens per stage
   static constexpr int RAW_HALF = BN * D;        // fp8 K (or V) of one stage
   static constexpr int RAW = 2 * RAW_HALF;
@@ -143,11 +134,6 @@ __device__ __forceinline__ int sw_off(int r, int c) { return r * 128 + ((c ^ (r 
   "wgmma.mma_async.sync.aligned.m64n48k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, {%24, %25, %26, %27}, db, p, 1, 1, 0;\n}\n"
 #define PD_SW48_OUT "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3])
 #define PD_SW48_NEW "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]), "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]), "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3])
-#define PD_SWRS32 "{\n.reg .pred p;\n.reg .b32 tb;\n.reg .b64 db;\n" \
-  "setp.ne.b32 p, %21, 0;\nadd.u32 tb, %20, %22;\nmov.b64 db, {tb, 1073741888};\n" \
-  "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, db, p, 1, 1, 0;\n}\n"
-#define PD_SW32H_OUT "+f"(d[J0 + 0][0]), "+f"(d[J0 + 0][1]), "+f"(d[J0 + 0][2]), "+f"(d[J0 + 0][3]), "+f"(d[J0 + 1][0]), "+f"(d[J0 + 1][1]), "+f"(d[J0 + 1][2]), "+f"(d[J0 + 1][3]), "+f"(d[J0 + 2][0]), "+f"(d[J0 + 2][1]), "+f"(d[J0 + 2][2]), "+f"(d[J0 + 2][3]), "+f"(d[J0 + 3][0]), "+f"(d[J0 + 3][1]), "+f"(d[J0 + 3][2]), "+f"(d[J0 + 3][3])
-#define PD_SW48H_OUT "+f"(d[J0 + 0][0]), "+f"(d[J0 + 0][1]), "+f"(d[J0 + 0][2]), "+f"(d[J0 + 0][3]), "+f"(d[J0 + 1][0]), "+f"(d[J0 + 1][1]), "+f"(d[J0 + 1][2]), "+f"(d[J0 + 1][3]), "+f"(d[J0 + 2][0]), "+f"(d[J0 + 2][1]), "+f"(d[J0 + 2][2]), "+f"(d[J0 + 2][3]), "+f"(d[J0 + 3][0]), "+f"(d[J0 + 3][1]), "+f"(d[J0 + 3][2]), "+f"(d[J0 + 3][3]), "+f"(d[J0 + 4][0]), "+f"(d[J0 + 4][1]), "+f"(d[J0 + 4][2]), "+f"(d[J0 + 4][3]), "+f"(d[J0 + 5][0]), "+f"(d[J0 + 5][1]), "+f"(d[J0 + 5][2]), "+f"(d[J0 + 5][3])
 #define PD_SWRS96 "{\n.reg .pred p;\n.reg .b32 tb;\n.reg .b64 db;\n" \
   "setp.ne.b32 p, %53, 0;\nadd.u32 tb, %52, %54;\nmov.b64 db, {tb, 1073741888};\n" \
   "wgmma.mma_async.sync.aligned.m64n96k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, {%48, %49, %50, %51}, db, p, 1, 1, 0;\n}\n"
@@ -174,23 +160,11 @@ __device__ __forceinline__ void wg_mma_rs(float (&d)[N / 8][4], const uint32_t (
     else PD_SW_RS(96, PD_SW96_NEW, 0);
   }
 }
-
-// O^T += V^T P^T on the 8 W columns from 8 J0 of a wider accumulator (SwCfg::PV_PARTS); OB
-// already points B at those columns' rows of P^T.
-template <int W, int J0, int OB, int NJ>
-__device__ __forceinline__ void wg_mma_rs_cols(float (&d)[NJ][4], const uint32_t (&a)[4], uint32_t b_lo) {
-  static_assert(W == 4 || W == 6, "m64n32 or m64n48");
-  if constexpr (W == 6) PD_SW_RS(48, PD_SW48H_OUT, 1);
-  else PD_SW_RS(32, PD_SW32H_OUT, 1);
-}
 #undef PD_SW_RS
 
 #undef PD_SWRS48
 #undef PD_SW48_OUT
 #undef PD_SW48_NEW
-#undef PD_SW48H_OUT
-#undef PD_SWRS32
-#undef PD_SW32H_OUT
 #undef PD_SWRS96
 #undef PD_SW96_OUT
 #undef PD_SW96_NEW
@@ -322,13 +296,12 @@ __device__ __forceinline__ bool wg_any(bool pred, int id) {
 }
 
 // P (the S^T accumulators, fp32) as fp16 into the warpgroup's K-major [N][64 tok] buffer.
-// Columns 8 J0 up to 8 J1 only (both even), or all of them.
-template <int N, int J0 = 0, int J1 = N / 8>
+template <int N>
 __device__ __forceinline__ void sw_store_p(const float (&s)[N / 8][4], uint32_t p_u32, int wl, int lane) {
   const int mi = lane >> 3, r = lane & 7;
   const uint32_t row = p_u32 + (8 * (mi >> 1) + r) * 128 + (((2 * wl + (mi & 1)) ^ r) << 4);
 #pragma unroll
-  for (int j = J0; j < J1; j += 2) {
+  for (int j = 0; j < N / 8; j += 2) {
     const uint32_t r0 = Tr<__half>::pack(s[j][0], s[j][1]), r1 = Tr<__half>::pack(s[j][2], s[j][3]);
     const uint32_t r2 = Tr<__half>::pack(s[j + 1][0], s[j + 1][1]), r3 = Tr<__half>::pack(s[j + 1][2], s[j + 1][3]);
     asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(row + j * 1024),
@@ -437,36 +410,27 @@ __device__ __forceinline__ void sw_raise(float (&s)[N / 8][4], float (&o)[E][N /
   if (ctid == 0) *reinterpret_cast<int*>(mcb - 4) = mc == mcb ? 0 : 1;
 }
 
-// P = 2^s (s sc - m; raw units times sc without QS) for columns 8 J0 up to 8 J1, added to l.
-template <int N, bool QS, int J0, int J1>
-__device__ __forceinline__ void sw_exp_cols(float (&s)[N / 8][4], float (&l)[N / 8][2], float sc) {
-#pragma unroll
-  for (int j = J0; j < J1; ++j) {
-#pragma unroll
-    for (int c = 0; c < 4; ++c) s[j][c] = ex2(QS ? s[j][c] : s[j][c] * sc);
-    l[j][0] += s[j][0] + s[j][2];
-    l[j][1] += s[j][1] + s[j][3];
-  }
-}
-
 // One stage's softmax down the columns, S^T -> P in place (fp32): s arrives as s sc - m
 // (sw_preload_max; on the warpgroup's first stage as s sc; raw units without QS), the
 // causal tail is masked, and the running maxima (at mc; raised ones go to the other of the
 // two buffers at mcb) move only when some score's exponential would exceed 2^PD_SW_RAISE,
 // or on the first stage, rescaling l and O then (sw_raise). Otherwise P = 2^s as it stands.
-// J1 < N / 8: the exponentials of columns from 8 J1 on are left to the caller (sw_exp_cols),
-// unless the maxima were raised (then all are done); returns whether they were.
-template <int N, int E, int BN, bool QS, int J1 = N / 8>
-__device__ __forceinline__ bool sw_softmax(float (&s)[N / 8][4], float (&o)[E][N / 8][4], float (&l)[N / 8][2],
+template <int N, int E, int BN, bool QS>
+__device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N / 8][4], float (&l)[N / 8][2],
                                            bool first, float sc, float thr, float*& mc, float* const mcb,
                                            float* red, const Params& p, const TileRange& t, int it, int wl, int g,
                                            int cq, int ctid, int bar_wg) {
   if (wg_any(sw_mask_check<N, BN>(s, thr, p, t, it, wl, g, cq) || first, bar_wg)) {
     sw_raise<N, E, QS>(s, o, l, first, sc, mc, mcb, red, wl, g, cq, ctid, bar_wg);
-    return true;
+  } else {
+#pragma unroll
+    for (int j = 0; j < N / 8; ++j) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) s[j][c] = ex2(QS ? s[j][c] : s[j][c] * sc);
+      l[j][0] += s[j][0] + s[j][2];
+      l[j][1] += s[j][1] + s[j][3];
+    }
   }
-  sw_exp_cols<N, QS, 0, J1>(s, l, sc);
-  return false;
 }
 
 // After the loop: each warpgroup's column sums, warpgroup 1's O merged into warpgroup 0's
@@ -551,36 +515,6 @@ __device__ __forceinline__ void sw_epilogue(const Params& p, const TileRange& t,
         }
       }
   }
-}
-
-// Part Q of NP of O^T += V^T P^T (SwCfg::PV_PARTS): columns 8 J0 on, J0 = Q NJ / NP, whose P^T
-// rows start J0 1024 bytes into the buffer.
-template <int NP, int Q, int E, int NJ>
-__device__ __forceinline__ void sw_pv_part(float (&o)[E][NJ][4], const uint32_t (&va)[4][E][4], uint32_t p_lo) {
-  constexpr int W = NJ / NP, J0 = Q * W, PH = J0 * 1024;
-#pragma unroll
-  for (int e = 0; e < E; ++e) {
-    wg_mma_rs_cols<W, J0, PH>(o[e], va[0][e], p_lo);
-    wg_mma_rs_cols<W, J0, PH + 32>(o[e], va[1][e], p_lo);
-    wg_mma_rs_cols<W, J0, PH + 64>(o[e], va[2][e], p_lo);
-    wg_mma_rs_cols<W, J0, PH + 96>(o[e], va[3][e], p_lo);
-  }
-}
-
-// The exponentials of part Q (Q > 0; part 0's ran in sw_softmax, and a raise did them all),
-// its P stored, and its P V issued behind a barrier.
-template <class C, int Q, int E, int NJ>
-__device__ __forceinline__ void sw_pv_next(float (&o)[E][NJ][4], const uint32_t (&va)[4][E][4], float (&s)[NJ][4],
-                                           float (&l)[NJ][2], bool raised, float sc, uint32_t p_u32, uint32_t p_lo,
-                                           int wl, int lane, int bar_wg) {
-  constexpr int W = NJ / C::PV_PARTS;
-  if (!raised) sw_exp_cols<8 * NJ, C::QSCALE, Q * W, (Q + 1) * W>(s, l, sc);
-  sw_store_p<8 * NJ, Q * W, (Q + 1) * W>(s, p_u32, wl, lane);
-  fence_async_smem();
-  wg_bar(bar_wg, 128);
-  wg_fence();
-  sw_pv_part<C::PV_PARTS, Q>(o, va, p_lo);
-  wg_commit();
 }
 
 template <int D, int N, typename TQ>
@@ -705,10 +639,8 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
       if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
       sw_k_raw(kr, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
     }
-    constexpr int JH = NJ / C::PV_PARTS;  // columns whose P goes first
-    const bool raised = sw_softmax<N, E, C::BN, C::QSCALE, JH>(s, o, l, it == wg, sc, thr, mc, mcb, red, p, t, it, wl,
-                                                                g, cq, ctid, bar_wg);
-    sw_store_p<N, 0, JH>(s, p_u32, wl, lane);
+    sw_softmax<N, E, C::BN, C::QSCALE>(s, o, l, it == wg, sc, thr, mc, mcb, red, p, t, it, wl, g, cq, ctid, bar_wg);
+    sw_store_p<N>(s, p_u32, wl, lane);
     // V to registers before the barrier: its loads and conversion fill the wait for the
     // warpgroup's slowest warp (1-2 % at q_len 8, kernels/NOTES.md).
     uint32_t vr[4][2][2], va[4][E][4];
@@ -721,22 +653,14 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     fence_async_smem();   // P, written above, for wgmma (the async proxy)
     wg_bar(bar_wg, 128);  // P complete; orders this stage's maxima reads before the next writes
     wg_fence();
-    if constexpr (C::PV_PARTS > 1) {
-      // Each part's P V runs under the next part's exponentials.
-      sw_pv_part<C::PV_PARTS, 0>(o, va, p_lo);
-      wg_commit();
-      sw_pv_next<C, 1>(o, va, s, l, raised, sc, p_u32, p_lo, wl, lane, bar_wg);
-      if constexpr (C::PV_PARTS == 3) sw_pv_next<C, 2>(o, va, s, l, raised, sc, p_u32, p_lo, wl, lane, bar_wg);
-    } else {
 #pragma unroll
-      for (int e = 0; e < E; ++e) {
-        wg_mma_rs<N, 0>(o[e], va[0][e], p_lo, true);
-        wg_mma_rs<N, 32>(o[e], va[1][e], p_lo, true);
-        wg_mma_rs<N, 64>(o[e], va[2][e], p_lo, true);
-        wg_mma_rs<N, 96>(o[e], va[3][e], p_lo, true);
-      }
-      wg_commit();
+    for (int e = 0; e < E; ++e) {
+      wg_mma_rs<N, 0>(o[e], va[0][e], p_lo, true);
+      wg_mma_rs<N, 32>(o[e], va[1][e], p_lo, true);
+      wg_mma_rs<N, 64>(o[e], va[2][e], p_lo, true);
+      wg_mma_rs<N, 96>(o[e], va[3][e], p_lo, true);
     }
+    wg_commit();
     // Past the last stage: fragments from this stage's slot (never refilled: stage it + NS
     // does not exist), S^T issued and discarded. A conditional issue serializes (C7520);
     // conditional fragments keep the last ones live through the whole loop, which spills.
