@@ -194,25 +194,36 @@ __device__ __forceinline__ int sw_k_pos(int h) {
 // Q of the tile's N rows (zero past nrows; with QS times the softmax scale sc, log2 units,
 // k_scale folded in), as fp16 in that order: the K-major B operand of S^T, D/64 blocks of [N rows]
 // [128 B], 128-byte swizzled. With sc in Q, S^T comes out of the MMA in the exponential's
-// units (SwCfg::QSCALE). Four physical head_dims are two logical pairs; once per CTA.
-template <int D, int N, typename TQ, bool QS>
-__device__ __forceinline__ void sw_load_q(uint8_t* qs, const Params& p, const TileRange& t, int tid, int nthreads) {
-  for (int idx = tid; idx < N * (D / 4); idx += nthreads) {
-    const int n = idx / (D / 4), h = 4 * (idx % (D / 4));
-    uint2 w = make_uint2(0u, 0u);
-    if (n < t.nrows) {
-      w = *reinterpret_cast<const uint2*>(q_row<D, TQ>(p, t.b, t.h, t.row0 + n) + h);
-      const float2 a = Tr<TQ>::unpack(w.x), b = Tr<TQ>::unpack(w.y);
-      const float sc = QS ? p.scale_log2 : 1.f;
-      w = make_uint2(Tr<__half>::pack(a.x * sc, a.y * sc), Tr<__half>::pack(b.x * sc, b.y * sc));
-    }
+// units (SwCfg::QSCALE). Four physical head_dims are two logical pairs; once per CTA, by NTH
+// threads. Every load is issued before the first store: loaded and stored item by item, each
+// load waited for the store before it (the compiler cannot tell q from the shared tile), 12
+// global latencies in a row per CTA, ~20 µs of every CTA's start under load (fifteenth
+// session).
+template <int D, int N, typename TQ, bool QS, int NTH>
+__device__ __forceinline__ void sw_load_q(uint8_t* qs, const Params& p, const TileRange& t, int tid) {
+  constexpr int ITEMS = N * (D / 4), PER = (ITEMS + NTH - 1) / NTH;
+  uint2 w[PER];
+#pragma unroll
+  for (int i = 0; i < PER; ++i) {
+    const int idx = tid + i * NTH, n = idx / (D / 4), h = 4 * (idx % (D / 4));
+    w[i] = make_uint2(0u, 0u);
+    if ((ITEMS % NTH == 0 || idx < ITEMS) && n < t.nrows)
+      w[i] = *reinterpret_cast<const uint2*>(q_row<D, TQ>(p, t.b, t.h, t.row0 + n) + h);
+  }
+  const float sc = QS ? p.scale_log2 : 1.f;
+#pragma unroll
+  for (int i = 0; i < PER; ++i) {
+    const int idx = tid + i * NTH, n = idx / (D / 4), h = 4 * (idx % (D / 4));
+    if (ITEMS % NTH != 0 && idx >= ITEMS) continue;
+    const float2 a = Tr<TQ>::unpack(w[i].x), b = Tr<TQ>::unpack(w[i].y);  // zeros stay zeros
+    const uint32_t lo = Tr<__half>::pack(a.x * sc, a.y * sc), hi = Tr<__half>::pack(b.x * sc, b.y * sc);
     auto at = [&](int kl) {
       const int c = (kl & 63) >> 3;
       return reinterpret_cast<uint32_t*>(qs + (kl >> 6) * (N * 128) + n * 128 + ((c ^ (n & 7)) << 4) + (kl & 7) * 2);
     };
     const int kl = sw_k_pos(h);  // h, h+1 -> kl, kl+1; h+2, h+3 -> kl+8, kl+9
-    *at(kl) = w.x;
-    *at(kl + 8) = w.y;
+    *at(kl) = lo;
+    *at(kl + 8) = hi;
   }
 }
 
@@ -585,7 +596,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   const int wg = __shfl_sync(0xffffffffu, warp >> 2, 0), wl = warp & 3, g = lane >> 2, cq = lane & 3;
   const int bar_wg = 2 + wg;  // named barrier of this warpgroup (1: all consumers)
   const int ctid = tid & 127;
-  sw_load_q<D, N, TQ, C::QSCALE>(sm, p, t, tid, C::NC * 128);
+  sw_load_q<D, N, TQ, C::QSCALE, C::NC * 128>(sm, p, t, tid);
   fence_async_smem();
   wg_bar(1, C::NC * 128);
 
