@@ -428,14 +428,21 @@ def _bench_case(
 
 
 def seed_tensors(
-    batch: int, q_len: int, hq: int, hkv: int, d: int, kvname: str, gen: torch.Generator
+    batch: int,
+    q_len: int,
+    hq: int,
+    hkv: int,
+    d: int,
+    kvname: str,
+    gen: torch.Generator,
+    kv_len: int = SEED_KV_LEN,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(q, kv, page table, kv_lens) of one seed-grid case: kv_len 16384, page 16, every
-    request full, pages shuffled."""
+    """(q, kv, page table, kv_lens) of one seed-grid case: kv_len 16384 (or kv_len, a
+    multiple of the page), page 16, every request full, pages shuffled."""
     dev = gen.device
-    npg = SEED_KV_LEN // SEED_PAGE
+    npg = kv_len // SEED_PAGE
     table = torch.randperm(batch * npg, device=dev, generator=gen).to(torch.int32).view(batch, npg)
-    lens = torch.full((batch,), SEED_KV_LEN, dtype=torch.int32, device=dev)
+    lens = torch.full((batch,), kv_len, dtype=torch.int32, device=dev)
     q = torch.randn(batch * q_len, hq, d, device=dev, generator=gen, dtype=torch.bfloat16)
     kv = torch.randn(
         batch * npg, 2, SEED_PAGE, hkv, d, device=dev, generator=gen, dtype=torch.bfloat16
