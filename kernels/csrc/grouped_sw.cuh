@@ -60,11 +60,6 @@ namespace pd {
 #ifndef PD_SW48_TMA
 #define PD_SW48_TMA 0
 #endif
-// 1: the TMA producer is one warp holding the page ids 32 at a time (KvTmaWarp); 0: four
-// lanes, each fetching its page's id two stages ahead (KvTma).
-#ifndef PD_SW_PTWARP
-#define PD_SW_PTWARP 0
-#endif
 
 template <int D, int N>
 struct SwCfg {
@@ -562,18 +557,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     // Lanes of one warp issue the TMA boxes, a page each (kv_tma.cuh); FULL(k) completes when
     // stage k's bytes have landed, so every ring slot can be in flight. The rest idle.
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::P_REGS) : "memory");
-    if constexpr (C::TMA && PD_SW_PTWARP) {
-      // One warp; its lanes hold the page ids 32 at a time (KvTmaWarp).
-      if (warp == C::NC * 4) {
-        KvTmaWarp<C::BN> kv(&kv_map, p, t, D, lane);
-#pragma unroll 1
-        for (int k = 0; k < t.ntiles; ++k) {
-          const int slot = k % C::NS;
-          if (k >= C::NS) mbar_wait(empty_u32 + slot * 8, ((k / C::NS) - 1) & 1);
-          kv.issue(k, ring + slot * C::RAW, C::RAW_HALF, full_u32 + slot * 8, p, D);
-        }
-      }
-    } else if constexpr (C::TMA) {
+    if constexpr (C::TMA) {
       KvTma<C::BN> kv(&kv_map, p, t, D, warp == C::NC * 4 ? lane : C::BN);  // lane j: page j
       if (kv.owner()) {
 #pragma unroll 1

@@ -123,61 +123,6 @@ struct KvTma {
   }
 };
 
-// The stages of one CTA's KV range issued by one whole warp (the swapped kernel's producer),
-// with the page ids fetched 32 at a time: lane i holds the id of page 32 c + i of the range
-// for the current batch c and the next, handed to the issuing lanes by shuffle. Why: one id
-// per owner two stages ahead (KvTma) costs a global latency per two stages while the ring
-// fills at a CTA's start (under full DRAM load several µs each), and the consumers wait for
-// it; here the first 64 ids are one latency, and each batch is asked for a batch ahead.
-// Lanes below BN / page_size issue (page `lane` of each stage) and arrive on FULL as KvTma's
-// owners do. Every lane calls issue() for stages 0, 1, 2, ... in order.
-template <int BN>
-struct KvTmaWarp {
-  const CUtensorMap* map;
-  const int* pt;  // the request's page-table row at the range's first page
-  int col, npages, lane;
-  int cur, nxt;   // this lane's page id in the current batch of 32 and in the next (-1: none)
-
-  __device__ __forceinline__ KvTmaWarp(const CUtensorMap* m, const Params& p, const TileRange& t, int row_bytes,
-                                       int lane_)
-      : map(m),
-        pt(p.page_table + (size_t)t.b * p.max_pages + (t.t_begin >> p.page_shift)),
-        col(t.h * row_bytes),
-        npages((t.t_end - t.t_begin + p.page_size - 1) >> p.page_shift),
-        lane(lane_) {
-    if (lane == 0) asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(m)) : "memory");
-    cur = fetch(0);
-    nxt = fetch(1);
-  }
-
-  __device__ __forceinline__ int fetch(int c) const {
-    const int i = 32 * c + lane;
-    return i < npages ? __ldg(pt + i) : -1;
-  }
-
-  // Stage `it`'s pages into k_dst (K boxes) and k_dst + v_off (V boxes), counted on mbarrier
-  // `bar`; row_bytes x page_size bytes a box, page j at j page_size row_bytes.
-  __device__ __forceinline__ void issue(int it, uint8_t* k_dst, int v_off, uint32_t bar, const Params& p,
-                                        int row_bytes) {
-    const int pps = BN >> p.page_shift, first = it * pps;  // the stage's first page in the range
-    if (it > 0 && (first & 31) == 0) {
-      cur = nxt;
-      nxt = fetch((first >> 5) + 1);
-    }
-    const int page = __shfl_sync(0xffffffffu, cur, (first & 31) + (lane < pps ? lane : 0));
-    if (lane < pps) {
-      const uint32_t box = (uint32_t)p.page_size * row_bytes;
-      const bool in = first + lane < npages;
-      mbar_expect_tx(bar, in ? 2u * box : 0u);
-      if (in) {
-        const uint32_t dst = smem_u32(k_dst) + lane * box;
-        tma_load_3d(dst, map, col, 0, page, bar);
-        tma_load_3d(dst + v_off, map, col, p.page_size, page, bar);
-      }
-    }
-  }
-};
-
 // A ring of NS raw stages (RAW bytes each: K, then V at RAW / 2) at `ring`, filled by TMA,
 // with one FULL mbarrier per slot at `full`, for kernels whose every warp loads and computes
 // (grouped_wg_kernel): page j of a stage is issued by lane 0 of warp j, and everyone waits
