@@ -51,6 +51,35 @@ __device__ __forceinline__ void planted_cta_begin() {
 #endif
 }
 
+#ifdef PD_TIMELINE
+// DIAGNOSTIC ONLY (bench/cta_timeline.py): %globaltimer marks of each CTA of the last launch,
+// PD_TL_SLOTS per CTA in launch order; read back by pd_timeline_d<head_dim> (grouped_inst.cuh).
+// One copy per translation unit (static), so each head_dim's kernels have their own.
+#define PD_TL_SLOTS 16
+#define PD_TL_CTAS 4096
+static __device__ unsigned long long pd_tl[PD_TL_CTAS * PD_TL_SLOTS];
+__device__ __forceinline__ void pd_tl_mark(int slot) {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  const unsigned cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  if (cta < PD_TL_CTAS) pd_tl[cta * PD_TL_SLOTS + slot] = t;
+}
+__device__ __forceinline__ void pd_tl_smid() {
+  unsigned sm;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+  const unsigned cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  if (cta < PD_TL_CTAS) pd_tl[cta * PD_TL_SLOTS + 1] = sm;
+}
+#define PD_TL(slot, cond) \
+  do {                    \
+    if (cond) pd_tl_mark(slot); \
+  } while (0)
+#else
+#define PD_TL(slot, cond) \
+  do {                    \
+  } while (0)
+#endif
+
 // dtype codes of the C ABI (kernels/binding.py mirrors them).
 enum DType : int { kF16 = 0, kBF16 = 1, kE4M3 = 2 };
 

@@ -142,3 +142,11 @@ cudaError_t PD_CAT(occupancy_grouped_d, PD_HEAD_DIM)(int q_dtype, int kv_dtype, 
 }
 
 }  // namespace pd
+
+#ifdef PD_TIMELINE
+// DIAGNOSTIC ONLY: the CTA marks of this head_dim's last launch (common.cuh), PD_TL_CTAS x
+// PD_TL_SLOTS 64-bit words, copied into dst (bench/cta_timeline.py).
+extern "C" __attribute__((visibility("default"))) int PD_CAT(pd_timeline_d, PD_HEAD_DIM)(void* dst) {
+  return (int)cudaMemcpyFromSymbol(dst, pd::pd_tl, sizeof(pd::pd_tl));
+}
+#endif

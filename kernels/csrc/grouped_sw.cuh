@@ -35,6 +35,7 @@
 // exponential's argument itself (fourteenth session).
 #pragma once
 
+#include <type_traits>
 #include <utility>
 
 #include "grouped_ws.cuh"
@@ -444,15 +445,104 @@ __device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N
   }
 }
 
-// After the loop: each warpgroup's column sums, warpgroup 1's O merged into warpgroup 0's
-// (through shared memory over Q and P, free by then) with their maxima, and the tile's
-// rows written: out directly, or the split's partial O and log-sum-exp. O^T's rows are in
-// the permuted head_dim order (sw_load_v), so a thread's four values are contiguous.
+// The columns 8 J0 .. 8 (J0 + JH) - 1 of the tile finished by one warpgroup (sw_epilogue;
+// warpgroup 1 when J0 > 0): its O merged with the other warpgroup's (`oth`, [e][j - J0][c]
+// [thread]; none with one warpgroup) by the two warpgroups' final maxima and column sums, normalised, and written:
+// out directly, or the split's partial O and log-sum-exp. In three passes (per-column
+// factors, the merge, the stores) so no shared-memory load waits behind a global store: as
+// one loop per column it took ~7.7 µs of every Qwen3 q_len 8 CTA (fifteenth session).
+template <class C, int D, int N, typename TQ, int J0, int JH>
+__device__ __forceinline__ void sw_finish(const Params& p, const TileRange& t, const uint8_t* sm,
+                                          float (&o)[D / 64][N / 8][4], const float* oth, int wl, int g, int cq,
+                                          int ctid) {
+  constexpr int E = D / 64;
+  const float* red0 = reinterpret_cast<const float*>(sm + C::RED_OFF);
+  // Each warpgroup's final maxima: the buffer its last raise wrote (index before them).
+  auto final_max = [&](int w) {
+    const float* b = reinterpret_cast<const float*>(sm + C::MC_OFF + w * C::MC + 16);
+    return b + N * *reinterpret_cast<const int*>(b - 4);
+  };
+  const float* mc0 = final_max(0);
+  const float* mc1 = final_max(C::NC - 1);
+  float a0[JH][2], a1[JH][2], inv[JH][2], lse[JH][2];
+#pragma unroll
+  for (int jj = 0; jj < JH; ++jj)
+#pragma unroll
+    for (int b = 0; b < 2; ++b) {
+      const int n = 8 * (J0 + jj) + 2 * cq + b;
+      float m = mc0[n], lsum = 0.f;
+      a0[jj][b] = 1.f;
+      a1[jj][b] = 0.f;
+#pragma unroll
+      for (int w = 0; w < 4; ++w) lsum += red0[w * N + n];
+      if constexpr (C::NC == 2) {
+        const float mb = mc1[n];
+        float lb = 0.f;
+#pragma unroll
+        for (int w = 0; w < 4; ++w) lb += red0[4 * N + w * N + n];
+        const float mm = fmaxf(m, mb);
+        a0[jj][b] = ex2(m - mm);  // finite maxima (kNoMax), no -inf test
+        a1[jj][b] = ex2(mb - mm);
+        lsum = lsum * a0[jj][b] + lb * a1[jj][b];
+        m = mm;
+      }
+      inv[jj][b] = lsum > 0.f ? __fdividef(p.v_scale, lsum) : 0.f;
+      lse[jj][b] = lsum > 0.f ? m + __log2f(lsum) : -INFINITY;
+    }
+  // a0 scales warpgroup 0's O, a1 warpgroup 1's: here o is warpgroup 1's when J0 > 0.
+  constexpr bool W1 = C::NC == 2 && J0 > 0;
+#pragma unroll
+  for (int e = 0; e < E; ++e)
+#pragma unroll
+    for (int jj = 0; jj < JH; ++jj)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        float x = o[e][J0 + jj][c] * (W1 ? a1 : a0)[jj][c & 1];
+        if constexpr (C::NC == 2) x += oth[((e * JH + jj) * 4 + c) * 128 + ctid] * (W1 ? a0 : a1)[jj][c & 1];
+        o[e][J0 + jj][c] = x * inv[jj][c & 1];
+      }
+  // O^T's rows are in the permuted head_dim order (sw_load_v): a thread's four values of a
+  // column are contiguous.
+  const int d0 = 4 * (8 * wl + g), rtot = p.batch * p.q_len * p.hq;
+  auto out_row = [&](int n) {
+    const int r = t.row0 + n;
+    return (size_t)(t.b * p.q_len + r / p.group) * p.hq + t.h * p.group + r % p.group;
+  };
+  if (p.num_splits == 1) {
+#pragma unroll
+    for (int jj = 0; jj < JH; ++jj)
+#pragma unroll
+      for (int b = 0; b < 2; ++b) {
+        const int n = 8 * (J0 + jj) + 2 * cq + b;
+        if (n >= t.nrows) continue;
+        TQ* dst = static_cast<TQ*>(p.out) + out_row(n) * D + d0;
+        *reinterpret_cast<uint2*>(dst) = make_uint2(Tr<TQ>::pack(o[0][J0 + jj][b], o[0][J0 + jj][b + 2]),
+                                                    Tr<TQ>::pack(o[1][J0 + jj][b], o[1][J0 + jj][b + 2]));
+      }
+  } else {
+#pragma unroll
+    for (int jj = 0; jj < JH; ++jj)
+#pragma unroll
+      for (int b = 0; b < 2; ++b) {
+        const int n = 8 * (J0 + jj) + 2 * cq + b;
+        if (n >= t.nrows) continue;
+        const size_t row = (size_t)t.split * rtot + out_row(n);
+        *reinterpret_cast<float4*>(p.ws_o + row * D + d0) =
+            make_float4(o[0][J0 + jj][b], o[0][J0 + jj][b + 2], o[1][J0 + jj][b], o[1][J0 + jj][b + 2]);
+        if (wl == 0 && g == 0) p.ws_lse[row] = lse[jj][b];
+      }
+  }
+}
+
+// After the loop: each warpgroup's column sums, then the tile's columns finished (sw_finish):
+// with two warpgroups, each finishes half of them, taking the other's O of that half
+// through shared memory (over Q and P, free by then).
 template <class C, int D, int N, typename TQ>
 __device__ __forceinline__ void sw_epilogue(const Params& p, const TileRange& t, uint8_t* sm,
                                             float (&o)[D / 64][N / 8][4], float (&l)[N / 8][2], float* red, int wg,
                                             int wl, int g, int cq, int ctid) {
   constexpr int NJ = N / 8, E = D / 64;
+  static_assert(E == 2, "sw_finish's stores take two head_dim halves");
   // Column sums of l over the warpgroup: lanes, then warps through `red`.
 #pragma unroll
   for (int j = 0; j < NJ; ++j)
@@ -463,68 +553,31 @@ __device__ __forceinline__ void sw_epilogue(const Params& p, const TileRange& t,
   if (g == 0)
 #pragma unroll
     for (int j = 0; j < NJ; ++j) *reinterpret_cast<float2*>(red + wl * N + 8 * j + 2 * cq) = make_float2(l[j][0], l[j][1]);
-  // Warpgroup 1's O, [register][thread], over Q and P (only wgmma reads them in the loop).
-  float* ob = reinterpret_cast<float*>(sm);
-  if constexpr (C::NC == 2) wg_bar(1, C::NC * 128);  // both loops done: Q and P are free
-  if (wg == 1) {
+  if constexpr (C::NC == 2) {
+    constexpr int JH = NJ / 2, REGION = E * JH * 4 * 128;  // floats of one handed-over half
+    static_assert(2 * REGION * 4 <= C::QB + C::NC * C::PB, "the hand-over reuses Q and P");
+    float* ob = reinterpret_cast<float*>(sm);  // region w: what warpgroup w finishes, from the other
+    wg_bar(1, C::NC * 128);                    // both loops done: Q and P are free
+    PD_TL(9, threadIdx.x == 0);
+    // Warpgroup 0 finishes columns 0 .. JH - 1 and hands over the rest; warpgroup 1 the other
+    // way round (constant register indices in both branches).
+    auto hand_over = [&](auto j_from, float* dst) {
 #pragma unroll
-    for (int e = 0; e < E; ++e)
+      for (int e = 0; e < E; ++e)
 #pragma unroll
-      for (int j = 0; j < NJ; ++j)
+        for (int jj = 0; jj < JH; ++jj)
 #pragma unroll
-        for (int c = 0; c < 4; ++c) ob[((e * NJ + j) * 4 + c) * 128 + ctid] = o[e][j][c];
-  }
-  wg_bar(1, C::NC * 128);
-  if (wg == 0) {
-    const float* red0 = reinterpret_cast<const float*>(sm + C::RED_OFF);
-    // Each warpgroup's final maxima: the buffer its last raise wrote (index before them).
-    auto final_max = [&](int w) {
-      const float* b = reinterpret_cast<const float*>(sm + C::MC_OFF + w * C::MC + 16);
-      return b + N * *reinterpret_cast<const int*>(b - 4);
+          for (int c = 0; c < 4; ++c) dst[((e * JH + jj) * 4 + c) * 128 + ctid] = o[e][decltype(j_from)::value + jj][c];
     };
-    const float* mc0 = final_max(0);
-    const int rtot = p.batch * p.q_len * p.hq;
-    const int d0 = 4 * (8 * wl + g);
-#pragma unroll
-    for (int j = 0; j < NJ; ++j)
-#pragma unroll
-      for (int b = 0; b < 2; ++b) {
-        const int n = 8 * j + 2 * cq + b;
-        float m = mc0[n], a0 = 1.f, a1 = 0.f, lsum = 0.f;
-        for (int w = 0; w < 4; ++w) lsum += red0[w * N + n];
-        if constexpr (C::NC == 2) {
-          const float mb = final_max(1)[n];
-          float lb = 0.f;
-          for (int w = 0; w < 4; ++w) lb += red0[4 * N + w * N + n];
-          const float mm = fmaxf(m, mb);
-          a0 = ex2(m - mm);  // finite maxima (kNoMax), no -inf test
-          a1 = ex2(mb - mm);
-          lsum = lsum * a0 + lb * a1;
-          m = mm;
-        }
-        if (n >= t.nrows) continue;
-        float v[2 * E];
-#pragma unroll
-        for (int e = 0; e < E; ++e)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int c = b + 2 * h;
-            float x = o[e][j][c] * a0;
-            if constexpr (C::NC == 2) x += ob[((e * NJ + j) * 4 + c) * 128 + ctid] * a1;
-            v[2 * e + h] = x;
-          }
-        const float inv = lsum > 0.f ? p.v_scale / lsum : 0.f;
-        const int r = t.row0 + n;
-        const size_t orow = (size_t)(t.b * p.q_len + r / p.group) * p.hq + t.h * p.group + r % p.group;
-        if (p.num_splits == 1) {
-          TQ* dst = static_cast<TQ*>(p.out) + orow * D + d0;
-          *reinterpret_cast<uint2*>(dst) = make_uint2(Tr<TQ>::pack(v[0] * inv, v[1] * inv), Tr<TQ>::pack(v[2] * inv, v[3] * inv));
-        } else {
-          float* dst = p.ws_o + ((size_t)t.split * rtot + orow) * D + d0;
-          *reinterpret_cast<float4*>(dst) = make_float4(v[0] * inv, v[1] * inv, v[2] * inv, v[3] * inv);
-          if (wl == 0 && g == 0) p.ws_lse[(size_t)t.split * rtot + orow] = lsum > 0.f ? m + __log2f(lsum) : -INFINITY;
-        }
-      }
+    if (wg == 0) hand_over(std::integral_constant<int, JH>{}, ob + REGION);
+    else hand_over(std::integral_constant<int, 0>{}, ob);
+    wg_bar(1, C::NC * 128);
+    PD_TL(10, threadIdx.x == 0);
+    if (wg == 0) sw_finish<C, D, N, TQ, 0, JH>(p, t, sm, o, ob, wl, g, cq, ctid);
+    else sw_finish<C, D, N, TQ, JH, JH>(p, t, sm, o, ob + REGION, wl, g, cq, ctid);
+  } else {
+    wg_bar(1, 128);
+    sw_finish<C, D, N, TQ, 0, NJ>(p, t, sm, o, nullptr, wl, g, cq, ctid);
   }
 }
 
@@ -533,6 +586,10 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
                                                                                   const __grid_constant__ CUtensorMap kv_map) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   planted_cta_begin();
+  PD_TL(0, threadIdx.x == 0);
+#ifdef PD_TIMELINE
+  if (threadIdx.x == 0) pd_tl_smid();
+#endif
   using C = SwCfg<D, N>;
   constexpr int NJ = N / 8, E = D / 64;
   extern __shared__ __align__(1024) uint8_t smem_sw_base[];
@@ -565,6 +622,8 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
           const int slot = k % C::NS;
           if (k >= C::NS) mbar_wait(empty_u32 + slot * 8, ((k / C::NS) - 1) & 1);
           kv.issue(k, ring + slot * C::RAW, C::RAW_HALF, full_u32 + slot * 8);
+          PD_TL(6, k == 0 && lane == 0);
+          PD_TL(7, k == C::NS - 1 && lane == 0);
         }
       }
     } else {
@@ -599,6 +658,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   sw_load_q<D, N, TQ, C::QSCALE, C::NC * 128>(sm, p, t, tid);
   fence_async_smem();
   wg_bar(1, C::NC * 128);
+  PD_TL(2, tid == 0);
 
   const uint32_t q_u32 = smem_u32(sm), p_u32 = smem_u32(sm + C::P_OFF + wg * C::PB);
   float* red = reinterpret_cast<float*>(sm + C::RED_OFF + wg * C::RED);  // [4 warps][N]
@@ -630,6 +690,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   auto issue_s = [&]() { sw_issue_s<N, true>(s, kf, q_lo, std::make_integer_sequence<int, D / 16>{}); };
   if (wg < t.ntiles) {
     mbar_wait(full_u32 + (wg % C::NS) * 8, (wg / C::NS) & 1);
+    PD_TL(3, tid == 0);
     sw_k_frags(kf, ring + (wg % C::NS) * C::RAW, wl, g, cq);
     wg_fence();
     issue_s_first();
@@ -690,8 +751,11 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     wg_commit();
   }
   wg_wait<0>();
+  PD_TL(4, tid == 0);
+  PD_TL(8, tid == 128);
 
   sw_epilogue<C, D, N, TQ>(p, t, sm, o, l, red, wg, wl, g, cq, ctid);
+  PD_TL(5, tid == 0);
 #ifdef HARNESS_PLANTED_SLOWDOWN
   __syncthreads();  // every store of this CTA precedes its count
   if (threadIdx.x == 0) planted_end();
