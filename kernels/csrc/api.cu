@@ -65,16 +65,10 @@ extern "C" {
 PD_API int pd_abi_version(void) { return 2; }
 
 // Bytes of split-KV workspace the grouped kernel needs for this launch (0 when unsplit).
-// Split-KV partials (none unsplit), then the persistent kernels' tile counter.
-static size_t split_bytes(int batch, int q_len, int num_qo_heads, int head_dim, int num_splits) {
+PD_API size_t pd_workspace_bytes(int batch, int q_len, int num_qo_heads, int head_dim, int num_splits) {
   if (num_splits <= 1) return 0;
   const size_t rtot = (size_t)batch * q_len * num_qo_heads;
   return (size_t)num_splits * rtot * ((size_t)head_dim + 1) * sizeof(float);
-}
-static constexpr size_t kCounterBytes = 16;
-
-PD_API size_t pd_workspace_bytes(int batch, int q_len, int num_qo_heads, int head_dim, int num_splits) {
-  return split_bytes(batch, q_len, num_qo_heads, head_dim, num_splits) + kCounterBytes;
 }
 
 // Threads and dynamic shared memory of one grouped configuration (host-only; no GPU needed).
@@ -180,17 +174,12 @@ PD_API int pd_paged_decode(int kernel, const void* q, const void* kv_cache, cons
   p.num_splits = num_splits;
   if (num_splits > 1) {
     if (kv_tokens_per_split < 64 || kv_tokens_per_split % 64) return (int)cudaErrorInvalidValue;
-    const size_t need = split_bytes(batch, q_len, num_qo_heads, head_dim, num_splits);
+    const size_t need = pd_workspace_bytes(batch, q_len, num_qo_heads, head_dim, num_splits);
     if (!workspace || workspace_bytes < need) return (int)cudaErrorInvalidValue;
     p.split_tokens = kv_tokens_per_split;
     p.ws_o = static_cast<float*>(workspace);
     p.ws_lse = p.ws_o + (size_t)num_splits * batch * q_len * num_qo_heads * head_dim;
   }
-  // The tile counter after the partials, when the caller gave pd_workspace_bytes' whole size
-  // (else the persistent kernels run one tile per CTA).
-  const size_t ws_split = split_bytes(batch, q_len, num_qo_heads, head_dim, num_splits);
-  if (workspace && workspace_bytes >= ws_split + kCounterBytes)
-    p.tile_counter = reinterpret_cast<unsigned*>(static_cast<char*>(workspace) + ws_split);
   cudaError_t e;
   switch (head_dim) {
     case 64: e = launch_grouped_d64(p, q_dtype, kv_dtype, tile_rows, stream); break;

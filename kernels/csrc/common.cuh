@@ -99,8 +99,6 @@ struct Params {
   int num_splits, split_tokens, num_row_tiles;
   int kv_lookahead;         // stages in flight ahead of the computed one where the kernel
                             // lets the launch choose (shallow_lookahead); 0: its ring's NS - 1
-  unsigned* tile_counter;   // in the workspace: the persistent kernels' next tile (zeroed by
-                            // the launch), or null (no workspace: one tile per CTA)
 };
 
 // Raise a kernel's dynamic shared-memory limit once per device: `done` is a bitmask of

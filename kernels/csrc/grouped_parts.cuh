@@ -17,12 +17,12 @@ struct TileRange {
   int ntiles;                      // stages of `bn` tokens
 };
 
-__device__ __forceinline__ TileRange cta_tile_at(const Params& p, int tile, int bn, int x, int y, int z) {
+__device__ __forceinline__ TileRange cta_tile(const Params& p, int tile, int bn) {
   TileRange r;
-  const int rt = x % p.num_row_tiles;
-  r.split = x / p.num_row_tiles;
-  r.h = y;
-  r.b = z;
+  const int rt = blockIdx.x % p.num_row_tiles;
+  r.split = blockIdx.x / p.num_row_tiles;
+  r.h = blockIdx.y;
+  r.b = blockIdx.z;
   r.kv_len = p.kv_lens[r.b];
   r.rows = p.q_len * p.group;
   r.row0 = rt * tile;
@@ -33,17 +33,6 @@ __device__ __forceinline__ TileRange cta_tile_at(const Params& p, int tile, int 
   r.mask_from = min(r.kv_len - p.q_len + i_min + 1, r.t_end);
   r.ntiles = r.t_end > r.t_begin ? (r.t_end - r.t_begin + bn - 1) / bn : 0;
   return r;
-}
-__device__ __forceinline__ TileRange cta_tile(const Params& p, int tile, int bn) {
-  return cta_tile_at(p, tile, bn, blockIdx.x, blockIdx.y, blockIdx.z);
-}
-
-// The tiles of the (row tile x split, KV head, request) grid, numbered x fastest: tile i's
-// range, for kernels whose CTAs run several tiles one after another (SwCfg::PERSIST).
-__device__ __forceinline__ int grid_tiles(const Params& p) { return p.num_row_tiles * p.num_splits * p.hkv * p.batch; }
-__device__ __forceinline__ TileRange nth_tile(const Params& p, int tile, int bn, int i) {
-  const int gx = p.num_row_tiles * p.num_splits;
-  return cta_tile_at(p, tile, bn, i % gx, (i / gx) % p.hkv, i / (gx * p.hkv));
 }
 
 // Last token row r attends (DESIGN.md's causal rule: kv_len - q_len + r / group), clipped to
@@ -408,21 +397,6 @@ inline int shallow_lookahead(long long ctas) {
 }
 
 template <class C, class = void>
-struct has_persist : std::false_type {};
-template <class C>
-struct has_persist<C, std::void_t<decltype(C::PERSIST)>> : std::bool_constant<C::PERSIST> {};
-
-// The current device's SM count (cached per device ordinal).
-inline int device_sms() {
-  static int cached[64];
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
-  int& c = cached[dev & 63];
-  if (c == 0 && cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) c = 0;
-  return c;
-}
-
-template <class C, class = void>
 struct has_shallow : std::false_type {};
 template <class C>
 struct has_shallow<C, std::void_t<decltype(C::SHALLOW)>> : std::bool_constant<C::SHALLOW> {};
@@ -437,25 +411,13 @@ inline cudaError_t tiles_smem() {
 
 // Launch grouped kernel Kernel, whose configuration C gives its threads (NT) and dynamic
 // shared memory (SMEM), on its (row tile x split, KV head, request) grid, raising its
-// shared-memory limit first (tiles_smem), with its lookahead (shallow_lookahead); a
-// persistent kernel (C::PERSIST) on as many CTAs as the SMs hold, each taking several tiles.
+// shared-memory limit first (tiles_smem), with its lookahead (shallow_lookahead).
 // Arguments after st (`extra`) are passed on to the kernel.
 template <typename C, auto Kernel, typename... Extra>
 inline cudaError_t launch_tiles(const Params& p, cudaStream_t st, Extra... extra) {
   cudaError_t e = tiles_smem<C, Kernel>();
   if (e != cudaSuccess) return e;
   dim3 grid(p.num_row_tiles * p.num_splits, p.hkv, p.batch);
-  if constexpr (has_persist<C>::value) {
-    // As many CTAs as the SMs hold (C::MIN_CTAS each), CTA c running tile c, then the tiles
-    // the counter hands out (nth_tile); without a counter, the whole grid.
-    if (p.tile_counter) {
-      const long long tiles = (long long)grid.x * grid.y * grid.z;
-      const long long slots = (long long)device_sms() * C::MIN_CTAS;
-      grid = dim3((unsigned)(slots > 0 && slots < tiles ? slots : tiles), 1, 1);
-      e = cudaMemsetAsync(p.tile_counter, 0, sizeof(unsigned), st);
-      if (e != cudaSuccess) return e;
-    }
-  }
   Params q = p;
   q.kv_lookahead = 0;
   if constexpr (has_shallow<C>::value) q.kv_lookahead = shallow_lookahead((long long)grid.x * grid.y * grid.z);

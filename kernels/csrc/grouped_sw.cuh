@@ -61,10 +61,6 @@ namespace pd {
 #ifndef PD_SW48_TMA
 #define PD_SW48_TMA 0
 #endif
-// 1: the 96-row form is persistent (SwCfg::PERSIST).
-#ifndef PD_SW_PERSIST
-#define PD_SW_PERSIST 1
-#endif
 
 template <int D, int N>
 struct SwCfg {
@@ -101,13 +97,6 @@ struct SwCfg {
   // nothing from it (0.995-1.001x) and lost precision (1.9e-3 -> 5.2e-3 on its ramp case),
   // so it keeps Q as it is.
   static constexpr bool QSCALE = PD_SW_QSCALE && N > 48;
-  // One CTA per SM running tile after tile (launch_tiles, nth_tile): the next tile's first
-  // stages land, and its Q loads, while this one finishes, instead of every CTA starting
-  // cold (~4.5 µs to its first stage under full DRAM load) and ending with the warpgroups'
-  // merge (~6 µs), ~10 µs of every 200 µs tile at Qwen3 q_len 8 (fifteenth session). Not
-  // the 48-row form: two CTAs per SM already overlap each other's ends.
-  static constexpr bool PERSIST = PD_SW_PERSIST && NC == 2;
-  static constexpr int Q_PER = (N * (D / 4) + NC * 128 - 1) / (NC * 128);  // Q words per consumer
   static constexpr int BN = 64;                  // tokens per stage
   static constexpr int RAW_HALF = BN * D;        // fp8 K (or V) of one stage
   static constexpr int RAW = 2 * RAW_HALF;
@@ -129,10 +118,7 @@ struct SwCfg {
   static constexpr int RED_OFF = RING_OFF + NS * RAW;
   static constexpr int MC_OFF = RED_OFF + NC * RED;
   static constexpr int BAR_OFF = MC_OFF + NC * MC;
-  // The persistent form's tile hand-over (sw_next_tile): two tile ids, their FULL and EMPTY
-  // mbarriers.
-  static constexpr int ITEM_OFF = BAR_OFF + 2 * NS * 8;
-  static constexpr int SMEM = 1024 + ITEM_OFF + 48;
+  static constexpr int SMEM = 1024 + BAR_OFF + 2 * NS * 8;
   static_assert(QB % 1024 == 0 && PB % 1024 == 0, "wgmma operands need 1024-byte alignment");
   static_assert(NC == 1 || D * N * 4 <= QB + NC * PB, "the merge buffer reuses Q and P");
   static_assert(N == 48 || N == 96, "rows per tile: the two forms launch_tile dispatches");
@@ -209,15 +195,15 @@ __device__ __forceinline__ int sw_k_pos(int h) {
 // Q of the tile's N rows (zero past nrows; with QS times the softmax scale sc, log2 units,
 // k_scale folded in), as fp16 in that order: the K-major B operand of S^T, D/64 blocks of [N rows]
 // [128 B], 128-byte swizzled. With sc in Q, S^T comes out of the MMA in the exponential's
-// units (SwCfg::QSCALE). Four physical head_dims are two logical pairs; by NTH threads, in
-// two steps: sw_fetch_q issues every load (into registers), sw_store_q converts and stores.
-// Loaded and stored item by item, each load waited for the store before it (the compiler
-// cannot tell q from the shared tile): 12 global latencies in a row per CTA (fifteenth
-// session); and the next tile's loads can be issued early (SwCfg::PERSIST).
-template <int D, int N, typename TQ, int NTH>
-__device__ __forceinline__ void sw_fetch_q(uint2 (&w)[(N * (D / 4) + NTH - 1) / NTH], const Params& p,
-                                           const TileRange& t, int tid) {
+// units (SwCfg::QSCALE). Four physical head_dims are two logical pairs; once per CTA, by NTH
+// threads. Every load is issued before the first store: loaded and stored item by item, each
+// load waited for the store before it (the compiler cannot tell q from the shared tile), 12
+// global latencies in a row per CTA, ~20 µs of every CTA's start under load (fifteenth
+// session).
+template <int D, int N, typename TQ, bool QS, int NTH>
+__device__ __forceinline__ void sw_load_q(uint8_t* qs, const Params& p, const TileRange& t, int tid) {
   constexpr int ITEMS = N * (D / 4), PER = (ITEMS + NTH - 1) / NTH;
+  uint2 w[PER];
 #pragma unroll
   for (int i = 0; i < PER; ++i) {
     const int idx = tid + i * NTH, n = idx / (D / 4), h = 4 * (idx % (D / 4));
@@ -225,11 +211,6 @@ __device__ __forceinline__ void sw_fetch_q(uint2 (&w)[(N * (D / 4) + NTH - 1) / 
     if ((ITEMS % NTH == 0 || idx < ITEMS) && n < t.nrows)
       w[i] = *reinterpret_cast<const uint2*>(q_row<D, TQ>(p, t.b, t.h, t.row0 + n) + h);
   }
-}
-template <int D, int N, typename TQ, bool QS, int NTH>
-__device__ __forceinline__ void sw_store_q(uint8_t* qs, const uint2 (&w)[(N * (D / 4) + NTH - 1) / NTH],
-                                           const Params& p, int tid) {
-  constexpr int ITEMS = N * (D / 4), PER = (ITEMS + NTH - 1) / NTH;
   const float sc = QS ? p.scale_log2 : 1.f;
 #pragma unroll
   for (int i = 0; i < PER; ++i) {
@@ -245,15 +226,6 @@ __device__ __forceinline__ void sw_store_q(uint8_t* qs, const uint2 (&w)[(N * (D
     *at(kl) = lo;
     *at(kl + 8) = hi;
   }
-}
-
-// Each warpgroup's running maxima at the start of a tile: buffer 0 current, every column at
-// kNoMax (the first stage raises from there); by the NC * 128 consumer threads.
-template <class C, int N>
-__device__ __forceinline__ void sw_reset_max(uint8_t* sm, int tid) {
-  if (tid < C::NC) *reinterpret_cast<int*>(sm + C::MC_OFF + tid * C::MC) = 0;
-  for (int i = tid; i < C::NC * N; i += C::NC * 128)
-    reinterpret_cast<float*>(sm + C::MC_OFF + (i / N) * C::MC + 16)[i % N] = kNoMax;
 }
 
 // K of tokens wl*16 + g and +8 of a raw stage as S^T's A fragments for the 8 k-steps: the
@@ -625,69 +597,39 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   uint8_t* sm = smem_sw_base + (((base_u32 + 1023u) & ~1023u) - base_u32);
   uint8_t* ring = sm + C::RING_OFF;
   const uint32_t full_u32 = smem_u32(sm + C::BAR_OFF), empty_u32 = full_u32 + C::NS * 8;
-  // The tiles this CTA runs: its own (blockIdx); or with C::PERSIST and a tile counter, tile
-  // blockIdx.x and then the tiles the counter hands out (launch_tiles), one after another
-  // through one ring. The producer takes them and passes them on (sw_next_tile).
-  const bool dyn = C::PERSIST && p.tile_counter != nullptr;
-  const int n_items = dyn ? grid_tiles(p) : 1;
-  auto tile_of = [&](int i) { return dyn ? nth_tile(p, tile, C::BN, i) : cta_tile(p, tile, C::BN); };
-  int* const item_ids = reinterpret_cast<int*>(sm + C::ITEM_OFF + 32);
-  const uint32_t if_u32 = smem_u32(sm + C::ITEM_OFF), ie_u32 = if_u32 + 16;
+  const TileRange t = cta_tile(p, tile, C::BN);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   if (tid < C::NS) {
     mbar_init(full_u32 + tid * 8, C::TMA ? KvTma<C::BN>::arrivals(p) : 128);  // page owners or producers
     mbar_init(empty_u32 + tid * 8, 4);   // lane 0 of each warp of the stage's warpgroup
   }
-  if (tid < 2) {
-    mbar_init(if_u32 + tid * 8, 1);           // the producer's lane 0
-    mbar_init(ie_u32 + tid * 8, C::NC * 4);   // lane 0 of each consumer warp
-  }
+  if (tid < C::NC) *reinterpret_cast<int*>(sm + C::MC_OFF + tid * C::MC) = 0;  // buffer 0 current
+  for (int i = tid; i < C::NC * N; i += C::NT)  // the first stage raises from kNoMax
+    reinterpret_cast<float*>(sm + C::MC_OFF + (i / N) * C::MC + 16)[i % N] = kNoMax;
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   __syncthreads();
 
   if (warp >= C::NC * 4) {
-    // Producer: stage k (counted over the CTA's tiles) into slot k % NS once the warpgroup
-    // that read stage k-NS freed it. Lanes of one warp issue the TMA boxes, a page each
-    // (kv_tma.cuh); FULL(k) completes when stage k's bytes have landed, so every ring slot can
-    // be in flight, and a next tile's first stages land while this one's last are computed.
-    // The rest idle.
+    // Producer: stage it into slot it % NS once the warpgroup that read stage it-NS freed it.
+    // Lanes of one warp issue the TMA boxes, a page each (kv_tma.cuh); FULL(k) completes when
+    // stage k's bytes have landed, so every ring slot can be in flight. The rest idle.
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::P_REGS) : "memory");
     if constexpr (C::TMA) {
-      if (warp == C::NC * 4) {
-        int k = 0;
+      KvTma<C::BN> kv(&kv_map, p, t, D, warp == C::NC * 4 ? lane : C::BN);  // lane j: page j
+      if (kv.owner()) {
 #pragma unroll 1
-        for (int n = 0;; ++n) {
-          // Tile n of this CTA: its own first, then the counter's; passed on to the consumers
-          // through slot n % 2 (free once they read tile n - 2's id).
-          int i = 0;
-          if (lane == 0) {
-            i = n == 0 ? (dyn ? (int)blockIdx.x : 0) : (dyn ? (int)(gridDim.x + atomicAdd(p.tile_counter, 1u)) : n_items);
-            if (n >= 2) mbar_wait(ie_u32 + (n & 1) * 8, ((n >> 1) - 1) & 1);
-            item_ids[n & 1] = i;
-            mbar_arrive(if_u32 + (n & 1) * 8);
-          }
-          i = __shfl_sync(0xffffffffu, i, 0);
-          if (i >= n_items) break;
-          const TileRange t = tile_of(i);
-          KvTma<C::BN> kv(&kv_map, p, t, D, lane);  // lane j: page j
-          if (kv.owner()) {
-#pragma unroll 1
-            for (int it = 0; it < t.ntiles; ++it, ++k) {
-              const int slot = k % C::NS;
-              if (k >= C::NS) mbar_wait(empty_u32 + slot * 8, ((k / C::NS) - 1) & 1);
-              kv.issue(it, ring + slot * C::RAW, C::RAW_HALF, full_u32 + slot * 8);
-              PD_TL(6, k == 0 && lane == 0);
-              PD_TL(7, k == C::NS - 1 && lane == 0);
-            }
-          }
+        for (int k = 0; k < t.ntiles; ++k) {
+          const int slot = k % C::NS;
+          if (k >= C::NS) mbar_wait(empty_u32 + slot * 8, ((k / C::NS) - 1) & 1);
+          kv.issue(k, ring + slot * C::RAW, C::RAW_HALF, full_u32 + slot * 8);
+          PD_TL(6, k == 0 && lane == 0);
+          PD_TL(7, k == C::NS - 1 && lane == 0);
         }
       }
     } else {
-      static_assert(C::TMA || !C::PERSIST, "the cp.async producer runs one tile");
       // cp.async by all 128 producer threads: FULL(k) arrives by itself when this thread's
       // copies of stage k have landed (cp.async's mbarrier arrive), so the producer never
       // waits for its own copies. Page numbers are fetched a stage ahead.
-      const TileRange t = tile_of(0);
       KvStream<128, C::CPR, C::BN> kv(p, t, D);
       kv.tid = tid - C::NC * 128;
       if (t.ntiles > 0) kv.fetch(0);
@@ -713,24 +655,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   const int wg = __shfl_sync(0xffffffffu, warp >> 2, 0), wl = warp & 3, g = lane >> 2, cq = lane & 3;
   const int bar_wg = 2 + wg;  // named barrier of this warpgroup (1: all consumers)
   const int ctid = tid & 127;
-  // Tile n of this CTA, as the producer passed it on: wait for its id, release the slot.
-  auto next_tile = [&](int n) {
-    if constexpr (!C::PERSIST) return n == 0 ? 0 : n_items;
-    mbar_wait(if_u32 + (n & 1) * 8, (n >> 1) & 1);
-    const int i = *reinterpret_cast<volatile int*>(item_ids + (n & 1));
-    __syncwarp();
-    if (lane == 0) mbar_arrive(ie_u32 + (n & 1) * 8);
-    return i;
-  };
-  int n_tile = 0;
-  int i = next_tile(0);
-  TileRange t = tile_of(i);
-  sw_reset_max<C, N>(sm, tid);
-  {
-    uint2 qw[C::Q_PER];
-    sw_fetch_q<D, N, TQ, C::NC * 128>(qw, p, t, tid);
-    sw_store_q<D, N, TQ, C::QSCALE, C::NC * 128>(sm, qw, p, tid);
-  }
+  sw_load_q<D, N, TQ, C::QSCALE, C::NC * 128>(sm, p, t, tid);
   fence_async_smem();
   wg_bar(1, C::NC * 128);
   PD_TL(2, tid == 0);
@@ -738,127 +663,99 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   const uint32_t q_u32 = smem_u32(sm), p_u32 = smem_u32(sm + C::P_OFF + wg * C::PB);
   float* red = reinterpret_cast<float*>(sm + C::RED_OFF + wg * C::RED);  // [4 warps][N]
   float* const mcb = reinterpret_cast<float*>(sm + C::MC_OFF + wg * C::MC + 16);  // [2][N]
+  float* mc = mcb;  // the current buffer (uniform over the warpgroup)
   const float sc = p.scale_log2, thr = C::QSCALE ? float(PD_SW_RAISE) : __fdividef(float(PD_SW_RAISE), sc);
-  const uint32_t q_lo = wg_lo(q_u32), p_lo = wg_lo(p_u32);
-  int k0 = 0;  // the CTA's stage count before this tile (ring slots and phases)
-#pragma unroll 1
-  for (;;) {
-    float* mc = mcb;  // the current buffer (uniform over the warpgroup)
-    float o[E][NJ][4];
+  float o[E][NJ][4];
 #pragma unroll
-    for (int e = 0; e < E; ++e) zero(o[e]);
-    float l[NJ][2];
+  for (int e = 0; e < E; ++e) zero(o[e]);
+  float l[NJ][2];
 #pragma unroll
-    for (int j = 0; j < NJ; ++j) l[j][0] = l[j][1] = 0.f;
-    // Keep O's zeroing ahead of the first wgmma: moved into its pipeline stage, ptxas
-    // serializes every wgmma (C7515).
+  for (int j = 0; j < NJ; ++j) l[j][0] = l[j][1] = 0.f;
+  // Keep O's zeroing ahead of the first wgmma: moved into its pipeline stage, ptxas
+  // serializes every wgmma (C7515).
 #pragma unroll
-    for (int e = 0; e < E; ++e)
+  for (int e = 0; e < E; ++e)
 #pragma unroll
-      for (int j = 0; j < NJ; ++j)
+    for (int j = 0; j < NJ; ++j)
 #pragma unroll
-        for (int c = 0; c < 4; ++c) asm volatile("" : "+f"(o[e][j][c]));
+      for (int c = 0; c < 4; ++c) asm volatile("" : "+f"(o[e][j][c]));
 
-    float s[NJ][4];
-    // K of a stage as S^T's A fragments, straight from the raw stage: no fp16 K buffer to
-    // write and read back (32 KB of shared-memory traffic per stage).
-    uint32_t kf[D / 16][4];
-    // The warpgroup's first S^T overwrites s; later ones add onto the preloaded maxima.
-    auto issue_s_first = [&]() { sw_issue_s<N, false>(s, kf, q_lo, std::make_integer_sequence<int, D / 16>{}); };
-    auto issue_s = [&]() { sw_issue_s<N, true>(s, kf, q_lo, std::make_integer_sequence<int, D / 16>{}); };
-    auto slot_of = [&](int it) { return (k0 + it) % C::NS; };
-    auto phase_of = [&](int it) { return ((k0 + it) / C::NS) & 1; };
-    if (wg < t.ntiles) {
-      mbar_wait(full_u32 + slot_of(wg) * 8, phase_of(wg));
-      PD_TL(3, tid == 0);
-      sw_k_frags(kf, ring + slot_of(wg) * C::RAW, wl, g, cq);
-      wg_fence();
-      issue_s_first();
-      wg_commit();
-    }
-    // Per iteration: S^T of the stage waited for, its softmax, P V issued, the next stage's K
-    // converted under it, P V waited for, the next S^T issued. P V and S^T are not in flight
-    // together: their register operands (V and K fragments) would not fit beside O, S and l.
-    // The other warpgroup's MMAs run under this one's softmax.
+  float s[NJ][4];
+  const uint32_t q_lo = wg_lo(q_u32), p_lo = wg_lo(p_u32);
+  // K of a stage as S^T's A fragments, straight from the raw stage: no fp16 K buffer to
+  // write and read back (32 KB of shared-memory traffic per stage).
+  uint32_t kf[D / 16][4];
+  // The warpgroup's first S^T overwrites s; later ones add onto the preloaded maxima.
+  auto issue_s_first = [&]() { sw_issue_s<N, false>(s, kf, q_lo, std::make_integer_sequence<int, D / 16>{}); };
+  auto issue_s = [&]() { sw_issue_s<N, true>(s, kf, q_lo, std::make_integer_sequence<int, D / 16>{}); };
+  if (wg < t.ntiles) {
+    mbar_wait(full_u32 + (wg % C::NS) * 8, (wg / C::NS) & 1);
+    PD_TL(3, tid == 0);
+    sw_k_frags(kf, ring + (wg % C::NS) * C::RAW, wl, g, cq);
+    wg_fence();
+    issue_s_first();
+    wg_commit();
+  }
+  // Per iteration: S^T of the stage waited for, its softmax, P V issued, the next stage's K
+  // converted under it, P V waited for, the next S^T issued. P V and S^T are not in flight
+  // together: their register operands (V and K fragments) would not fit beside O, S and l.
+  // The other warpgroup's MMAs run under this one's softmax.
 #pragma unroll 1
-    for (int it = wg; it < t.ntiles; it += C::NC) {
-      const int slot = slot_of(it), nx = it + C::NC;
-      const uint8_t* rk = ring + slot * C::RAW;
-      wg_wait<0>();
-      // K_EARLY: the next stage's raw K loaded now, its latency hidden by the softmax.
-      uint4 kr[2][2];
-      if constexpr (C::K_EARLY) {
-        if (nx < t.ntiles) mbar_wait(full_u32 + slot_of(nx) * 8, phase_of(nx));
-        sw_k_raw(kr, nx < t.ntiles ? ring + slot_of(nx) * C::RAW : rk, wl, g, cq);
-      }
-      sw_softmax<N, E, C::BN, C::QSCALE>(s, o, l, it == wg, sc, thr, mc, mcb, red, p, t, it, wl, g, cq, ctid, bar_wg);
-      sw_store_p<N>(s, p_u32, wl, lane);
-      // V to registers before the barrier: its loads and conversion fill the wait for the
-      // warpgroup's slowest warp (1-2 % at q_len 8, kernels/NOTES.md).
-      uint32_t vr[4][2][2], va[4][E][4];
-      sw_load_v(vr, rk + C::RAW_HALF, wl, g, cq);
-      if constexpr (C::TMA)
-        if (const int valid = t.t_end - (t.t_begin + it * C::BN); valid < C::BN) sw_zero_v_tail(vr, valid, cq);
-      __syncwarp();
-      if (lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K was read in the previous iteration
-      sw_cvt_v(va, vr);
-      fence_async_smem();   // P, written above, for wgmma (the async proxy)
-      wg_bar(bar_wg, 128);  // P complete; orders this stage's maxima reads before the next writes
-      wg_fence();
+  for (int it = wg; it < t.ntiles; it += C::NC) {
+    const int slot = it % C::NS, nx = it + C::NC;
+    const uint8_t* rk = ring + slot * C::RAW;
+    wg_wait<0>();
+    // K_EARLY: the next stage's raw K loaded now, its latency hidden by the softmax.
+    uint4 kr[2][2];
+    if constexpr (C::K_EARLY) {
+      if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
+      sw_k_raw(kr, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
+    }
+    sw_softmax<N, E, C::BN, C::QSCALE>(s, o, l, it == wg, sc, thr, mc, mcb, red, p, t, it, wl, g, cq, ctid, bar_wg);
+    sw_store_p<N>(s, p_u32, wl, lane);
+    // V to registers before the barrier: its loads and conversion fill the wait for the
+    // warpgroup's slowest warp (1-2 % at q_len 8, kernels/NOTES.md).
+    uint32_t vr[4][2][2], va[4][E][4];
+    sw_load_v(vr, rk + C::RAW_HALF, wl, g, cq);
+    if constexpr (C::TMA)
+      if (const int valid = t.t_end - (t.t_begin + it * C::BN); valid < C::BN) sw_zero_v_tail(vr, valid, cq);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K was read in the previous iteration
+    sw_cvt_v(va, vr);
+    fence_async_smem();   // P, written above, for wgmma (the async proxy)
+    wg_bar(bar_wg, 128);  // P complete; orders this stage's maxima reads before the next writes
+    wg_fence();
 #pragma unroll
-      for (int e = 0; e < E; ++e) {
-        wg_mma_rs<N, 0>(o[e], va[0][e], p_lo, true);
-        wg_mma_rs<N, 32>(o[e], va[1][e], p_lo, true);
-        wg_mma_rs<N, 64>(o[e], va[2][e], p_lo, true);
-        wg_mma_rs<N, 96>(o[e], va[3][e], p_lo, true);
-      }
-      wg_commit();
-      // Past the tile's last stage: fragments from this stage's slot, S^T issued and
-      // discarded. A conditional issue serializes (C7520); conditional fragments keep the
-      // last ones live through the whole loop, which spills. The slot is already released:
-      // with C::PERSIST the next tile's stage may be landing in it, bytes only this discarded
-      // S^T reads. Not Q's bytes: with those, racecheck reported hazards against the
-      // epilogue's writes over Q (ninth session, call 11), though a named barrier orders the
-      // two.
-      if constexpr (C::K_EARLY) {
-        sw_k_cvt(kf, kr);
-      } else {
-        if (nx < t.ntiles) mbar_wait(full_u32 + slot_of(nx) * 8, phase_of(nx));
-        sw_k_frags(kf, nx < t.ntiles ? ring + slot_of(nx) * C::RAW : rk, wl, g, cq);
-      }
-      wg_wait<0>();
-      sw_preload_max<N>(s, mc, cq);
-      wg_fence();
-      issue_s();
-      wg_commit();
+    for (int e = 0; e < E; ++e) {
+      wg_mma_rs<N, 0>(o[e], va[0][e], p_lo, true);
+      wg_mma_rs<N, 32>(o[e], va[1][e], p_lo, true);
+      wg_mma_rs<N, 64>(o[e], va[2][e], p_lo, true);
+      wg_mma_rs<N, 96>(o[e], va[3][e], p_lo, true);
+    }
+    wg_commit();
+    // Past the last stage: fragments from this stage's slot (never refilled: stage it + NS
+    // does not exist), S^T issued and discarded. A conditional issue serializes (C7520);
+    // conditional fragments keep the last ones live through the whole loop, which spills.
+    // Not Q's bytes: with those, racecheck reported hazards against the epilogue's writes
+    // over Q (ninth session, call 11), though a named barrier orders the two.
+    if constexpr (C::K_EARLY) {
+      sw_k_cvt(kf, kr);
+    } else {
+      if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
+      sw_k_frags(kf, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
     }
     wg_wait<0>();
-    PD_TL(4, tid == 0);
-    PD_TL(8, tid == 128);
-    // The next tile's Q loaded now: its global latency (several µs under full DRAM load,
-    // fifteenth session) passes under this tile's epilogue.
-    const int ni = next_tile(++n_tile);
-    const bool more = ni < n_items;
-    TileRange tn = t;
-    uint2 qw[C::Q_PER];
-    if (more) {
-      tn = tile_of(ni);
-      sw_fetch_q<D, N, TQ, C::NC * 128>(qw, p, tn, tid);
-    }
-    sw_epilogue<C, D, N, TQ>(p, t, sm, o, l, red, wg, wl, g, cq, ctid);
-    PD_TL(5, tid == 0);
-    if (!more) break;
-    // Every consumer is done with the epilogue's hand-over (over Q and P), the column sums
-    // and the final maxima: the next tile's Q and fresh maxima go in.
-    k0 += t.ntiles;
-    t = tn;
-    i = ni;
-    wg_bar(1, C::NC * 128);
-    sw_store_q<D, N, TQ, C::QSCALE, C::NC * 128>(sm, qw, p, tid);
-    sw_reset_max<C, N>(sm, tid);
-    fence_async_smem();
-    wg_bar(1, C::NC * 128);
+    sw_preload_max<N>(s, mc, cq);
+    wg_fence();
+    issue_s();
+    wg_commit();
   }
+  wg_wait<0>();
+  PD_TL(4, tid == 0);
+  PD_TL(8, tid == 128);
+
+  sw_epilogue<C, D, N, TQ>(p, t, sm, o, l, red, wg, wl, g, cq, ctid);
+  PD_TL(5, tid == 0);
 #ifdef HARNESS_PLANTED_SLOWDOWN
   __syncthreads();  // every store of this CTA precedes its count
   if (threadIdx.x == 0) planted_end();
