@@ -508,29 +508,28 @@ __device__ __forceinline__ void sw_finish(const Params& p, const TileRange& t, c
     const int r = t.row0 + n;
     return (size_t)(t.b * p.q_len + r / p.group) * p.hq + t.h * p.group + r % p.group;
   };
+  // f(jj, b, n) for each of the thread's columns n of the tile's rows; the split test
+  // outside, so each loop is branch-free.
+  auto each_column = [&](auto&& f) {
+#pragma unroll
+    for (int jj = 0; jj < JH; ++jj)
+#pragma unroll
+      for (int b = 0; b < 2; ++b)
+        if (const int n = 8 * (J0 + jj) + 2 * cq + b; n < t.nrows) f(jj, b, n);
+  };
   if (p.num_splits == 1) {
-#pragma unroll
-    for (int jj = 0; jj < JH; ++jj)
-#pragma unroll
-      for (int b = 0; b < 2; ++b) {
-        const int n = 8 * (J0 + jj) + 2 * cq + b;
-        if (n >= t.nrows) continue;
-        TQ* dst = static_cast<TQ*>(p.out) + out_row(n) * D + d0;
-        *reinterpret_cast<uint2*>(dst) = make_uint2(Tr<TQ>::pack(o[0][J0 + jj][b], o[0][J0 + jj][b + 2]),
-                                                    Tr<TQ>::pack(o[1][J0 + jj][b], o[1][J0 + jj][b + 2]));
-      }
+    each_column([&](int jj, int b, int n) {
+      TQ* dst = static_cast<TQ*>(p.out) + out_row(n) * D + d0;
+      *reinterpret_cast<uint2*>(dst) = make_uint2(Tr<TQ>::pack(o[0][J0 + jj][b], o[0][J0 + jj][b + 2]),
+                                                  Tr<TQ>::pack(o[1][J0 + jj][b], o[1][J0 + jj][b + 2]));
+    });
   } else {
-#pragma unroll
-    for (int jj = 0; jj < JH; ++jj)
-#pragma unroll
-      for (int b = 0; b < 2; ++b) {
-        const int n = 8 * (J0 + jj) + 2 * cq + b;
-        if (n >= t.nrows) continue;
-        const size_t row = (size_t)t.split * rtot + out_row(n);
-        *reinterpret_cast<float4*>(p.ws_o + row * D + d0) =
-            make_float4(o[0][J0 + jj][b], o[0][J0 + jj][b + 2], o[1][J0 + jj][b], o[1][J0 + jj][b + 2]);
-        if (wl == 0 && g == 0) p.ws_lse[row] = lse[jj][b];
-      }
+    each_column([&](int jj, int b, int n) {
+      const size_t row = (size_t)t.split * rtot + out_row(n);
+      *reinterpret_cast<float4*>(p.ws_o + row * D + d0) =
+          make_float4(o[0][J0 + jj][b], o[0][J0 + jj][b + 2], o[1][J0 + jj][b], o[1][J0 + jj][b + 2]);
+      if (wl == 0 && g == 0) p.ws_lse[row] = lse[jj][b];
+    });
   }
 }
 
