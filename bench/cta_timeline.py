@@ -4,8 +4,9 @@
 Why: bench/fixed_cost.py fits Qwen3 fp8 q_len 8 batch 64 as ~100 µs that do not scale with
 kv_len (25 µs per wave of CTAs), and the per-stage rate alone would put batch 64 under 0.8
 ms. The marks (common.cuh, PD_TL) split each CTA into: start -> Q loaded (2), -> first stage
-landed (3), the stage loop (-> 4), the epilogue (-> 5), and the producer's first and ring-
-filling issues (6, 7), the epilogue's barriers (9, 10) and warpgroup 1's loop end (8); per SM, the gap from one CTA's end to the next one's start.
+landed (3), the stage loop (-> 4), the epilogue (-> 5); in the 96-row form also the
+producer's first and ring-filling issues (6, 7), warpgroup 1's loop end (8), the epilogue's
+barriers (9, 10), and per SM the gap from one CTA's end to the next one's start.
 
 Run on a GPU machine (the define builds a separate library):
     HARNESS_KERNEL_DEFINES=PD_TIMELINE=1 python3 bench/cta_timeline.py
@@ -78,18 +79,24 @@ def main() -> int:
         )
         print(f"  start -> Q loaded      {med(us(0, 2))}")
         print(f"  start -> stage 0 landed {med(us(0, 3))}")
-        print(
-            f"  producer: start -> first issue {med(us(0, 6))}; -> ring full issue {med(us(0, 7))}"
-        )
+        # The 96-row form (tile 128): TMA producer, two warpgroups, one CTA per SM. The 48-row
+        # form writes no marks 6-10 (cp.async producer, one warpgroup), and its two CTAs per
+        # SM have no gap between them to measure.
+        full = p.tile_rows == 128
+        if full:
+            print(
+                f"  producer: start -> first issue {med(us(0, 6))}; -> ring full issue {med(us(0, 7))}"
+            )
         loop = us(3, 4)
         print(
             f"  stage loop {med(loop)} µs = {statistics.median(loop) / stages:.3f} µs per stage ({stages})"
         )
         print(f"  epilogue   {med(us(4, 5))}")
-        print(f"    warpgroup 1's loop end after warpgroup 0's {med(us(4, 8))}")
-        print(
-            f"    -> first barrier {med(us(4, 9))}, -> second {med(us(4, 10))}, -> stores issued {med(us(4, 5))}"
-        )
+        if full:
+            print(f"    warpgroup 1's loop end after warpgroup 0's {med(us(4, 8))}")
+            print(
+                f"    -> first barrier {med(us(4, 9))}, -> second {med(us(4, 10))}, -> stores issued {med(us(4, 5))}"
+            )
         whole = us(0, 5)
         print(
             f"  whole CTA  {med(whole)}; outside the loop {statistics.median(whole) - statistics.median(loop):.2f}"
@@ -107,7 +114,7 @@ def main() -> int:
             f"  SMs {len(by_sm)}, CTAs per SM {min(map(len, by_sm.values()))}-{max(map(len, by_sm.values()))}; "
             f"first start {med(firsts)}; last end {med(lasts)}"
         )
-        if gaps:
+        if gaps and full:
             print(f"  gap between CTAs on an SM {med(gaps)}")
         del q, kv, table, lens, out
     return 0

@@ -25,7 +25,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kernels import device_plan, paged_decode
-from kernels.selfcheck import MODELS, SEED_KV_LEN, bench_device, seed_tensors, time_us
+from kernels.selfcheck import (
+    MODELS,
+    SEED_KV_LEN,
+    bench_device,
+    kernel_times,
+    seed_tensors,
+    time_us,
+)
 
 ROWS = (
     ("GPT-OSS", "fp8", 8, 64),
@@ -47,22 +54,6 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
         (x - mx) ** 2 for x in xs
     )
     return my - b * mx, b
-
-
-def kernel_times(fn, flush: torch.Tensor) -> str:
-    """Median GPU time of each kernel fn launches (torch.profiler), flush kernels left out."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as pr:
-        for _ in range(10):
-            flush.zero_()
-            fn()
-        torch.cuda.synchronize()
-    per: dict[str, list[float]] = {}
-    for e in pr.events():
-        if e.device_type.name == "CUDA" and "elementwise" not in e.name and "fill" not in e.name:
-            per.setdefault(e.name.split("<")[0][:28], []).append(e.device_time_total)
-    return ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in per.items())
 
 
 def main() -> int:
@@ -104,7 +95,7 @@ def main() -> int:
             tw.append(time_us(fn, flush, 25))
             tn.append(time_us(fn, none, 25))
             if kv_len == SEED_KV_LEN:
-                kt = kernel_times(fn, flush)
+                kt = ", ".join(f"{k} {v:.1f}" for k, v in kernel_times(fn, flush).items())
             del q, kv, table, lens, out
         aw, bw = fit(list(LENS), tw)
         an, bn = fit(list(LENS), tn)

@@ -26,7 +26,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kernels import device_plan, paged_decode
-from kernels.selfcheck import MODELS, SEED_KV_LEN, bench_device, seed_tensors, time_us
+from kernels.selfcheck import (
+    MODELS,
+    SEED_KV_LEN,
+    bench_device,
+    kernel_times,
+    seed_tensors,
+    time_us,
+)
 
 
 def _time(q, kv, table, lens, q_len, flush, p) -> float:  # flush: as time_us takes it
@@ -61,9 +68,6 @@ def rows(flush: torch.Tensor, gen: torch.Generator) -> None:
 
 
 def profile(flush: torch.Tensor, gen: torch.Generator) -> None:
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as prof
-
     for model, q_len, batch in (
         ("GPT-OSS", 2, 16),
         ("GPT-OSS", 4, 16),
@@ -80,20 +84,8 @@ def profile(flush: torch.Tensor, gen: torch.Generator) -> None:
         p = device_plan(batch, q_len, hq, hkv, d, SEED_KV_LEN, kv_dtype="fp8")
         t = _time(q, kv, table, lens, q_len, flush, p)
         out = torch.empty_like(q)
-        with prof(activities=[ProfilerActivity.CUDA]) as pr:
-            for _ in range(10):
-                flush.zero_()
-                paged_decode(q, kv, table, lens, q_len, "grouped", out=out, plan=p)
-            torch.cuda.synchronize()
-        per: dict[str, list[float]] = {}
-        for e in pr.events():
-            if (
-                e.device_type.name == "CUDA"
-                and "elementwise" not in e.name
-                and "fill" not in e.name
-            ):
-                per.setdefault(e.name.split("<")[0][:28], []).append(e.device_time_total)
-        parts = ", ".join(f"{k} {sorted(v)[len(v) // 2]:.1f}" for k, v in per.items())
+        fn = functools.partial(paged_decode, q, kv, table, lens, q_len, "grouped", out=out, plan=p)
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in kernel_times(fn, flush).items())
         print(
             f"{model} fp8 q{q_len} B{batch} {p}: call {t:.1f} µs; kernels (µs, median): {parts}",
             flush=True,

@@ -366,6 +366,24 @@ def time_us(fn, flush: torch.Tensor | Callable[[], object], reps: int) -> float:
     return statistics.median(ts)
 
 
+def kernel_times(fn, flush: torch.Tensor, reps: int = 10) -> dict[str, float]:
+    """Median GPU µs of each kernel fn() launches (torch.profiler; reps calls, each behind the
+    flush, whose own kernels are left out), keyed by the kernel's name cut at its template
+    arguments: what the CUDA-event time of a call is made of."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as pr:
+        for _ in range(reps):
+            flush.zero_()
+            fn()
+        torch.cuda.synchronize()
+    per: dict[str, list[float]] = {}
+    for e in pr.events():
+        if e.device_type.name == "CUDA" and "elementwise" not in e.name and "fill" not in e.name:
+            per.setdefault(e.name.split("<")[0][:28], []).append(e.device_time_total)
+    return {k: statistics.median(v) for k, v in per.items()}
+
+
 def bench(
     seed: int,
     only: str = "",

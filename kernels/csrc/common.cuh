@@ -58,17 +58,20 @@ __device__ __forceinline__ void planted_cta_begin() {
 #define PD_TL_SLOTS 16
 #define PD_TL_CTAS 4096
 static __device__ unsigned long long pd_tl[PD_TL_CTAS * PD_TL_SLOTS];
+// This CTA's word `slot` (CTAs past PD_TL_CTAS keep no marks).
+__device__ __forceinline__ void pd_tl_put(int slot, unsigned long long v) {
+  const unsigned cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  if (cta < PD_TL_CTAS) pd_tl[cta * PD_TL_SLOTS + slot] = v;
+}
 __device__ __forceinline__ void pd_tl_mark(int slot) {
   unsigned long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  const unsigned cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
-  if (cta < PD_TL_CTAS) pd_tl[cta * PD_TL_SLOTS + slot] = t;
+  pd_tl_put(slot, t);
 }
-__device__ __forceinline__ void pd_tl_smid() {
+__device__ __forceinline__ void pd_tl_smid() {  // slot 1: the SM the CTA ran on
   unsigned sm;
   asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-  const unsigned cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
-  if (cta < PD_TL_CTAS) pd_tl[cta * PD_TL_SLOTS + 1] = sm;
+  pd_tl_put(1, sm);
 }
 #define PD_TL(slot, cond) \
   do {                    \
