@@ -120,6 +120,17 @@ PD_API int pd_grouped_occupancy_for(int tile, int head_dim, int q_dtype, int kv_
   return grouped_occupancy(tile, head_dim, q_dtype, kv_dtype, rows, ctas_per_sm);
 }
 
+// Whether the grouped kernels' TMA KV reads go evict_first (kv_l2_policy): only where one
+// row tile reads each KV byte (several row tiles of a head share its reads through L2), and
+// where the whole stream (every request's table, K and V) is under 2^30 bytes. There it
+// measured 1-3.5 % faster on H100 (the dirty lines a write-heavy kernel before it left in L2
+// stay there, written back later); on longer streams 0.4-1.7 % slower (kernels/NOTES.md,
+// sixteenth session).
+static int kv_evict_first_rule(const Params& p, size_t page_bytes) {
+  const double stream_bytes = (double)p.batch * p.max_pages * (double)page_bytes;
+  return p.num_row_tiles == 1 && stream_bytes < (double)(1u << 30) ? 1 : 0;
+}
+
 // kernel: 0 = baseline, 1 = grouped. dtype codes: 0 fp16, 1 bf16, 2 fp8 e4m3 (KV only).
 // tile_rows / num_splits / kv_tokens_per_split come from kernels.plan (grouped only).
 PD_API int pd_paged_decode(int kernel, const void* q, const void* kv_cache, const int* page_table,
@@ -180,6 +191,7 @@ PD_API int pd_paged_decode(int kernel, const void* q, const void* kv_cache, cons
     p.ws_o = static_cast<float*>(workspace);
     p.ws_lse = p.ws_o + (size_t)num_splits * batch * q_len * num_qo_heads * head_dim;
   }
+  p.kv_evict_first = kv_evict_first_rule(p, page_bytes);
   cudaError_t e;
   switch (head_dim) {
     case 64: e = launch_grouped_d64(p, q_dtype, kv_dtype, tile_rows, stream); break;

@@ -102,6 +102,7 @@ struct Params {
   int num_splits, split_tokens, num_row_tiles;
   int kv_lookahead;         // stages in flight ahead of the computed one where the kernel
                             // lets the launch choose (shallow_lookahead); 0: its ring's NS - 1
+  int kv_evict_first;       // the TMA KV reads' L2 policy is evict_first (kv_l2_policy)
 };
 
 // Raise a kernel's dynamic shared-memory limit once per device: `done` is a bitmask of
@@ -127,6 +128,28 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
   const int n = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+}
+// L2 eviction priority of the grouped kernels' TMA KV reads: evict_first where the launch
+// sets p.kv_evict_first (api.cu, kv_evict_first_rule), else none (0: no cache hint). Why:
+// each KV byte is read once per CTA, and the lines it pushes out of L2 may be dirty — the
+// timing's L2 flush leaves L2 full of them, as a serving step's write-heavy kernels do — so
+// their write-back lands in the call. Measured on H100 (kernels/NOTES.md, sixteenth
+// session): 2-5 % faster on streams under 2^30 bytes, 0.4-1.7 % slower on longer ones.
+// PD_KV_EVICT: 0 never, 1 the launch's rule, 2 always (A/B builds). Only TMA reads take it:
+// with ptxas 13.0 a cp.async with a cache policy stopped on an illegal instruction at once
+// (ptxas has known cache-policy miscompiles for cp.async, triton-lang/triton#11660).
+#ifndef PD_KV_EVICT
+#define PD_KV_EVICT 1
+#endif
+__device__ __forceinline__ uint64_t kv_l2_policy(const Params& p) {
+  uint64_t pol = 0;
+#if PD_KV_EVICT != 0 && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if (PD_KV_EVICT == 2 || p.kv_evict_first)
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
+#else
+  (void)p;
+#endif
+  return pol;
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 // An arrive on the mbarrier at `bar` once all of this thread's earlier cp.async copies have

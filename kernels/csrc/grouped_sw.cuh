@@ -614,7 +614,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     // stage k's bytes have landed, so every ring slot can be in flight. The rest idle.
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::P_REGS) : "memory");
     if constexpr (C::TMA) {
-      KvTma<C::BN> kv(&kv_map, p, t, D, warp == C::NC * 4 ? lane : C::BN);  // lane j: page j
+      KvTma<C::BN, true> kv(&kv_map, p, t, D, warp == C::NC * 4 ? lane : C::BN);  // lane j: page j
       if (kv.owner()) {
 #pragma unroll 1
         for (int k = 0; k < t.ntiles; ++k) {

@@ -61,13 +61,21 @@ __device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
 }
 
 // One box of `map` at (c0, c1, c2) into shared memory at dst; its bytes count on mbarrier bar.
+// pol != 0: under that L2 cache policy (kv_l2_policy), else the default one.
 __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map, int c0, int c1, int c2,
-                                            uint32_t bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
-      "[%5];\n" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
-      : "memory");
+                                            uint32_t bar, uint64_t pol) {
+  if (pol != 0)
+    asm volatile(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, "
+        "{%2, %3, %4}], [%5], %6;\n" ::"r"(dst),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar), "l"(pol)
+        : "memory");
+  else
+    asm volatile(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
+        "[%5];\n" ::"r"(dst),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+        : "memory");
 }
 
 // The stages of one CTA's KV range. Page j of a stage (j < BN / page_size) is owned by one
@@ -75,7 +83,11 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map
 // long wait) and per stage arrives on the stage's FULL mbarrier with the bytes it issues
 // (none past the range), so FULL is initialised for BN / page_size arrivals (arrivals()).
 // Owners call issue() for stages 0, 1, 2, ... in order; other threads construct it unused.
-template <int BN>
+// EVICT: the boxes under kv_l2_policy where the launch asks for it. Only the swapped kernel's
+// producer warp takes it: in grouped_wg_kernel, whose every warp issues and computes, the
+// policy's code alone cost 1.5 % at GPT-OSS fp8 q_len 8 batch 64 with no hint taken
+// (kernels/NOTES.md, sixteenth session).
+template <int BN, bool EVICT = false>
 struct KvTma {
   static constexpr int kNoPage = 0x7FFFFFFF;  // `tok` of a thread that owns no page
   const CUtensorMap* map;
@@ -83,6 +95,7 @@ struct KvTma {
   int col, tok, tok_end, page_shift, page_size;
   uint32_t box_bytes, dst_off;  // one box; the owned page's offset in a stage
   int cur, nxt;  // the owned page of the next stage to issue and of the one after (-1: none)
+  uint64_t pol;   // kv_l2_policy: 0, or evict_first
 
   // `j`: the page of each stage this thread owns (none when j >= BN / page_size).
   __device__ __forceinline__ KvTma(const CUtensorMap* m, const Params& p, const TileRange& t, int row_bytes, int j)
@@ -98,6 +111,7 @@ struct KvTma {
     if (owner()) asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(m)) : "memory");
     cur = fetch(0);
     nxt = fetch(1);
+    pol = EVICT ? kv_l2_policy(p) : 0;
   }
 
   __device__ static __forceinline__ int arrivals(const Params& p) { return BN >> p.page_shift; }
@@ -115,8 +129,8 @@ struct KvTma {
     const uint32_t dst = smem_u32(k_dst) + dst_off;
     mbar_expect_tx(bar, cur >= 0 ? 2u * box_bytes : 0u);
     if (cur >= 0) {
-      tma_load_3d(dst, map, col, 0, cur, bar);
-      tma_load_3d(dst + v_off, map, col, page_size, cur, bar);
+      tma_load_3d(dst, map, col, 0, cur, bar, pol);
+      tma_load_3d(dst + v_off, map, col, page_size, cur, bar, pol);
     }
     cur = nxt;
     nxt = fetch(it + 2);
