@@ -84,9 +84,10 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map
 // (none past the range), so FULL is initialised for BN / page_size arrivals (arrivals()).
 // Owners call issue() for stages 0, 1, 2, ... in order; other threads construct it unused.
 // EVICT: the boxes under kv_l2_policy where the launch asks for it. Only the swapped kernel's
-// producer warp takes it: in grouped_wg_kernel, whose every warp issues and computes, the
-// policy's code alone cost 1.5 % at GPT-OSS fp8 q_len 8 batch 64 with no hint taken
-// (kernels/NOTES.md, sixteenth session).
+// producer warp takes it. grouped_wg_kernel (GPT-OSS fp8 q_len 8) measured 0.97-0.99x with it
+// at batch 8-16 but 0.99-1.02x at batch 32-40 over four calls, inside that row's spread
+// between calls, and its unhinted launches moved by as much (kernels/NOTES.md, sixteenth
+// session), so it stays as it was.
 template <int BN, bool EVICT = false>
 struct KvTma {
   static constexpr int kNoPage = 0x7FFFFFFF;  // `tok` of a thread that owns no page
