@@ -86,8 +86,8 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map
 // EVICT: the boxes under kv_l2_policy where the launch asks for it. Only the swapped kernel's
 // producer warp takes it. grouped_wg_kernel (GPT-OSS fp8 q_len 8) measured 0.97-0.99x with it
 // at batch 8-16 but 0.99-1.02x at batch 32-40 over four calls, inside that row's spread
-// between calls, and its unhinted launches moved by as much (kernels/NOTES.md, sixteenth
-// session), so it stays as it was.
+// between calls; four alternating rounds in one call found only batch 16 faster (0.986x;
+// kernels/NOTES.md, sixteenth session), so it stays as it was.
 template <int BN, bool EVICT = false>
 struct KvTma {
   static constexpr int kNoPage = 0x7FFFFFFF;  // `tok` of a thread that owns no page
