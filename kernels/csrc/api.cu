@@ -124,7 +124,7 @@ PD_API int pd_grouped_occupancy_for(int tile, int head_dim, int q_dtype, int kv_
 // row tile reads each KV byte (several row tiles of a head share its reads through L2), and
 // where the whole stream (every request's table, K and V) is under 2^30 bytes: there it
 // measured 2-5 % faster on H100 (the dirty lines a write-heavy kernel before it left in L2
-// stay there, written back later), on longer streams 0.4-0.6 % slower (common.cuh).
+// stay there, written back later), on longer streams 0.4-0.6 % slower (kv_tma.cuh).
 static int kv_evict_first_rule(const Params& p, size_t page_bytes) {
   const double stream_bytes = (double)p.batch * p.max_pages * (double)page_bytes;
   return p.num_row_tiles == 1 && stream_bytes < (double)(1u << 30) ? 1 : 0;

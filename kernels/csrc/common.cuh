@@ -129,29 +129,6 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool v
   const int n = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
 }
-// L2 eviction priority of the grouped kernels' TMA KV reads: evict_first where the launch
-// sets p.kv_evict_first (api.cu, kv_evict_first_rule), else none (0: no cache hint). Why:
-// each KV byte is read once per CTA, and the lines it pushes out of L2 may be dirty — the
-// timing's L2 flush leaves L2 full of them, as a serving step's write-heavy kernels do — so
-// their write-back lands in the call. Measured on H100 with the swapped kernel (Qwen3 fp8
-// q_len 8; kernels/NOTES.md, sixteenth session): 0.948-0.954x at batch 8 and 0.965-0.979x
-// at batch 16 (streams of 2^28 and 2^29 bytes), 0.4-0.6 % slower at batch 40 and 64.
-// PD_KV_EVICT: 0 never, 1 the launch's rule, 2 always (A/B builds). Only TMA reads take it:
-// with ptxas 13.0 a cp.async with a cache policy stopped on an illegal instruction at once
-// (ptxas has known cache-policy miscompiles for cp.async, triton-lang/triton#11660).
-#ifndef PD_KV_EVICT
-#define PD_KV_EVICT 1
-#endif
-__device__ __forceinline__ uint64_t kv_l2_policy(const Params& p) {
-  uint64_t pol = 0;
-#if PD_KV_EVICT != 0 && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  if (PD_KV_EVICT == 2 || p.kv_evict_first)
-    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
-#else
-  (void)p;
-#endif
-  return pol;
-}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 // An arrive on the mbarrier at `bar` once all of this thread's earlier cp.async copies have
 // landed (.noinc: it is one of the arrivals the barrier was initialised to expect).
