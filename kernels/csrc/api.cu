@@ -15,11 +15,6 @@ __global__ void __launch_bounds__(128) merge_kernel(const float* __restrict__ ws
                                                     int rtot, int num_splits, int d4n,
                                                     float unused) {
   const int idx = blockIdx.x * blockDim.x + threadIdx.x;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // Launched as the grouped grid's programmatic dependent (launch_merge): wait for its
-  // completion and memory flush. Returns at once after an ordinary launch.
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
   if (idx >= rtot * d4n) return;
   const int r = idx / d4n, d4 = idx % d4n;
   float mx = -INFINITY;
@@ -41,35 +36,19 @@ __global__ void __launch_bounds__(128) merge_kernel(const float* __restrict__ ws
   *reinterpret_cast<uint2*>(out + (size_t)r * d4n * 4 + d4 * 4) = w2;
 }
 
-// Whether the current device takes programmatic dependent launches (sm_90+; PD_PDL,
-// common.cuh).
-static bool pdl_supported() {
-  static int cached[64];
-  return device_flag(cached, [](int major, int) { return PD_PDL && major >= 9; });
-}
-
-// The merge after the grouped grid on stream st. On sm_90+ as that grid's programmatic
-// dependent (grouped_cta_begin triggers it): its CTAs start on the SMs the grid's last wave
-// leaves idle and wait there (griddepcontrol.wait) rather than being launched after the
-// grid's end.
 static cudaError_t launch_merge(const Params& p, int head_dim, int q_dtype, cudaStream_t st) {
   const int rtot = p.batch * p.q_len * p.hq;
   const int d4n = head_dim / 4;
   const long long n = (long long)rtot * d4n;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((unsigned)((n + 127) / 128));
-  cfg.blockDim = dim3(128);
-  cfg.stream = st;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl_supported() ? 1 : 0;
-  if (q_dtype == kF16)
-    return cudaLaunchKernelEx(&cfg, merge_kernel<__half>, (const float*)p.ws_o, (const float*)p.ws_lse,
-                              static_cast<__half*>(p.out), rtot, p.num_splits, d4n, 0.f);
-  return cudaLaunchKernelEx(&cfg, merge_kernel<__nv_bfloat16>, (const float*)p.ws_o, (const float*)p.ws_lse,
-                            static_cast<__nv_bfloat16*>(p.out), rtot, p.num_splits, d4n, 0.f);
+  const int blocks = (int)((n + 127) / 128);
+  if (q_dtype == kF16) {
+    merge_kernel<__half><<<blocks, 128, 0, st>>>(p.ws_o, p.ws_lse, static_cast<__half*>(p.out), rtot,
+                                                 p.num_splits, d4n, 0.f);
+  } else {
+    merge_kernel<__nv_bfloat16><<<blocks, 128, 0, st>>>(
+        p.ws_o, p.ws_lse, static_cast<__nv_bfloat16*>(p.out), rtot, p.num_splits, d4n, 0.f);
+  }
+  return cudaGetLastError();
 }
 
 static bool valid_tile(int t) { return t == 16 || t == 32 || t == 64 || t == 128; }
@@ -163,8 +142,7 @@ PD_API int pd_paged_decode(int kernel, const void* q, const void* kv_cache, cons
   // 16-byte copies of q and the cache (cp.async, TMA): a misaligned start would fault and
   // leave the context unusable, so it is refused here (binding.py says why in words).
   if (((uintptr_t)q | (uintptr_t)kv_cache | (uintptr_t)out) & 15u) return (int)cudaErrorInvalidValue;
-  // max_pages >= 1: the kernels read a request's page-table row ahead of its length check.
-  if (batch < 1 || q_len < 1 || q_len > 16 || num_kv_heads < 1 || num_qo_heads % num_kv_heads || max_pages < 1)
+  if (batch < 1 || q_len < 1 || q_len > 16 || num_kv_heads < 1 || num_qo_heads % num_kv_heads)
     return (int)cudaErrorInvalidValue;
   if (head_dim != 64 && head_dim != 128 && head_dim != 256) return (int)cudaErrorInvalidValue;
   if (page_size != 16 && page_size != 32 && page_size != 64) return (int)cudaErrorInvalidValue;

@@ -6,7 +6,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
-#include <stdlib.h>
 
 namespace pd {
 
@@ -44,25 +43,11 @@ __device__ __forceinline__ void planted_end() {
 }
 #endif
 
-// The split-KV merge as the grouped grid's programmatic dependent (grouped_cta_begin,
-// api.cu's launch_merge); 0: an ordinary launch after it (A/B builds).
-#ifndef PD_PDL
-#define PD_PDL 1
-#endif
-
-// Every grouped kernel's first statement: the planted slowdown's start mark in test builds
-// (thread 0 of each CTA), and on sm_90+ the programmatic-launch trigger. Why the trigger:
-// api.cu launches the split-KV merge kernel with programmatic stream serialization, so once
-// every CTA of this grid has started (here, at once), the merge grid is launched and its CTAs
-// take the SMs this grid's last wave leaves idle, waiting in griddepcontrol.wait for this
-// grid's completion and memory flush instead of for a launch after it. Without such a
-// dependent launch the instruction does nothing.
-__device__ __forceinline__ void grouped_cta_begin() {
+// Every kernel's first statement: the planted slowdown's start mark in test builds (thread
+// 0 of each CTA), nothing otherwise.
+__device__ __forceinline__ void planted_cta_begin() {
 #ifdef HARNESS_PLANTED_SLOWDOWN
   if (threadIdx.x == 0) planted_begin();
-#endif
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && PD_PDL
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
 }
 
@@ -270,29 +255,6 @@ template <typename T>
 __device__ __forceinline__ void e4m3x4_to(uint32_t x, uint32_t& lo, uint32_t& hi) {
   lo = Tr<T>::fix(__byte_perm(x, 0u, 0x1404));
   hi = Tr<T>::fix(__byte_perm(x, 0u, 0x3424));
-}
-
-// Whether an A/B switch such as PD_NO_WGMMA is set in the environment (any value but
-// empty or "0").
-inline bool env_switch(const char* name) {
-  const char* v = getenv(name);
-  return v && *v && *v != '0';
-}
-
-// pred(major, minor) of the current device's compute capability, cached per device ordinal
-// in `cache` (0 unknown, 1 yes, 2 no; one array per question); false without a device.
-template <class Pred>
-inline bool device_flag(int (&cache)[64], Pred&& pred) {
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  int& c = cache[dev & 63];
-  if (c == 0) {
-    int major = 0, minor = 0;
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-    c = pred(major, minor) ? 1 : 2;
-  }
-  return c == 1;
 }
 
 }  // namespace pd

@@ -85,7 +85,7 @@ __device__ __forceinline__ void e4m3x4_to_half2x2(uint32_t x, uint32_t& lo, uint
 
 template <int D, typename TQ, bool KV8, int WM>
 __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const Params p) {
-  grouped_cta_begin();
+  planted_cta_begin();
   using C = GCfg<D, KV8, WM>;
   // MMA dtype: q's for 16-bit KV; fp16 for fp8 KV (fp16 holds every e4m3 value exactly;
   // q is rounded to fp16 once).

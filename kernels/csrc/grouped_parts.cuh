@@ -17,37 +17,21 @@ struct TileRange {
   int ntiles;                      // stages of `bn` tokens
 };
 
-// The fields that need no memory read: request, head, split, rows, t_begin. The rest wait
-// for kv_lens (cta_tile_bound).
-__device__ __forceinline__ TileRange cta_tile_start(const Params& p, int tile) {
+__device__ __forceinline__ TileRange cta_tile(const Params& p, int tile, int bn) {
   TileRange r;
   const int rt = blockIdx.x % p.num_row_tiles;
   r.split = blockIdx.x / p.num_row_tiles;
   r.h = blockIdx.y;
   r.b = blockIdx.z;
+  r.kv_len = p.kv_lens[r.b];
   r.rows = p.q_len * p.group;
   r.row0 = rt * tile;
   r.nrows = min(tile, r.rows - r.row0);
-  r.t_begin = r.split * p.split_tokens;
-  return r;
-}
-
-// The KV range of the request's length kv_len (kv_lens[b]).
-__device__ __forceinline__ void cta_tile_bound(TileRange& r, const Params& p, int kv_len, int bn) {
-  r.kv_len = kv_len;
   const int i_min = r.row0 / p.group, i_max = (r.row0 + r.nrows - 1) / p.group;
+  r.t_begin = r.split * p.split_tokens;
   r.t_end = min(r.t_begin + p.split_tokens, r.kv_len - p.q_len + i_max + 1);
   r.mask_from = min(r.kv_len - p.q_len + i_min + 1, r.t_end);
   r.ntiles = r.t_end > r.t_begin ? (r.t_end - r.t_begin + bn - 1) / bn : 0;
-}
-
-// Both at once. The TMA kernels split them instead and load kv_lens only after their
-// first page ids and Q are asked for, so a CTA's start under full DRAM load waits for one
-// latency, not two in a row. (Loaded at the kernel's start, kv_lens was waited for before
-// the first barrier all the same: ptxas moves it to a uniform register there.)
-__device__ __forceinline__ TileRange cta_tile(const Params& p, int tile, int bn) {
-  TileRange r = cta_tile_start(p, tile);
-  cta_tile_bound(r, p, p.kv_lens[r.b], bn);
   return r;
 }
 

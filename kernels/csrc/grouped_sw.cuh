@@ -196,22 +196,14 @@ __device__ __forceinline__ int sw_k_pos(int h) {
 // k_scale folded in), as fp16 in that order: the K-major B operand of S^T, D/64 blocks of [N rows]
 // [128 B], 128-byte swizzled. With sc in Q, S^T comes out of the MMA in the exponential's
 // units (SwCfg::QSCALE). Four physical head_dims are two logical pairs; once per CTA, by NTH
-// threads, in two steps: sw_fetch_q's loads, then sw_store_q's conversions and stores (the
-// kernel asks for kv_lens between them). Every load is issued before the first store: loaded
-// and stored item by item, each load waited for the store before it (the compiler cannot tell
-// q from the shared tile), 12 global latencies in a row per CTA; Q then reached shared memory
-// 6.6 µs after a Qwen3 q_len 8 CTA's start under full DRAM load, 4.2 µs after a443640
-// (fifteenth session). Items per thread:
-template <int D, int N, int NTH>
-__device__ constexpr int sw_q_items() {
-  return (N * (D / 4) + NTH - 1) / NTH;
-}
-
-// Q's loads, 4 values per item (sw_store_q stores them).
-template <int D, int N, typename TQ, int NTH>
-__device__ __forceinline__ void sw_fetch_q(uint2 (&w)[sw_q_items<D, N, NTH>()], const Params& p, const TileRange& t,
-                                           int tid) {
-  constexpr int ITEMS = N * (D / 4), PER = sw_q_items<D, N, NTH>();
+// threads. Every load is issued before the first store: loaded and stored item by item, each
+// load waited for the store before it (the compiler cannot tell q from the shared tile), 12
+// global latencies in a row per CTA; Q then reached shared memory 6.6 µs after a Qwen3
+// q_len 8 CTA's start under full DRAM load, 4.2 µs now (fifteenth session).
+template <int D, int N, typename TQ, bool QS, int NTH>
+__device__ __forceinline__ void sw_load_q(uint8_t* qs, const Params& p, const TileRange& t, int tid) {
+  constexpr int ITEMS = N * (D / 4), PER = (ITEMS + NTH - 1) / NTH;
+  uint2 w[PER];
 #pragma unroll
   for (int i = 0; i < PER; ++i) {
     const int idx = tid + i * NTH, n = idx / (D / 4), h = 4 * (idx % (D / 4));
@@ -219,12 +211,6 @@ __device__ __forceinline__ void sw_fetch_q(uint2 (&w)[sw_q_items<D, N, NTH>()], 
     if ((ITEMS % NTH == 0 || idx < ITEMS) && n < t.nrows)
       w[i] = *reinterpret_cast<const uint2*>(q_row<D, TQ>(p, t.b, t.h, t.row0 + n) + h);
   }
-}
-
-template <int D, int N, typename TQ, bool QS, int NTH>
-__device__ __forceinline__ void sw_store_q(uint8_t* qs, const uint2 (&w)[sw_q_items<D, N, NTH>()], const Params& p,
-                                           int tid) {
-  constexpr int ITEMS = N * (D / 4), PER = sw_q_items<D, N, NTH>();
   const float sc = QS ? p.scale_log2 : 1.f;
 #pragma unroll
   for (int i = 0; i < PER; ++i) {
@@ -598,7 +584,7 @@ template <int D, int N, typename TQ>
 __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) grouped_sw_kernel(const Params p, int tile,
                                                                                   const __grid_constant__ CUtensorMap kv_map) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  grouped_cta_begin();
+  planted_cta_begin();
   PD_TL(0, threadIdx.x == 0);
 #ifdef PD_TIMELINE
   if (threadIdx.x == 0) pd_tl_smid();
@@ -610,9 +596,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   uint8_t* sm = smem_sw_base + (((base_u32 + 1023u) & ~1023u) - base_u32);
   uint8_t* ring = sm + C::RING_OFF;
   const uint32_t full_u32 = smem_u32(sm + C::BAR_OFF), empty_u32 = full_u32 + C::NS * 8;
-  // kv_lens is loaded by each role after its first loads (the producer's page ids, the
-  // consumers' Q): cta_tile's note.
-  TileRange t = cta_tile_start(p, tile);
+  const TileRange t = cta_tile(p, tile, C::BN);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   if (tid < C::NS) {
     mbar_init(full_u32 + tid * 8, C::TMA ? KvTma<C::BN>::arrivals(p) : 128);  // page owners or producers
@@ -631,8 +615,6 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::P_REGS) : "memory");
     if constexpr (C::TMA) {
       KvTma<C::BN, true> kv(&kv_map, p, t, D, warp == C::NC * 4 ? lane : C::BN);  // lane j: page j
-      cta_tile_bound(t, p, p.kv_lens[t.b], C::BN);
-      kv.bound(t.t_end);
       if (kv.owner()) {
 #pragma unroll 1
         for (int k = 0; k < t.ntiles; ++k) {
@@ -647,7 +629,6 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
       // cp.async by all 128 producer threads: FULL(k) arrives by itself when this thread's
       // copies of stage k have landed (cp.async's mbarrier arrive), so the producer never
       // waits for its own copies. Page numbers are fetched a stage ahead.
-      cta_tile_bound(t, p, p.kv_lens[t.b], C::BN);
       KvStream<128, C::CPR, C::BN> kv(p, t, D);
       kv.tid = tid - C::NC * 128;
       if (t.ntiles > 0) kv.fetch(0);
@@ -673,13 +654,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   const int wg = __shfl_sync(0xffffffffu, warp >> 2, 0), wl = warp & 3, g = lane >> 2, cq = lane & 3;
   const int bar_wg = 2 + wg;  // named barrier of this warpgroup (1: all consumers)
   const int ctid = tid & 127;
-  {
-    uint2 qw[sw_q_items<D, N, C::NC * 128>()];
-    sw_fetch_q<D, N, TQ, C::NC * 128>(qw, p, t, tid);
-    const int kv_len = p.kv_lens[t.b];  // under Q's loads
-    sw_store_q<D, N, TQ, C::QSCALE, C::NC * 128>(sm, qw, p, tid);
-    cta_tile_bound(t, p, kv_len, C::BN);
-  }
+  sw_load_q<D, N, TQ, C::QSCALE, C::NC * 128>(sm, p, t, tid);
   fence_async_smem();
   wg_bar(1, C::NC * 128);
   PD_TL(2, tid == 0);

@@ -300,7 +300,7 @@ template <int D, typename TQ, int NWG>
 __global__ void __launch_bounds__(WCfg<D, NWG>::NT, WCfg<D, NWG>::MIN_CTAS)
     grouped_wg_kernel(const Params p, const __grid_constant__ CUtensorMap kv_map) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  grouped_cta_begin();
+  planted_cta_begin();
   using C = WCfg<D, NWG>;
   extern __shared__ __align__(1024) uint8_t smem_raw_base[];
   const uint32_t base_u32 = smem_u32(smem_raw_base);
@@ -309,26 +309,20 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, WCfg<D, NWG>::MIN_CTAS)
   const uint32_t full_u32 = smem_u32(smem + C::BAR_OFF);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, cq = lane & 3;
-  // kv_lens is loaded once the first page ids are asked for, under Q's loads (cta_tile's
-  // note).
-  TileRange t = cta_tile_start(p, C::TILE);
+  const TileRange t = cta_tile(p, C::TILE, C::BN);
   using Ring = TmaRing<C::BN, C::NS, C::RAW>;
   Ring::init(full_u32, p);
 
-  // Page j of each stage is issued (a TMA box each for K and V) by lane 0 of warp j (2-4 %
-  // faster than lanes of warp 0, whose issue loop then delayed its conversion and so the
-  // CTA's barrier); everyone waits on the stage's FULL (TmaRing, kv_tma.cuh). Its first page
-  // ids are loaded here, before Q, whose fragments wait for their loads.
-  Ring kv(&kv_map, p, t, D, ring, full_u32);
-  const int kv_len = p.kv_lens[t.b];
-
   // Rows of this thread (warp w owns rows 16w..16w+15 of the tile, as wgmma lays them out).
   const int r0 = t.row0 + warp * 16 + g, r1 = r0 + 8;
+  const int lim0 = row_limit(p, t, r0), lim1 = row_limit(p, t, r1);
   uint32_t qa[D / 16][4];
   wg_load_q<D, TQ, __half>(qa, p, t.b, t.h, t.rows, r0, r1, cq);
-  cta_tile_bound(t, p, kv_len, C::BN);
-  kv.bound(t.t_end);
-  const int lim0 = row_limit(p, t, r0), lim1 = row_limit(p, t, r1);
+
+  // Page j of each stage is issued (a TMA box each for K and V) by lane 0 of warp j (2-4 %
+  // faster than lanes of warp 0, whose issue loop then delayed its conversion and so the
+  // CTA's barrier); everyone waits on the stage's FULL (TmaRing, kv_tma.cuh).
+  Ring kv(&kv_map, p, t, D, ring, full_u32);
   auto convert = [&](int it, int buf) { wg_convert_stage<D, C::NT>(kv.slot(it), smem + buf * C::CONV, tid, t, it); };
 
   float o[D / 8][4];
@@ -394,7 +388,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, WCfg<D, NWG>::MIN_CTAS)
 template <int D, typename T, int NWG>
 __global__ void __launch_bounds__(WCfg<D, NWG, false>::NT, 1) grouped_wg16_kernel(const Params p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  grouped_cta_begin();
+  planted_cta_begin();
   using C = WCfg<D, NWG, false>;
   extern __shared__ __align__(1024) uint8_t smem16_base[];
   const uint32_t base_u32 = smem_u32(smem16_base);
@@ -438,11 +432,27 @@ __global__ void __launch_bounds__(WCfg<D, NWG, false>::NT, 1) grouped_wg16_kerne
 #endif
 }
 
+// Whether an A/B switch such as PD_NO_WGMMA is set in the environment (any value but
+// empty or "0").
+inline bool env_switch(const char* name) {
+  const char* v = getenv(name);
+  return v && *v && *v != '0';
+}
+
 // Whether the wgmma kernels may run on the current device: an sm_90 GPU (the fat binary's
 // sm_90a code), unless PD_NO_WGMMA is set (used to A/B them against mma.sync).
 inline bool wg_supported() {
-  static int cached[64];
-  return device_flag(cached, [](int major, int minor) { return major == 9 && minor == 0 && !env_switch("PD_NO_WGMMA"); });
+  static int cached[64];  // 0 unknown, 1 yes, 2 no; per device ordinal
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  int& c = cached[dev & 63];
+  if (c == 0) {
+    int major = 0, minor = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    c = (major == 9 && minor == 0 && !env_switch("PD_NO_WGMMA")) ? 1 : 2;
+  }
+  return c == 1;
 }
 
 }  // namespace pd

@@ -57,7 +57,7 @@ __device__ __forceinline__ void turn_pass(int wg) {
 template <int D, typename TQ, bool KV8>
 __global__ void __launch_bounds__(WsCfg<D, KV8>::NT, 1) grouped_ws_kernel(const Params p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  grouped_cta_begin();
+  planted_cta_begin();
   using C = WsCfg<D, KV8>;
   using T = std::conditional_t<KV8, __half, TQ>;  // the MMA type (fp8 KV computes in fp16)
   extern __shared__ __align__(1024) uint8_t smem_ws_base[];

@@ -118,22 +118,20 @@ struct KvTma {
   static constexpr int kNoPage = 0x7FFFFFFF;  // `tok` of a thread that owns no page
   const CUtensorMap* map;
   const int* pt;
-  int col, tok, tok_end, page_shift, page_size, last_page;
+  int col, tok, tok_end, page_shift, page_size;
   uint32_t box_bytes, dst_off;  // one box; the owned page's offset in a stage
-  int cur, nxt;  // the owned page of the next stage to issue and of the one after
+  int cur, nxt;  // the owned page of the next stage to issue and of the one after (-1: none)
   uint64_t pol;   // kv_l2_policy: 0, or evict_first
 
-  // `j`: the page of each stage this thread owns (none when j >= BN / page_size). t needs
-  // only cta_tile_start's fields; bound() gives the end.
+  // `j`: the page of each stage this thread owns (none when j >= BN / page_size).
   __device__ __forceinline__ KvTma(const CUtensorMap* m, const Params& p, const TileRange& t, int row_bytes, int j)
       : map(m),
         pt(p.page_table + (size_t)t.b * p.max_pages),
         col(t.h * row_bytes),
         tok(j < (BN >> p.page_shift) ? t.t_begin + j * p.page_size : kNoPage),
-        tok_end(0),
+        tok_end(t.t_end),
         page_shift(p.page_shift),
         page_size(p.page_size),
-        last_page(p.max_pages - 1),
         box_bytes((uint32_t)p.page_size * row_bytes),
         dst_off((uint32_t)(j * p.page_size * row_bytes)) {
     if (owner()) asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(m)) : "memory");
@@ -145,23 +143,18 @@ struct KvTma {
   __device__ static __forceinline__ int arrivals(const Params& p) { return BN >> p.page_shift; }
   __device__ __forceinline__ bool owner() const { return tok != kNoPage; }
 
-  // The range's end (TileRange::t_end), once kv_lens has arrived: before the first issue().
-  __device__ __forceinline__ void bound(int t_end) { tok_end = t_end; }
-
-  // The id is loaded whether or not the page is in the range (the index clamped into the
-  // table's row; issue() skips it past the end), so the first fetches need not wait for
-  // kv_lens: under full DRAM load that is one latency less before a CTA's first box.
   __device__ __forceinline__ int fetch(int it) const {
-    return owner() ? __ldg(pt + min((tok + it * BN) >> page_shift, last_page)) : -1;
+    if (!owner()) return -1;
+    const int k = tok + it * BN;
+    return k < tok_end ? __ldg(pt + (k >> page_shift)) : -1;
   }
 
   // The owned page of stage `it` into k_dst (K box) and k_dst + v_off (V box), counted on
-  // mbarrier `bar` (no bytes past the range). Owners only, after bound().
+  // mbarrier `bar`. Owners only.
   __device__ __forceinline__ void issue(int it, uint8_t* k_dst, int v_off, uint32_t bar) {
     const uint32_t dst = smem_u32(k_dst) + dst_off;
-    const bool in = tok + it * BN < tok_end;
-    mbar_expect_tx(bar, in ? 2u * box_bytes : 0u);
-    if (in) {
+    mbar_expect_tx(bar, cur >= 0 ? 2u * box_bytes : 0u);
+    if (cur >= 0) {
       tma_load_3d(dst, map, col, 0, cur, bar, pol);
       tma_load_3d(dst + v_off, map, col, page_size, cur, bar, pol);
     }
@@ -183,7 +176,6 @@ struct TmaRing {
   __device__ __forceinline__ TmaRing(const CUtensorMap* m, const Params& p, const TileRange& t, int row_bytes,
                                      uint8_t* ring_, uint32_t full_)
       : kv(m, p, t, row_bytes, (threadIdx.x & 31) == 0 ? (int)threadIdx.x >> 5 : BN), ring(ring_), full(full_) {}
-  __device__ __forceinline__ void bound(int t_end) { kv.bound(t_end); }
 
   __device__ static __forceinline__ void init(uint32_t full, const Params& p) {
     const int tid = threadIdx.x;
