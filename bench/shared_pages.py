@@ -4,7 +4,7 @@
    that read the same pages through L2? Simulated with q_len 4 at twice the batch, where
    requests 2i and 2i+1 share one page-table row (the 48-row kernel's grid, the cache's
    DRAM bytes of batch B). Also "all": every request reads request 0's pages (mostly L2
-   hits: the kernels' compute-bound time).
+   hits: the kernels' compute-bound time), for the GPT-OSS fp8 rows too.
 2. `--profile`: what the split-KV merge costs: per-kernel GPU times (torch.profiler) of the
    split seed rows beside the CUDA-event time of the whole call.
 3. `--flush`: whether the cold-L2 flush itself costs the timed call: the same call behind a
@@ -43,20 +43,27 @@ def _time(q, kv, table, lens, q_len, flush, p) -> float:  # flush: as time_us ta
 
 
 def rows(flush: torch.Tensor, gen: torch.Generator) -> None:
-    hq, hkv, d = MODELS["Qwen3-480B"]
     print(f"{'case':<40} {'µs':>8}  plan")
-    for q_len, batch, share in (
-        (4, 64, "none"),
-        (4, 128, "pairs"),
-        (4, 128, "none"),
-        (4, 128, "all"),
-        (8, 64, "none"),
-        (8, 64, "all"),
-        (4, 80, "pairs"),
-        (8, 40, "none"),
-        (4, 32, "pairs"),
-        (8, 16, "none"),
+    for model, q_len, batch, share in (
+        ("Qwen3-480B", 4, 64, "none"),
+        ("Qwen3-480B", 4, 128, "pairs"),
+        ("Qwen3-480B", 4, 128, "none"),
+        ("Qwen3-480B", 4, 128, "all"),
+        ("Qwen3-480B", 8, 64, "none"),
+        ("Qwen3-480B", 8, 64, "all"),
+        ("Qwen3-480B", 4, 80, "pairs"),
+        ("Qwen3-480B", 8, 40, "none"),
+        ("Qwen3-480B", 4, 32, "pairs"),
+        ("Qwen3-480B", 8, 16, "none"),
+        # The GPT-OSS kernels' compute-bound time beside their own reads (64-byte rows).
+        ("GPT-OSS", 2, 64, "none"),
+        ("GPT-OSS", 2, 64, "all"),
+        ("GPT-OSS", 4, 64, "none"),
+        ("GPT-OSS", 4, 64, "all"),
+        ("GPT-OSS", 8, 64, "none"),
+        ("GPT-OSS", 8, 64, "all"),
     ):
+        hq, hkv, d = MODELS[model]
         q, kv, table, lens = seed_tensors(batch, q_len, hq, hkv, d, "fp8", gen)
         if share == "pairs":
             table = table[0::2].repeat_interleave(2, dim=0).contiguous()
@@ -64,7 +71,7 @@ def rows(flush: torch.Tensor, gen: torch.Generator) -> None:
             table = table[:1].expand_as(table).contiguous()
         p = device_plan(batch, q_len, hq, hkv, d, SEED_KV_LEN, kv_dtype="fp8")
         t = _time(q, kv, table, lens, q_len, flush, p)
-        print(f"Qwen3 fp8 q{q_len} B{batch} share={share:<6} {t:8.1f}  {p}", flush=True)
+        print(f"{model} fp8 q{q_len} B{batch} share={share:<6} {t:8.1f}  {p}", flush=True)
 
 
 def profile(flush: torch.Tensor, gen: torch.Generator) -> None:
