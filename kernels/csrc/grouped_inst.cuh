@@ -60,12 +60,6 @@ static cudaError_t with_tile_kernel(int tile, int rows, bool mma_only, F&& f) {
             return f(TileKern<SwCfg<128, 48>, grouped_sw_kernel<128, 48, T>, true>{});
         }
       }
-      // fp8 at head_dim 64 with full 64-row tiles (GPT-OSS q_len 8): the swapped form when
-      // PD_SW64 is set (A/B builds), else grouped_wg_kernel below.
-      if constexpr (KV8 && D == 64 && PD_SW64) {
-        if (sw_enabled() && tile == 64 && rows >= 64)
-          return f(TileKern<SwCfg<64, 64>, grouped_sw_kernel<64, 64, T>, true>{});
-      }
       if (tile == 128 || (tile == 64 && rows >= 64)) {
         if constexpr (D == 128)  // warp-specialized (grouped_ws.cuh): 15-22 % faster
           if (tile == 128 && ws_enabled()) return f(TileKern<WsCfg<D, KV8>, grouped_ws_kernel<D, T, KV8>>{});
@@ -97,7 +91,7 @@ struct LaunchTile {
     if constexpr (takes_kv_map<C>::value) {
       CUtensorMap map{};  // left empty for a configuration that reads by cp.async (C::TMA)
       if constexpr (C::TMA) {
-        const cudaError_t e = encode_kv_map(&map, p, C::TMA_HEAD_BYTES, C::TMA_SWIZZLE);
+        const cudaError_t e = encode_kv_map(&map, p, C::TMA_HEAD_BYTES, C::TMA_SW128);
         if (e != cudaSuccess) return e;
       }
       if constexpr (TK::tile_arg) return launch_tiles<C, TK::kernel>(p, st, tile, map);

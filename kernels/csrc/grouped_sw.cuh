@@ -61,32 +61,18 @@ namespace pd {
 #ifndef PD_SW48_TMA
 #define PD_SW48_TMA 0
 #endif
-// The head_dim-64 form (GPT-OSS fp8 q_len 8: 64 rows of head_dim 64, one consumer
-// warpgroup, three CTAs per SM) instead of grouped_wg_kernel: PD_SW64=1. Its ring depth:
-#ifndef PD_SW64
-#define PD_SW64 0
-#endif
-#ifndef PD_SW64_NS
-#define PD_SW64_NS 3
-#endif
 
 template <int D, int N>
 struct SwCfg {
-  // head_dim 128 with 96 rows (Qwen3 q_len 8) or 48 (Qwen3 q_len 4); head_dim 64 with 64
-  // rows (GPT-OSS q_len 8, PD_SW64).
-  static_assert((D == 128 && (N == 48 || N == 96)) || (D == 64 && N == 64), "the forms launch_tile dispatches");
-  // Over 64 rows: two consumer warpgroups, one CTA per SM. Up to 64 rows: one, two CTAs per
-  // SM at head_dim 128, three at 64 — the cost model's occupancy for those tiles (the
-  // device's, kernels/plan.py).
+  // head_dim 128 only: a head_dim-64 form (GPT-OSS q_len 8, three CTAs per SM) lost to
+  // grouped_wg_kernel (kernels/NOTES.md) and was removed.
+  static_assert(D == 128, "head_dim");
+  // Over 64 rows (Qwen3 q_len 8): two consumer warpgroups, one CTA per SM. Up to 64 rows
+  // (Qwen3 q_len 4): one, two CTAs per SM — the cost model's occupancy for those tiles
+  // (kernels/plan.py).
   static constexpr int NC = N > 64 ? 2 : 1;
-  // Head_dim 64: no producer warpgroup (SOLO): the consumer's warps issue the TMA boxes, so
-  // four CTAs fit an SM at 128 registers per thread (with a producer, three at 136).
-#ifndef PD_SW64_SOLO
-#define PD_SW64_SOLO 1
-#endif
-  static constexpr bool SOLO = D == 64 && PD_SW64_SOLO;
-  static constexpr int NT = SOLO ? 128 : (NC + 1) * 128;
-  static constexpr int MIN_CTAS = NC == 2 ? 1 : (D == 64 ? (SOLO ? 4 : 3) : 2);
+  static constexpr int NT = (NC + 1) * 128;
+  static constexpr int MIN_CTAS = NC == 2 ? 1 : 2;
   // setmaxnreg split of the registers each thread gets at launch.
   static constexpr int LAUNCH_REGS = (65536 / MIN_CTAS / NT) / 8 * 8;
   // The producer needs few (TMA issue, or the 48-row form's cp.async): 24, the least
@@ -114,12 +100,11 @@ struct SwCfg {
   static constexpr int BN = 64;                  // tokens per stage
   static constexpr int RAW_HALF = BN * D;        // fp8 K (or V) of one stage
   static constexpr int RAW = 2 * RAW_HALF;
-  static constexpr int NS = NC == 2 ? PD_SW_NS : (D == 64 ? PD_SW64_NS : 4);  // ring depth
+  static constexpr int NS = NC == 2 ? PD_SW_NS : 4;  // ring depth (4: two CTAs per SM)
   // KV by TMA boxes (kv_tma.cuh; 4-6 % faster at 96 rows) or by the producers' cp.async;
   // the kernel takes the tensor map either way. Boxes: one head's 128-byte rows, swizzled.
   static constexpr bool TMA = N > 48 || PD_SW48_TMA;
-  static constexpr bool KV_MAP = true;
-  static constexpr int TMA_SWIZZLE = D;          // the raw rows' swizzle span (sw_off)
+  static constexpr bool KV_MAP = true, TMA_SW128 = true;
   static constexpr int TMA_HEAD_BYTES = D;
   static constexpr int CPR = D / 16;             // 16-byte chunks per raw row
   static constexpr int QB = N * D * 2;           // fp16 Q^T operand: D/64 blocks of [N][128 B]
@@ -136,29 +121,20 @@ struct SwCfg {
   static constexpr int SMEM = 1024 + BAR_OFF + 2 * NS * 8;
   static_assert(QB % 1024 == 0 && PB % 1024 == 0, "wgmma operands need 1024-byte alignment");
   static_assert(NC == 1 || D * N * 4 <= QB + NC * PB, "the merge buffer reuses Q and P");
+  static_assert(N == 48 || N == 96, "rows per tile: the two forms launch_tile dispatches");
   static_assert(MIN_CTAS * (SMEM + 1024) <= 228 * 1024, "shared memory per SM");
 };
 
-// Raw fp8 row r (a token, D bytes), 16-byte chunk c: XOR-swizzled so both the K loads
-// (16-byte chunks of 2 rows per 8 lanes) and the V^T fragment loads (head_dim 128: 4 bytes
-// of 4 rows per chunk; 64: ldmatrix rows of 8 tokens) hit distinct banks. It is TMA's 128-
-// or 64-byte swizzle (address bits 4-6 XOR bits 7-9, or 4-5 XOR 7-8), so boxes land so.
-template <int D>
-__device__ __forceinline__ int sw_off(int r, int c) {
-  if constexpr (D == 128) return r * 128 + ((c ^ (r & 7)) << 4);
-  else return r * 64 + ((c ^ ((r >> 1) & 3)) << 4);
-}
+// Raw fp8 row r (a token, 128 bytes), 16-byte chunk c: XOR-swizzled so both the K loads
+// (16-byte chunks of 2 rows per 8 lanes) and the V^T fragment loads (4 bytes of 4 rows per
+// chunk) hit distinct banks.
+__device__ __forceinline__ int sw_off(int r, int c) { return r * 128 + ((c ^ (r & 7)) << 4); }
 
 #define PD_SWRS48 "{\n.reg .pred p;\n.reg .b32 tb;\n.reg .b64 db;\n" \
   "setp.ne.b32 p, %29, 0;\nadd.u32 tb, %28, %30;\nmov.b64 db, {tb, 1073741888};\n" \
   "wgmma.mma_async.sync.aligned.m64n48k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, {%24, %25, %26, %27}, db, p, 1, 1, 0;\n}\n"
 #define PD_SW48_OUT "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3])
 #define PD_SW48_NEW "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]), "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]), "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3])
-#define PD_SWRS64 "{\n.reg .pred p;\n.reg .b32 tb;\n.reg .b64 db;\n" \
-  "setp.ne.b32 p, %37, 0;\nadd.u32 tb, %36, %38;\nmov.b64 db, {tb, 1073741888};\n" \
-  "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, db, p, 1, 1, 0;\n}\n"
-#define PD_SW64_OUT "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-#define PD_SW64_NEW "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]), "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]), "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3]), "=f"(d[6][0]), "=f"(d[6][1]), "=f"(d[6][2]), "=f"(d[6][3]), "=f"(d[7][0]), "=f"(d[7][1]), "=f"(d[7][2]), "=f"(d[7][3])
 #define PD_SWRS96 "{\n.reg .pred p;\n.reg .b32 tb;\n.reg .b64 db;\n" \
   "setp.ne.b32 p, %53, 0;\nadd.u32 tb, %52, %54;\nmov.b64 db, {tb, 1073741888};\n" \
   "wgmma.mma_async.sync.aligned.m64n96k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, {%48, %49, %50, %51}, db, p, 1, 1, 0;\n}\n"
@@ -179,11 +155,9 @@ __device__ __forceinline__ void wg_mma_rs(float (&d)[N / 8][4], const uint32_t (
   // Without `accumulate` d is overwritten: its old values are not inputs (need not stay live).
   if (accumulate) {
     if constexpr (N == 48) PD_SW_RS(48, PD_SW48_OUT, 1);
-    else if constexpr (N == 64) PD_SW_RS(64, PD_SW64_OUT, 1);
     else PD_SW_RS(96, PD_SW96_OUT, 1);
   } else {
     if constexpr (N == 48) PD_SW_RS(48, PD_SW48_NEW, 0);
-    else if constexpr (N == 64) PD_SW_RS(64, PD_SW64_NEW, 0);
     else PD_SW_RS(96, PD_SW96_NEW, 0);
   }
 }
@@ -192,9 +166,6 @@ __device__ __forceinline__ void wg_mma_rs(float (&d)[N / 8][4], const uint32_t (
 #undef PD_SWRS48
 #undef PD_SW48_OUT
 #undef PD_SW48_NEW
-#undef PD_SWRS64
-#undef PD_SW64_OUT
-#undef PD_SW64_NEW
 #undef PD_SWRS96
 #undef PD_SW96_OUT
 #undef PD_SW96_NEW
@@ -213,13 +184,11 @@ __device__ __forceinline__ void sw_issue_s(float (&s)[N / 8][4], const uint32_t 
 __device__ __forceinline__ void wg_bar(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 
 // S^T's contraction runs over head_dim in a permuted order, so a thread's K A fragments are
-// D / 4 contiguous raw bytes of each of its tokens (sw_k_frags): logical k = 16 kk + r, with
-// r in {2cq, 2cq+1, 2cq+8, 2cq+9}, is physical head_dim (D / 4) cq + 4 kk + {0, 1, 2, 3}.
+// 32 contiguous raw bytes of each of its tokens (sw_k_frags): logical k = 16 kk + r, with
+// r in {2cq, 2cq+1, 2cq+8, 2cq+9}, is physical head_dim 32 cq + 4 kk + {0, 1, 2, 3}.
 // Position of physical head_dim h in the logical order:
-template <int D>
 __device__ __forceinline__ int sw_k_pos(int h) {
-  constexpr int SH = D == 128 ? 5 : 4;  // log2(D / 4)
-  const int cq = h >> SH, kk = (h >> 2) & (D / 16 - 1), t = h & 3;
+  const int cq = h >> 5, kk = (h >> 2) & 7, t = h & 3;
   return 16 * kk + 2 * cq + (t & 1) + 8 * (t >> 1);
 }
 
@@ -253,131 +222,79 @@ __device__ __forceinline__ void sw_load_q(uint8_t* qs, const Params& p, const Ti
       const int c = (kl & 63) >> 3;
       return reinterpret_cast<uint32_t*>(qs + (kl >> 6) * (N * 128) + n * 128 + ((c ^ (n & 7)) << 4) + (kl & 7) * 2);
     };
-    const int kl = sw_k_pos<D>(h);  // h, h+1 -> kl, kl+1; h+2, h+3 -> kl+8, kl+9
+    const int kl = sw_k_pos(h);  // h, h+1 -> kl, kl+1; h+2, h+3 -> kl+8, kl+9
     *at(kl) = lo;
     *at(kl + 8) = hi;
   }
 }
 
-// K of tokens wl*16 + g and +8 of a raw stage as S^T's A fragments for the D / 16 k-steps:
-// the thread's D / 4 bytes (chunks (D / 64) cq ...) of each token (sw_k_raw), word kk giving
-// (a0|a1, a2|a3) of step kk (sw_k_pos's order; sw_k_cvt).
-template <int D>
-__device__ __forceinline__ void sw_k_raw(uint4 (&kr)[2][D / 64], const uint8_t* rk, int wl, int g, int cq) {
+// K of tokens wl*16 + g and +8 of a raw stage as S^T's A fragments for the 8 k-steps: the
+// thread's 32 bytes (chunks 2cq, 2cq+1) of each token (sw_k_raw), word kk giving (a0|a1,
+// a2|a3) of step kk (sw_k_pos's order; sw_k_cvt).
+__device__ __forceinline__ void sw_k_raw(uint4 (&kr)[2][2], const uint8_t* rk, int wl, int g, int cq) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int i = wl * 16 + g + 8 * h;
-#pragma unroll
-    for (int c = 0; c < D / 64; ++c) kr[h][c] = *reinterpret_cast<const uint4*>(rk + sw_off<D>(i, (D / 64) * cq + c));
+    kr[h][0] = *reinterpret_cast<const uint4*>(rk + sw_off(i, 2 * cq));
+    kr[h][1] = *reinterpret_cast<const uint4*>(rk + sw_off(i, 2 * cq + 1));
   }
 }
-template <int D>
-__device__ __forceinline__ void sw_k_cvt(uint32_t (&kf)[D / 16][4], const uint4 (&kr)[2][D / 64]) {
+__device__ __forceinline__ void sw_k_cvt(uint32_t (&kf)[8][4], const uint4 (&kr)[2][2]) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
+    const uint32_t w[8] = {kr[h][0].x, kr[h][0].y, kr[h][0].z, kr[h][0].w,
+                           kr[h][1].x, kr[h][1].y, kr[h][1].z, kr[h][1].w};
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      const uint4 q = kr[h][kk >> 2];
-      const uint32_t w = (kk & 3) == 0 ? q.x : (kk & 3) == 1 ? q.y : (kk & 3) == 2 ? q.z : q.w;
-      e4m3x4_to_half2x2(w, kf[kk][h], kf[kk][2 + h]);
+    for (int kk = 0; kk < 8; ++kk) e4m3x4_to_half2x2(w[kk], kf[kk][h], kf[kk][2 + h]);
+  }
+}
+__device__ __forceinline__ void sw_k_frags(uint32_t (&kf)[8][4], const uint8_t* rk, int wl, int g, int cq) {
+  uint4 kr[2][2];
+  sw_k_raw(kr, rk, wl, g, cq);
+  sw_k_cvt(kf, kr);
+}
+
+// V of a raw stage for the A fragments of O^T += V^T P^T: the thread's 4 bytes of tokens
+// ia = 16 kt + 2 cq + 8 hh and ia + 1, [k16 step][hh][token]. Logical O^T row
+// (e, 16 wl + g + 8 h) is physical head_dim 4 (8 wl + g) + 2 e + h.
+__device__ __forceinline__ void sw_load_v(uint32_t (&vr)[4][2][2], const uint8_t* rv, int wl, int g, int cq) {
+#pragma unroll
+  for (int kt = 0; kt < 4; ++kt) {
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const int ia = kt * 16 + 2 * cq + 8 * hh, ib = ia + 1;
+      const int c = 2 * wl + (g >> 2), o = (g & 3) * 4;
+      vr[kt][hh][0] = *reinterpret_cast<const uint32_t*>(rv + sw_off(ia, c) + o);
+      vr[kt][hh][1] = *reinterpret_cast<const uint32_t*>(rv + sw_off(ib, c) + o);
     }
   }
 }
-template <int D>
-__device__ __forceinline__ void sw_k_frags(uint32_t (&kf)[D / 16][4], const uint8_t* rk, int wl, int g, int cq) {
-  uint4 kr[2][D / 64];
-  sw_k_raw<D>(kr, rk, wl, g, cq);
-  sw_k_cvt<D>(kf, kr);
+
+// Those bytes of tokens at or past `valid` (the last stage's, past the CTA's range) as zeros:
+// the TMA read whole pages, or none, there (kv_tma.cuh), and P = 0 times a NaN is NaN.
+__device__ __forceinline__ void sw_zero_v_tail(uint32_t (&vr)[4][2][2], int valid, int cq) {
+#pragma unroll
+  for (int kt = 0; kt < 4; ++kt)
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+      for (int u = 0; u < 2; ++u)
+        if (kt * 16 + 2 * cq + 8 * hh + u >= valid) vr[kt][hh][u] = 0u;
 }
 
-// V of a raw stage for the A fragments of O^T += V^T P^T (load), zeroed past the range
-// (zero_tail: the last stage's tokens at or past `valid`; the TMA read whole pages, or none,
-// there (kv_tma.cuh), and P = 0 times a NaN is NaN) and converted (cvt: va[k16 step][head_dim
-// block][4]).
-template <int D>
-struct SwV;
-
-// Head_dim 128: the thread's 4 bytes of tokens ia = 16 kt + 2 cq + 8 hh and ia + 1,
-// [k16 step][hh][token]. Logical O^T row (e, 16 wl + g + 8 h) is physical head_dim
-// 4 (8 wl + g) + 2 e + h.
-template <>
-struct SwV<128> {
-  uint32_t r[4][2][2];
-  __device__ __forceinline__ void load(const uint8_t* rv, int wl, int g, int cq, int) {
+// Those bytes as fp16 A fragments: [k16 step][head_dim half][4].
+__device__ __forceinline__ void sw_cvt_v(uint32_t (&va)[4][2][4], const uint32_t (&vr)[4][2][2]) {
 #pragma unroll
-    for (int kt = 0; kt < 4; ++kt) {
+  for (int kt = 0; kt < 4; ++kt) {
 #pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const int ia = kt * 16 + 2 * cq + 8 * hh, ib = ia + 1;
-        const int c = 2 * wl + (g >> 2), o = (g & 3) * 4;
-        r[kt][hh][0] = *reinterpret_cast<const uint32_t*>(rv + sw_off<128>(ia, c) + o);
-        r[kt][hh][1] = *reinterpret_cast<const uint32_t*>(rv + sw_off<128>(ib, c) + o);
-      }
+    for (int hh = 0; hh < 2; ++hh) {
+      const uint32_t a = vr[kt][hh][0], b = vr[kt][hh][1];
+      // (a0 b0) (a1 b1), (a2 b2) (a3 b3): the token pair of each byte
+      e4m3x4_to_half2x2(__byte_perm(a, b, 0x5140), va[kt][0][2 * hh], va[kt][0][2 * hh + 1]);
+      e4m3x4_to_half2x2(__byte_perm(a, b, 0x7362), va[kt][1][2 * hh], va[kt][1][2 * hh + 1]);
     }
   }
-  __device__ __forceinline__ void zero_tail(int valid, int cq) {
-#pragma unroll
-    for (int kt = 0; kt < 4; ++kt)
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh)
-#pragma unroll
-        for (int u = 0; u < 2; ++u)
-          if (kt * 16 + 2 * cq + 8 * hh + u >= valid) r[kt][hh][u] = 0u;
-  }
-  __device__ __forceinline__ void cvt(uint32_t (&va)[4][2][4]) const {
-#pragma unroll
-    for (int kt = 0; kt < 4; ++kt) {
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const uint32_t a = r[kt][hh][0], b = r[kt][hh][1];
-        // (a0 b0) (a1 b1), (a2 b2) (a3 b3): the token pair of each byte
-        e4m3x4_to_half2x2(__byte_perm(a, b, 0x5140), va[kt][0][2 * hh], va[kt][0][2 * hh + 1]);
-        e4m3x4_to_half2x2(__byte_perm(a, b, 0x7362), va[kt][1][2 * hh], va[kt][1][2 * hh + 1]);
-      }
-    }
-  }
-};
-
-// Head_dim 64: a thread's V^T rows are 2 bytes of each token (logical O^T row 16 wl + g + 8 h
-// is physical head_dim 16 wl + 2 g + h), so they come by ldmatrix.trans of b16 pairs: matrix
-// m of load q is tokens 32 q + 8 m .. + 7 of 16-byte chunk wl, and lane (g, cq) receives
-// chunk column g (head_dim 16 wl + 2 g, + 1) of tokens 32 q + 8 m + 2 cq and + 1.
-template <>
-struct SwV<64> {
-  uint32_t r[2][4];
-  __device__ __forceinline__ void load(const uint8_t* rv, int wl, int, int, int lane) {
-    const uint32_t base = smem_u32(rv);
-#pragma unroll
-    for (int q = 0; q < 2; ++q) {
-      const uint32_t a = base + sw_off<64>(32 * q + lane, wl);  // lane = 8 m + row
-      asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                   : "=r"(r[q][0]), "=r"(r[q][1]), "=r"(r[q][2]), "=r"(r[q][3])
-                   : "r"(a)
-                   : "memory");
-    }
-  }
-  __device__ __forceinline__ void zero_tail(int valid, int cq) {
-#pragma unroll
-    for (int q = 0; q < 2; ++q)
-#pragma unroll
-      for (int m = 0; m < 4; ++m) {
-        const int t0 = 32 * q + 8 * m + 2 * cq;
-        if (t0 >= valid) r[q][m] &= 0xFFFF0000u;
-        if (t0 + 1 >= valid) r[q][m] &= 0x0000FFFFu;
-      }
-  }
-  // Bytes (d0 t0, d1 t0, d0 t1, d1 t1) -> (d0 t0, d0 t1) and (d1 t0, d1 t1): rows g and g + 8
-  // of k-step 2 q + m / 2, its tokens 2 cq, + 1 (m even) or + 8, + 9 (m odd).
-  __device__ __forceinline__ void cvt(uint32_t (&va)[4][1][4]) const {
-#pragma unroll
-    for (int q = 0; q < 2; ++q)
-#pragma unroll
-      for (int m = 0; m < 4; ++m) {
-        const int kt = 2 * q + (m >> 1), hh = m & 1;
-        e4m3x4_to_half2x2(__byte_perm(r[q][m], 0u, 0x3120), va[kt][0][2 * hh], va[kt][0][2 * hh + 1]);
-      }
-  }
-};
+}
 
 // Whether any thread of the 128 at named barrier `id` passes `pred` (and a barrier).
 __device__ __forceinline__ bool wg_any(bool pred, int id) {
@@ -584,9 +501,9 @@ __device__ __forceinline__ void sw_finish(const Params& p, const TileRange& t, c
         if constexpr (C::NC == 2) x += oth[((e * JH + jj) * 4 + c) * 128 + ctid] * (W1 ? a0 : a1)[jj][c & 1];
         o[e][J0 + jj][c] = x * inv[jj][c & 1];
       }
-  // O^T's rows are in the permuted head_dim order (SwV): a thread's 2 E values of a column
-  // are contiguous.
-  const int d0 = 2 * E * (8 * wl + g), rtot = p.batch * p.q_len * p.hq;
+  // O^T's rows are in the permuted head_dim order (sw_load_v): a thread's four values of a
+  // column are contiguous.
+  const int d0 = 4 * (8 * wl + g), rtot = p.batch * p.q_len * p.hq;
   auto out_row = [&](int n) {
     const int r = t.row0 + n;
     return (size_t)(t.b * p.q_len + r / p.group) * p.hq + t.h * p.group + r % p.group;
@@ -603,18 +520,14 @@ __device__ __forceinline__ void sw_finish(const Params& p, const TileRange& t, c
   if (p.num_splits == 1) {
     each_column([&](int jj, int b, int n) {
       TQ* dst = static_cast<TQ*>(p.out) + out_row(n) * D + d0;
-      const uint32_t lo = Tr<TQ>::pack(o[0][J0 + jj][b], o[0][J0 + jj][b + 2]);
-      if constexpr (E == 2) *reinterpret_cast<uint2*>(dst) = make_uint2(lo, Tr<TQ>::pack(o[E - 1][J0 + jj][b], o[E - 1][J0 + jj][b + 2]));
-      else *reinterpret_cast<uint32_t*>(dst) = lo;
+      *reinterpret_cast<uint2*>(dst) = make_uint2(Tr<TQ>::pack(o[0][J0 + jj][b], o[0][J0 + jj][b + 2]),
+                                                  Tr<TQ>::pack(o[1][J0 + jj][b], o[1][J0 + jj][b + 2]));
     });
   } else {
     each_column([&](int jj, int b, int n) {
       const size_t row = (size_t)t.split * rtot + out_row(n);
-      if constexpr (E == 2)
-        *reinterpret_cast<float4*>(p.ws_o + row * D + d0) =
-            make_float4(o[0][J0 + jj][b], o[0][J0 + jj][b + 2], o[E - 1][J0 + jj][b], o[E - 1][J0 + jj][b + 2]);
-      else
-        *reinterpret_cast<float2*>(p.ws_o + row * D + d0) = make_float2(o[0][J0 + jj][b], o[0][J0 + jj][b + 2]);
+      *reinterpret_cast<float4*>(p.ws_o + row * D + d0) =
+          make_float4(o[0][J0 + jj][b], o[0][J0 + jj][b + 2], o[1][J0 + jj][b], o[1][J0 + jj][b + 2]);
       if (wl == 0 && g == 0) p.ws_lse[row] = lse[jj][b];
     });
   }
@@ -628,7 +541,7 @@ __device__ __forceinline__ void sw_epilogue(const Params& p, const TileRange& t,
                                             float (&o)[D / 64][N / 8][4], float (&l)[N / 8][2], float* red, int wg,
                                             int wl, int g, int cq, int ctid) {
   constexpr int NJ = N / 8, E = D / 64;
-  static_assert(E == 2 || C::NC == 1, "the two warpgroups' hand-over takes two head_dim halves");
+  static_assert(E == 2, "sw_finish's stores take two head_dim halves");
   // Column sums of l over the warpgroup: lanes, then warps through `red`.
 #pragma unroll
   for (int j = 0; j < NJ; ++j)
@@ -687,26 +600,19 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   if (tid < C::NS) {
     mbar_init(full_u32 + tid * 8, C::TMA ? KvTma<C::BN>::arrivals(p) : 128);  // page owners or producers
-    if constexpr (!C::SOLO) mbar_init(empty_u32 + tid * 8, 4);  // lane 0 of each warp of the stage's warpgroup
+    mbar_init(empty_u32 + tid * 8, 4);   // lane 0 of each warp of the stage's warpgroup
   }
   if (tid < C::NC) *reinterpret_cast<int*>(sm + C::MC_OFF + tid * C::MC) = 0;  // buffer 0 current
   for (int i = tid; i < C::NC * N; i += C::NT)  // the first stage raises from kNoMax
     reinterpret_cast<float*>(sm + C::MC_OFF + (i / N) * C::MC + 16)[i % N] = kNoMax;
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  // SOLO: lane 0 of warp j issues page j of each stage (TmaRing), la = NS - 1 stages ahead.
-  struct NoRing {
-    __device__ NoRing(const CUtensorMap*, const Params&, const TileRange&, int, uint8_t*, uint32_t) {}
-  };
-  std::conditional_t<C::SOLO, TmaRing<C::BN, C::NS, C::RAW>, NoRing> solo(&kv_map, p, t, D, ring, full_u32);
   __syncthreads();
-  if constexpr (C::SOLO)
-    for (int k = 0; k < C::NS - 1 && k < t.ntiles; ++k) solo.issue(k);
 
-  if (!C::SOLO && warp >= C::NC * 4) {
+  if (warp >= C::NC * 4) {
     // Producer: stage it into slot it % NS once the warpgroup that read stage it-NS freed it.
     // Lanes of one warp issue the TMA boxes, a page each (kv_tma.cuh); FULL(k) completes when
     // stage k's bytes have landed, so every ring slot can be in flight. The rest idle.
-    if constexpr (!C::SOLO) asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::P_REGS) : "memory");
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::P_REGS) : "memory");
     if constexpr (C::TMA) {
       KvTma<C::BN, true> kv(&kv_map, p, t, D, warp == C::NC * 4 ? lane : C::BN);  // lane j: page j
       if (kv.owner()) {
@@ -730,7 +636,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
       for (int k = 0; k < t.ntiles; ++k) {
         const int slot = k % C::NS;
         if (k >= C::NS) mbar_wait(empty_u32 + slot * 8, ((k / C::NS) - 1) & 1);
-        kv.load(k, ring + slot * C::RAW, C::RAW_HALF, [](int r, int c) { return sw_off<D>(r, c); });
+        kv.load(k, ring + slot * C::RAW, C::RAW_HALF, [](int r, int c) { return sw_off(r, c); });
         cp_async_mbar_arrive(full_u32 + slot * 8);
         if (k + 1 < t.ntiles) kv.fetch(k + 1);
       }
@@ -742,7 +648,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     return;
   }
 
-  if constexpr (!C::SOLO) asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(C::C_REGS) : "memory");
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(C::C_REGS) : "memory");
   // wg through a shuffle: provably warp-uniform, so ptxas keeps the wgmma descriptors built
   // from it in uniform registers (no R2UR per wgmma).
   const int wg = __shfl_sync(0xffffffffu, warp >> 2, 0), wl = warp & 3, g = lane >> 2, cq = lane & 3;
@@ -784,7 +690,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   if (wg < t.ntiles) {
     mbar_wait(full_u32 + (wg % C::NS) * 8, (wg / C::NS) & 1);
     PD_TL(3, tid == 0);
-    sw_k_frags<D>(kf, ring + (wg % C::NS) * C::RAW, wl, g, cq);
+    sw_k_frags(kf, ring + (wg % C::NS) * C::RAW, wl, g, cq);
     wg_fence();
     issue_s_first();
     wg_commit();
@@ -798,28 +704,23 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     const int slot = it % C::NS, nx = it + C::NC;
     const uint8_t* rk = ring + slot * C::RAW;
     wg_wait<0>();
-    // SOLO: every warp is past the last iteration's barrier, so the slot of stage
-    // it + NS - 1 (stage it - 1's) has been read.
-    if constexpr (C::SOLO)
-      if (it + C::NS - 1 < t.ntiles) solo.issue(it + C::NS - 1);
     // K_EARLY: the next stage's raw K loaded now, its latency hidden by the softmax.
-    uint4 kr[2][D / 64];
+    uint4 kr[2][2];
     if constexpr (C::K_EARLY) {
       if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
-      sw_k_raw<D>(kr, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
+      sw_k_raw(kr, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
     }
     sw_softmax<N, E, C::BN, C::QSCALE>(s, o, l, it == wg, sc, thr, mc, mcb, red, p, t, it, wl, g, cq, ctid, bar_wg);
     sw_store_p<N>(s, p_u32, wl, lane);
     // V to registers before the barrier: its loads and conversion fill the wait for the
     // warpgroup's slowest warp (1-2 % at q_len 8, kernels/NOTES.md).
-    SwV<D> vr;
-    uint32_t va[4][E][4];
-    vr.load(rk + C::RAW_HALF, wl, g, cq, lane);
+    uint32_t vr[4][2][2], va[4][E][4];
+    sw_load_v(vr, rk + C::RAW_HALF, wl, g, cq);
     if constexpr (C::TMA)
-      if (const int valid = t.t_end - (t.t_begin + it * C::BN); valid < C::BN) vr.zero_tail(valid, cq);
+      if (const int valid = t.t_end - (t.t_begin + it * C::BN); valid < C::BN) sw_zero_v_tail(vr, valid, cq);
     __syncwarp();
-    if (!C::SOLO && lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K was read in the previous iteration
-    vr.cvt(va);
+    if (lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K was read in the previous iteration
+    sw_cvt_v(va, vr);
     fence_async_smem();   // P, written above, for wgmma (the async proxy)
     wg_bar(bar_wg, 128);  // P complete; orders this stage's maxima reads before the next writes
     wg_fence();
@@ -837,10 +738,10 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     // Not Q's bytes: with those, racecheck reported hazards against the epilogue's writes
     // over Q (ninth session, call 11), though a named barrier orders the two.
     if constexpr (C::K_EARLY) {
-      sw_k_cvt<D>(kf, kr);
+      sw_k_cvt(kf, kr);
     } else {
       if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
-      sw_k_frags<D>(kf, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
+      sw_k_frags(kf, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
     }
     wg_wait<0>();
     sw_preload_max<N>(s, mc, cq);

@@ -51,8 +51,7 @@ struct WCfg {
   // registers are held to 128 so that four fit there too.
   static constexpr int MIN_CTAS = SHALLOW && NWG == 1 ? 4 : 1;
   // fp8 reads by TMA (kv_tma.cuh): boxes of one head's rows, unswizzled (raw_off).
-  static constexpr bool KV_MAP = KV8, TMA = KV8;
-  static constexpr int TMA_SWIZZLE = 0;
+  static constexpr bool KV_MAP = KV8, TMA = KV8, TMA_SW128 = false;
   static constexpr int TMA_HEAD_BYTES = D;
   static constexpr int CPR = D * ES / 16;        // 16-byte chunks per raw row
   static constexpr int CONV_BYTES = KV8 ? (DB ? 2 : 1) * CONV : 0;

@@ -31,10 +31,9 @@ namespace pd {
 #endif
 
 // Tensor map of p's cache (`head_bytes` per KV head and token) for boxes of one head's rows x
-// page_size tokens; `swizzle` 128 or 64 for rows of that many bytes read into TMA's
-// swizzled layout of that span (the swapped kernel's raw layout, sw_off), 0 for none.
+// page_size tokens; `swizzle128` for 128-byte rows read into the 128-byte-swizzled layout.
 // cudaErrorNotSupported when the driver has no cuTensorMapEncodeTiled.
-inline cudaError_t encode_kv_map(CUtensorMap* map, const Params& p, int head_bytes, int swizzle) {
+inline cudaError_t encode_kv_map(CUtensorMap* map, const Params& p, int head_bytes, bool swizzle128) {
   static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
   if (!encode) {
     void* fn = nullptr;
@@ -52,9 +51,7 @@ inline cudaError_t encode_kv_map(CUtensorMap* map, const Params& p, int head_byt
   const cuuint32_t unit[3] = {1, 1, 1};
   const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, const_cast<void*>(p.kv), dims, strides, box, unit,
                             CU_TENSOR_MAP_INTERLEAVE_NONE,
-                            swizzle == 128  ? CU_TENSOR_MAP_SWIZZLE_128B
-                            : swizzle == 64 ? CU_TENSOR_MAP_SWIZZLE_64B
-                                            : CU_TENSOR_MAP_SWIZZLE_NONE,
+                            swizzle128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_NONE,
                             static_cast<CUtensorMapL2promotion>(PD_TMA_L2), CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
 }
