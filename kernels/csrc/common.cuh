@@ -174,19 +174,6 @@ __device__ __forceinline__ float ex2(float x) {
   return y;
 }
 
-// 2^x for x <= 2^22 on the FMA and integer pipes instead of MUFU (FlashAttention-4 spreads
-// its exponentials so): x rounded to n in the low bits of x + 1.5 * 2^23, 2^(x - n) by a cubic
-// (relative error 7.5e-5 on [-0.5, 0.5], below fp16 P's rounding), n added to the exponent.
-// Below -126 it is 2^-126 or a tiny denormal (0 once P is fp16), -inf included; NaN stays NaN
-// (max.NaN).
-__device__ __forceinline__ float ex2_fma(float x) {
-  asm("max.NaN.f32 %0, %0, 0fC2FC0000;\n" : "+f"(x));  // -126
-  const float r = x + 12582912.f;
-  const float f = x - (r - 12582912.f);
-  const float q = fmaf(fmaf(fmaf(0.05518015f, f, 0.24260996f), f, 0.69325924f), f, 0.99992811f);
-  return __int_as_float(__float_as_int(q) + (__float_as_int(r) << 23));
-}
-
 // Per-type traits: MMA, packing, and e4m3 -> T conversion by bit placement + one multiply.
 // e4m3 magnitude bits are moved under T's exponent/mantissa fields; one multiply by
 // 2^(bias_T - 7) fixes the exponent bias (exact, subnormals included, since T holds e4m3).

@@ -61,11 +61,6 @@ namespace pd {
 #ifndef PD_SW48_TMA
 #define PD_SW48_TMA 0
 #endif
-// Exponentials of the softmax's common path on the FMA pipe (ex2_fma) instead of MUFU: those
-// of PD_SW_POLY of every 4 column blocks (0: none).
-#ifndef PD_SW_POLY
-#define PD_SW_POLY 0
-#endif
 
 template <int D, int N>
 struct SwCfg {
@@ -443,10 +438,7 @@ __device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N
 #pragma unroll
     for (int j = 0; j < N / 8; ++j) {
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const float x = QS ? s[j][c] : s[j][c] * sc;
-        s[j][c] = (j & 3) < PD_SW_POLY ? ex2_fma(x) : ex2(x);
-      }
+      for (int c = 0; c < 4; ++c) s[j][c] = ex2(QS ? s[j][c] : s[j][c] * sc);
       l[j][0] += s[j][0] + s[j][2];
       l[j][1] += s[j][1] + s[j][3];
     }
