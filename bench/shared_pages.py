@@ -36,10 +36,14 @@ from kernels.selfcheck import (
 )
 
 
-def _time(q, kv, table, lens, q_len, flush, p) -> float:  # flush: as time_us takes it
+def _call(q, kv, table, lens, q_len, p) -> functools.partial:
+    """One grouped call with plan p into its own output tensor."""
     out = torch.empty_like(q)
-    fn = functools.partial(paged_decode, q, kv, table, lens, q_len, "grouped", out=out, plan=p)
-    return time_us(fn, flush, 25)
+    return functools.partial(paged_decode, q, kv, table, lens, q_len, "grouped", out=out, plan=p)
+
+
+def _time(q, kv, table, lens, q_len, flush, p) -> float:  # flush: as time_us takes it
+    return time_us(_call(q, kv, table, lens, q_len, p), flush, 25)
 
 
 def rows(flush: torch.Tensor, gen: torch.Generator) -> None:
@@ -89,9 +93,8 @@ def profile(flush: torch.Tensor, gen: torch.Generator) -> None:
         hq, hkv, d = MODELS[model]
         q, kv, table, lens = seed_tensors(batch, q_len, hq, hkv, d, "fp8", gen)
         p = device_plan(batch, q_len, hq, hkv, d, SEED_KV_LEN, kv_dtype="fp8")
-        t = _time(q, kv, table, lens, q_len, flush, p)
-        out = torch.empty_like(q)
-        fn = functools.partial(paged_decode, q, kv, table, lens, q_len, "grouped", out=out, plan=p)
+        fn = _call(q, kv, table, lens, q_len, p)
+        t = time_us(fn, flush, 25)
         parts = ", ".join(f"{k} {v:.1f}" for k, v in kernel_times(fn, flush).items())
         print(
             f"{model} fp8 q{q_len} B{batch} {p}: call {t:.1f} µs; kernels (µs, median): {parts}",
