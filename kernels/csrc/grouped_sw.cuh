@@ -61,19 +61,6 @@ namespace pd {
 #ifndef PD_SW48_TMA
 #define PD_SW48_TMA 0
 #endif
-// Consumer warpgroups of the 96-row form: 2 (one CTA per SM, the warpgroups take alternate
-// stages and merge at the end) or 1 (two CTAs per SM, each one warpgroup through all its
-// stages: one CTA's start and end run under the other's stages).
-#ifndef PD_SW96_NC
-#define PD_SW96_NC 2
-#endif
-// 1: each column's S^T preload (minus its running maximum) is kept twice, [-m0, -m1, -m0,
-// -m1] per thread's column pair, so one 16-byte load fills a score block's four
-// accumulators (no register copies between the P V wait and the S^T issue); 0: once, a
-// float2 per pair, copied.
-#ifndef PD_SW_PRE4
-#define PD_SW_PRE4 0
-#endif
 
 template <int D, int N>
 struct SwCfg {
@@ -83,7 +70,7 @@ struct SwCfg {
   // Over 64 rows (Qwen3 q_len 8): two consumer warpgroups, one CTA per SM. Up to 64 rows
   // (Qwen3 q_len 4): one, two CTAs per SM — the cost model's occupancy for those tiles
   // (kernels/plan.py).
-  static constexpr int NC = N > 64 ? PD_SW96_NC : 1;
+  static constexpr int NC = N > 64 ? 2 : 1;
   static constexpr int NT = (NC + 1) * 128;
   static constexpr int MIN_CTAS = NC == 2 ? 1 : 2;
   // setmaxnreg split of the registers each thread gets at launch.
@@ -123,7 +110,7 @@ struct SwCfg {
   static constexpr int QB = N * D * 2;           // fp16 Q^T operand: D/64 blocks of [N][128 B]
   static constexpr int PB = N * BN * 2;          // one warpgroup's P^T: [N][64 tok] fp16
   static constexpr int RED = 4 * N * 4;          // one warpgroup's 4 warps' column maxima/sums
-  static constexpr int MC = (PD_SW_PRE4 ? 6 : 4) * N * 4 + 16;  // one warpgroup's running maxima per column, two
+  static constexpr int MC = 4 * N * 4 + 16;      // one warpgroup's running maxima per column, two
                                                  // buffers (raised ones go to the other), their
                                                  // S^T preloads (the same two), + which
   static constexpr int P_OFF = QB;
@@ -340,28 +327,13 @@ __device__ __forceinline__ void sw_store_p(const float (&s)[N / 8][4], uint32_t 
 // SwCfg::QSCALE): the MMA then yields s sc - m (or s - m / sc), so neither the raise check
 // nor the exponentials need a per-column value, and these loads and copies sit before the
 // S^T issue, off the softmax's path.
-// Where the preloads of the maxima buffer at mc (one of the two at mcb) start: 2N floats
-// after the maxima, each buffer's 2N (PD_SW_PRE4: 4N, after both buffers' maxima).
-template <int N>
-__device__ __forceinline__ float* sw_pre(float* mc, const float* mcb) {
-  return PD_SW_PRE4 ? mc + 2 * N + (mc - mcb) : mc + 2 * N;
-}
 template <int N, int NJ>
-__device__ __forceinline__ void sw_preload_max(float (&s)[NJ][4], float* mc, const float* mcb, int cq) {
-  const float* pre = sw_pre<N>(mc, mcb);
+__device__ __forceinline__ void sw_preload_max(float (&s)[NJ][4], const float* mc, int cq) {
 #pragma unroll
   for (int j = 0; j < NJ; ++j) {
-    if constexpr (PD_SW_PRE4) {
-      const float4 nm = *reinterpret_cast<const float4*>(pre + 16 * j + 4 * cq);
-      s[j][0] = nm.x;
-      s[j][1] = nm.y;
-      s[j][2] = nm.z;
-      s[j][3] = nm.w;
-    } else {
-      const float2 nm = *reinterpret_cast<const float2*>(pre + 8 * j + 2 * cq);
-      s[j][0] = s[j][2] = nm.x;
-      s[j][1] = s[j][3] = nm.y;
-    }
+    const float2 nm = *reinterpret_cast<const float2*>(mc + 2 * N + 8 * j + 2 * cq);
+    s[j][0] = s[j][2] = nm.x;
+    s[j][1] = s[j][3] = nm.y;
   }
 }
 
@@ -429,10 +401,8 @@ __device__ __forceinline__ void sw_raise(float (&s)[N / 8][4], float (&o)[E][N /
     const float m0 = fmaxf(mo0, fmaf(x.x, u, pre0)), m1 = fmaxf(mo1, fmaf(x.y, u, pre1));  // finite (kNoMax)
     if (wl == 0 && g == 0) {
       *reinterpret_cast<float2*>(mnew + 8 * j + 2 * cq) = make_float2(m0, m1);
-      const float2 nm = QS ? make_float2(-m0, -m1) : make_float2(__fdividef(-m0, sc), __fdividef(-m1, sc));
-      float* pre = sw_pre<N>(mnew, mcb);
-      if constexpr (PD_SW_PRE4) *reinterpret_cast<float4*>(pre + 16 * j + 4 * cq) = make_float4(nm.x, nm.y, nm.x, nm.y);
-      else *reinterpret_cast<float2*>(pre + 8 * j + 2 * cq) = nm;
+      *reinterpret_cast<float2*>(mnew + 2 * N + 8 * j + 2 * cq) =
+          QS ? make_float2(-m0, -m1) : make_float2(__fdividef(-m0, sc), __fdividef(-m1, sc));
     }
     const float c0 = ex2(mo0 - m0), c1 = ex2(mo1 - m1);
     const float d0 = pre0 - m0, d1 = pre1 - m1;
@@ -774,7 +744,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
       sw_k_frags(kf, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
     }
     wg_wait<0>();
-    sw_preload_max<N>(s, mc, mcb, cq);
+    sw_preload_max<N>(s, mc, cq);
     wg_fence();
     issue_s();
     wg_commit();
