@@ -21,6 +21,7 @@
 #pragma once
 
 #include <type_traits>
+#include <utility>
 
 #include "grouped.cuh"
 #include "grouped_parts.cuh"
@@ -68,15 +69,13 @@ __device__ __forceinline__ int raw_off(int t, int c) {
   return t * D + (c << 4);
 }
 
-// wgmma shared-memory descriptor: K-major, 128-byte swizzle, 8-row groups 1024 B apart.
-__device__ __forceinline__ uint64_t wg_desc(uint32_t addr) {
-  return (uint64_t)((addr & 0x3FFFF) >> 4) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
-}
-// The same for an MN-major operand (V as [token][d] for P V): 64-element d blocks LBO apart,
-// 8-token groups 1024 B apart.
-__device__ __forceinline__ uint64_t wg_desc_mn(uint32_t addr, uint32_t lbo) {
-  return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(1024 >> 4) << 32) |
-         (1ull << 62);
+// Low word of a wgmma shared-memory descriptor with a 128-byte swizzle and 8-row groups
+// 1024 B apart (the high word, 1073741888: SBO 1024 B and the swizzle, is in the wgmma
+// asm): K-major (LBO field 1), or MN-major (V as [token][d] for P V) with 64-element d
+// blocks lbo bytes apart. Byte offsets within the CTA's shared memory add to it as >> 4:
+// the address field (14 bits) cannot carry into the LBO field.
+__device__ __forceinline__ uint32_t wg_desc_lo(uint32_t addr, uint32_t lbo = 16) {
+  return ((addr & 0x3FFFF) >> 4) | ((lbo >> 4) << 16);
 }
 // 16-byte chunk c of token row r of a 16-bit [64 tok][D] tile in the swizzled block layout.
 __device__ __forceinline__ int wg16_off(int r, int c) {
@@ -102,33 +101,36 @@ __device__ __forceinline__ void fence_async_smem() {
 template <int D, int NT, bool TAIL = false, unsigned H0 = 0, unsigned H1 = 2>
 __device__ __forceinline__ void wg_convert(const uint8_t* rk, uint8_t* kc, int tid, int valid = 64) {
   constexpr unsigned BN = 64, C8 = D / 8;  // 8-byte raw chunks (one fp16 16-byte chunk each) per row
-  constexpr unsigned KI = BN * C8 / NT;
-  static_assert(KI * NT == BN * C8, "items per thread");
-  const unsigned ut = tid;
+  constexpr unsigned KI = BN * C8 / NT, RS = NT / C8;  // items per thread, rows between them
+  static_assert(KI * NT == BN * C8 && RS * C8 == NT, "items per thread");
+  // A thread's items are chunk c8 of rows n0 + i RS, so each one's offsets are the first
+  // item's plus constants: the raw rows are D bytes apart, and the swizzle's row term
+  // (n & 7) is n0's, or n0's with bit 2 flipped for odd i when RS is 4 (head_dim 256).
+  // Written per item (n and c8 from the item index), ptxas recomputed every item's
+  // addresses in each stage: ~45 instructions of the head_dim-64 kernel's ~330 per stage.
+  static_assert(RS % 8 == 0 || RS == 4, "the swizzle's row term per item");
+  const unsigned ut = tid, n0 = ut / C8, c8 = ut % C8;
+  const unsigned st0 = (c8 >> 3) * (BN * 128) + n0 * 128 + (((c8 & 7) ^ (n0 & 7)) << 4);
 #pragma unroll
   for (unsigned h = H0; h < H1; ++h) {  // K, then V
-    const uint8_t* src = rk + h * (BN * D);
+    const uint8_t* src = rk + h * (BN * D) + ut * 8;  // raw_off(n0, c8 / 2) + (c8 & 1) * 8
     uint8_t* dst = kc + h * (BN * D * 2);
     // Every load first, so their latencies overlap: loaded and converted item by item, the
     // conversions waited on each load (ncu: 20 % of the head_dim-64 kernel's stall samples),
     // 0.967-0.977x on GPT-OSS fp8 q_len 8 (twelfth session).
     uint2 xs[KI];
 #pragma unroll
-    for (unsigned i = 0; i < KI; ++i) {
-      const unsigned item = ut + i * NT, n = item / C8, c8 = item % C8;
-      xs[i] = *reinterpret_cast<const uint2*>(src + raw_off<D>(n, c8 >> 1) + (c8 & 1) * 8);
-    }
+    for (unsigned i = 0; i < KI; ++i) xs[i] = *reinterpret_cast<const uint2*>(src + i * RS * D);
 #pragma unroll
     for (unsigned i = 0; i < KI; ++i) {  // 8 raw bytes of row n -> fp16 chunk c8
-      const unsigned item = ut + i * NT, n = item / C8, c8 = item % C8;
       const uint2 x = xs[i];
       uint4 y;
       e4m3x4_to_half2x2(x.x, y.x, y.y);
       e4m3x4_to_half2x2(x.y, y.z, y.w);
       // TAIL (the last stage): V rows past the CTA's range as zeros; the TMA left stale or
       // whole-page bytes there (kv_tma.cuh), and P = 0 times a NaN is NaN.
-      if (TAIL && h == 1 && (int)n >= valid) y = make_uint4(0u, 0u, 0u, 0u);
-      *reinterpret_cast<uint4*>(dst + (c8 >> 3) * (BN * 128) + n * 128 + (((c8 & 7) ^ (n & 7)) << 4)) = y;
+      if (TAIL && h == 1 && (int)(n0 + i * RS) >= valid) y = make_uint4(0u, 0u, 0u, 0u);
+      *reinterpret_cast<uint4*>(dst + (st0 ^ (((i * RS) & 4) << 4)) + i * RS * 128) = y;
     }
   }
   fence_async_smem();  // make the generic-proxy stores visible to wgmma
@@ -144,31 +146,37 @@ __device__ __forceinline__ void wg_convert_stage(const uint8_t* rk, uint8_t* kc,
 }
 
 // wgmma m64nNk16, fp32 accumulators: A[64 x 16] from registers (T: fp16 or bf16), B[16 x N]
-// from shared memory by descriptor; TB = 1 reads B MN-major (V as [token][d]).
+// from shared memory by descriptor; TB = 1 reads B MN-major (V as [token][d]). B is given as
+// its descriptor's low word (wg_desc_lo) plus a compile-time byte offset OFF, added inside
+// the asm: a 64-bit descriptor built per k-step cost ~5 uniform instructions per wgmma,
+// ~40 per stage of the head_dim-64 fp8 kernel (the high word is the same for all of them).
 #define PD_WG64(TY, TB)                                                                             \
-  "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                                      \
+  "{\n.reg .pred p;\n.reg .b32 tb;\n.reg .b64 db;\nsetp.ne.b32 p, %37, 0;\n"                        \
+  "add.u32 tb, %36, %38;\nmov.b64 db, {tb, 1073741888};\n"                                      \
   "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " "                                       \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "  \
-  "{%32, %33, %34, %35}, %36, p, 1, 1, " #TB ";\n}\n"
+  "{%32, %33, %34, %35}, db, p, 1, 1, " #TB ";\n}\n"
 #define PD_WG64_OUT "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
 #define PD_WG128(TY, TB)                                                                            \
-  "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                                      \
+  "{\n.reg .pred p;\n.reg .b32 tb;\n.reg .b64 db;\nsetp.ne.b32 p, %69, 0;\n"                        \
+  "add.u32 tb, %68, %70;\nmov.b64 db, {tb, 1073741888};\n"                                      \
   "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " "                                      \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "  \
-  "{%64, %65, %66, %67}, %68, p, 1, 1, " #TB ";\n}\n"
+  "{%64, %65, %66, %67}, db, p, 1, 1, " #TB ";\n}\n"
 #define PD_WG128_OUT "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
 #define PD_WG96(TY, TB)                                                                             \
-  "{\n.reg .pred p;\nsetp.ne.b32 p, %53, 0;\n"                                                      \
+  "{\n.reg .pred p;\n.reg .b32 tb;\n.reg .b64 db;\nsetp.ne.b32 p, %53, 0;\n"                        \
+  "add.u32 tb, %52, %54;\nmov.b64 db, {tb, 1073741888};\n"                                      \
   "wgmma.mma_async.sync.aligned.m64n96k16.f32." TY "." TY " "                                       \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, "  \
-  "{%48, %49, %50, %51}, %52, p, 1, 1, " #TB ";\n}\n"
+  "{%48, %49, %50, %51}, db, p, 1, 1, " #TB ";\n}\n"
 #define PD_WG96_OUT "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3])
-#define PD_WG_IN "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d)
+#define PD_WG_IN "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(desc_lo), "r"(scale_d), "n"(OFF >> 4)
 
 #define PD_WG_FN(N)                                                                                  \
-  template <typename T = __half, int TB = 0>                                                         \
+  template <typename T = __half, int TB = 0, int OFF = 0>                                            \
   __device__ __forceinline__ void wgmma_m64n##N##k16(float (&d)[N / 8][4], const uint32_t (&a)[4],   \
-                                                     uint64_t desc, int scale_d) {                   \
+                                                     uint32_t desc_lo, int scale_d) {                \
     if constexpr (std::is_same_v<T, __half>) {                                                       \
       if constexpr (TB) asm volatile(PD_WG##N("f16", 1) : PD_WG##N##_OUT : PD_WG_IN : "memory");    \
       else asm volatile(PD_WG##N("f16", 0) : PD_WG##N##_OUT : PD_WG_IN : "memory");                 \
@@ -261,14 +269,16 @@ __device__ __forceinline__ void wg_pack_p(const float (&s)[8][4], uint32_t (&pa)
 
 // O += P V of one 64-token stage, issued (no fence, no commit): V as [64 tok][d] in the
 // wg16_off layout, the MN-major B operand.
+template <typename T, int D, int... KT>
+__device__ __forceinline__ void wg_pv_steps(float (&o)[D / 8][4], const uint32_t (&pa)[4][4], uint32_t dv,
+                                            std::integer_sequence<int, KT...>) {
+  // 16 tokens a step: two 8-row groups of V, 2048 B
+  if constexpr (D == 128) (wgmma_m64n128k16<T, 1, KT * 2048>(o, pa[KT], dv, 1), ...);
+  else (wgmma_m64n64k16<T, 1, KT * 2048>(o, pa[KT], dv, 1), ...);
+}
 template <typename T, int D>
 __device__ __forceinline__ void wg_pv(float (&o)[D / 8][4], const uint32_t (&pa)[4][4], uint32_t v_u32) {
-#pragma unroll
-  for (int kt = 0; kt < 4; ++kt) {  // 16 tokens: two 8-row groups of V
-    const uint64_t dv = wg_desc_mn(v_u32 + kt * 2048, 64 * 128);
-    if constexpr (D == 128) wgmma_m64n128k16<T, 1>(o, pa[kt], dv, 1);
-    else wgmma_m64n64k16<T, 1>(o, pa[kt], dv, 1);
-  }
+  wg_pv_steps<T, D>(o, pa, wg_desc_lo(v_u32, 64 * 128), std::make_integer_sequence<int, 4>{});
 }
 
 // One stage's softmax on S (softmax_step, with the running maxima and sums of the thread's two
@@ -287,12 +297,15 @@ __device__ __forceinline__ void wg_softmax_pv(float (&s)[8][4], float (&o)[D / 8
 
 // S = Q K^T of one 64-token stage (K: [64 tok][D] in D/64 swizzled blocks at k_u32), issued
 // as one commit group.
+template <typename T, int D, int... KK>
+__device__ __forceinline__ void wg_qk_steps(float (&s)[8][4], const uint32_t (&qa)[D / 16][4], uint32_t dk,
+                                            std::integer_sequence<int, KK...>) {
+  (wgmma_m64n64k16<T, 0, (KK >> 2) * (64 * 128) + (KK & 3) * 32>(s, qa[KK], dk, KK > 0), ...);
+}
 template <typename T, int D>
 __device__ __forceinline__ void wg_qk(float (&s)[8][4], const uint32_t (&qa)[D / 16][4], uint32_t k_u32) {
   wg_fence();
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk)
-    wgmma_m64n64k16<T>(s, qa[kk], wg_desc(k_u32 + (kk >> 2) * (64 * 128) + (kk & 3) * 32), kk > 0);
+  wg_qk_steps<T, D>(s, qa, wg_desc_lo(k_u32), std::make_integer_sequence<int, D / 16>{});
   wg_commit();
 }
 
