@@ -310,11 +310,10 @@ struct RowStats {
 // score of the warp exceeds its row's threshold th = (m + 2^PD_SW_RAISE) / sc in raw score
 // units (-inf at first), and O and l are rescaled then; leaves P = 2^(s sc - m) in s and adds
 // it to l. Skipping the quad shuffles on most stages: 5-6 % on GPT-OSS fp8 q_len 8 (twelfth
-// session). Without LSUM the caller sums P itself (by an MMA, wg_rowsum) into ls, a
-// [4] accumulator in the layout of one O tile, which a raise rescales with O; r's l stay 0.
-template <bool LSUM = true, int NT8, int NO>
+// session).
+template <int NT8, int NO>
 __device__ __forceinline__ void softmax_step(float (&s)[NT8][4], float (&o)[NO][4], bool masked, int tb, int cq,
-                                             int lim0, int lim1, float sc, RowStats& r, float* ls = nullptr) {
+                                             int lim0, int lim1, float sc, RowStats& r) {
   if (masked) mask_rows(s, tb, cq, lim0, lim1);
   float mx0, mx1;
   thread_row_max(s, mx0, mx1);
@@ -327,15 +326,8 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT8][4], float (&o)[NO][
     r.m1 = nm1;
     r.th0 = __fdividef(nm0 + float(PD_SW_RAISE), sc);
     r.th1 = __fdividef(nm1 + float(PD_SW_RAISE), sc);
-    if constexpr (LSUM) {
-      r.l0 *= c0;
-      r.l1 *= c1;
-    } else {
-      ls[0] *= c0;
-      ls[1] *= c0;
-      ls[2] *= c1;
-      ls[3] *= c1;
-    }
+    r.l0 *= c0;
+    r.l1 *= c1;
     scale_rows(o, c0, c1);
   }
   float ps0 = 0.f, ps1 = 0.f;
@@ -345,15 +337,11 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT8][4], float (&o)[NO][
     s[nt][1] = ex2(fmaf(s[nt][1], sc, -r.m0));
     s[nt][2] = ex2(fmaf(s[nt][2], sc, -r.m1));
     s[nt][3] = ex2(fmaf(s[nt][3], sc, -r.m1));
-    if constexpr (LSUM) {
-      ps0 += s[nt][0] + s[nt][1];
-      ps1 += s[nt][2] + s[nt][3];
-    }
+    ps0 += s[nt][0] + s[nt][1];
+    ps1 += s[nt][2] + s[nt][3];
   }
-  if constexpr (LSUM) {
-    r.l0 += ps0;
-    r.l1 += ps1;
-  }
+  r.l0 += ps0;
+  r.l1 += ps1;
 }
 
 template <int N>

@@ -29,10 +29,6 @@
 
 namespace pd {
 
-#ifndef PD_WG_LMMA
-#define PD_WG_LMMA 1
-#endif
-
 template <int D, int NWG, bool KV8 = true>
 struct WCfg {
   static constexpr int NT = NWG * 128;
@@ -57,16 +53,11 @@ struct WCfg {
   static constexpr int MIN_CTAS = SHALLOW && NWG == 1 ? 4 : 1;
   // fp8 reads by TMA (kv_tma.cuh): boxes of one head's rows, unswizzled (raw_off).
   static constexpr bool KV_MAP = KV8, TMA = KV8, TMA_SW128 = false;
-  // fp8: P's row sums by an MMA against a block of ones (wg_rowsum) instead of 32 adds per
-  // thread per stage (PD_WG_LMMA=0: the adds).
-  static constexpr bool LMMA = KV8 && PD_WG_LMMA;
   static constexpr int TMA_HEAD_BYTES = D;
   static constexpr int CPR = D * ES / 16;        // 16-byte chunks per raw row
   static constexpr int CONV_BYTES = KV8 ? (DB ? 2 : 1) * CONV : 0;
   static constexpr int BAR_OFF = CONV_BYTES + NS * RAW;  // fp8: the ring's FULL mbarriers (TMA)
-  static constexpr int ONES_OFF = BAR_OFF + 64;  // LMMA: 512 bytes of fp16 ones
-  static constexpr int SMEM = 1024 + (LMMA ? ONES_OFF + 512 : BAR_OFF + (KV8 ? NS * 8 : 0));  // 1024: alignment slack
-  static_assert(!KV8 || NS * 8 <= 64, "the FULL mbarriers before the ones");
+  static constexpr int SMEM = 1024 + BAR_OFF + (KV8 ? NS * 8 : 0);  // 1024: alignment slack
   static_assert(!KV8 || !DB || NS >= 3, "stage it+1 must land while stage it is computed");
   static_assert(SMEM <= 227 * 1024, "shared memory per CTA");
 };
@@ -232,11 +223,9 @@ __device__ __forceinline__ void wg_load_q(uint32_t (&qa)[D / 16][4], const Param
 // log2-sum-exp for merge_kernel. Ends the planted slowdown's CTA in test builds.
 template <int D, typename TQ>
 __device__ __forceinline__ void wg_store(const Params& p, float (&o)[D / 8][4], const RowStats& ml, int r0, int r1,
-                                         int rows, int row_end, int split, int b, int h, int cq,
-                                         const float* ls = nullptr) {
+                                         int rows, int row_end, int split, int b, int h, int cq) {
   cp_async_wait<0>();
-  // ls: the rows' sums from wg_rowsum (whole rows in every lane), else the lanes' parts in ml.
-  const float l0 = ls ? ls[0] : quad_sum(ml.l0), l1 = ls ? ls[2] : quad_sum(ml.l1), m0 = ml.m0, m1 = ml.m1;
+  const float l0 = quad_sum(ml.l0), l1 = quad_sum(ml.l1), m0 = ml.m0, m1 = ml.m1;
   const int rtot = p.batch * p.q_len * p.hq;
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
@@ -292,40 +281,17 @@ __device__ __forceinline__ void wg_pv(float (&o)[D / 8][4], const uint32_t (&pa)
   wg_pv_steps<T, D>(o, pa, wg_desc_lo(v_u32, 64 * 128), std::make_integer_sequence<int, 4>{});
 }
 
-// ls += P times ones (16 tokens a k-step, 8 identical columns): each row's sum of P, in the
-// layout of one n8 tile of O (rows g and g + 8: ls[0..1], ls[2..3]), whole in every lane. B is
-// any 256 bytes of fp16 ones (wg_ones_desc). The MMA sums exactly the fp16 P that P V uses.
-__device__ __forceinline__ void wg_rowsum(float* ls, const uint32_t (&a)[4], uint64_t ones) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 {%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, p, 1, 1, 0;\n}\n"
-      : "+f"(ls[0]), "+f"(ls[1]), "+f"(ls[2]), "+f"(ls[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(ones)
-      : "memory");
-}
-// Descriptor of a K-major [8][16] fp16 B without swizzle at `addr` (16-byte aligned): core
-// matrices of 128 bytes, the second k half 128 bytes on, the (single) 8-row group's stride 256.
-__device__ __forceinline__ uint64_t wg_ones_desc(uint32_t addr) {
-  return (uint64_t)wg_desc_lo(addr, 128) | ((uint64_t)(256 >> 4) << 32);
-}
-
 // One stage's softmax on S (softmax_step, with the running maxima and sums of the thread's two
 // rows in ml: m0, m1, th0, th1, l0, l1), then O += P V issued as one commit group (not waited
-// for). With ls (LSUM false), the row sums of P go into ls by wg_rowsum in that group.
-template <typename T, int D, bool LSUM = true>
+// for).
+template <typename T, int D>
 __device__ __forceinline__ void wg_softmax_pv(float (&s)[8][4], float (&o)[D / 8][4], uint32_t v_u32, bool masked,
-                                              int tb, int cq, int lim0, int lim1, float sc, RowStats& ml,
-                                              float* ls = nullptr, uint64_t ones = 0) {
-  softmax_step<LSUM>(s, o, masked, tb, cq, lim0, lim1, sc, ml, ls);
+                                              int tb, int cq, int lim0, int lim1, float sc, RowStats& ml) {
+  softmax_step(s, o, masked, tb, cq, lim0, lim1, sc, ml);
   uint32_t pa[4][4];
   wg_pack_p<T>(s, pa);
   wg_fence();
   wg_pv<T, D>(o, pa, v_u32);
-  if constexpr (!LSUM) {
-    static_assert(std::is_same_v<T, __half>, "wg_rowsum is fp16");
-#pragma unroll
-    for (int kt = 0; kt < 4; ++kt) wg_rowsum(ls, pa[kt], ones);
-  }
   wg_commit();
 }
 
@@ -357,7 +323,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, WCfg<D, NWG>::MIN_CTAS)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, cq = lane & 3;
   const TileRange t = cta_tile(p, C::TILE, C::BN);
-  using Ring = TmaRing<C::BN, C::NS, C::RAW, C::NT / 32>;
+  using Ring = TmaRing<C::BN, C::NS, C::RAW>;
   Ring::init(full_u32, p);
 
   // Rows of this thread (warp w owns rows 16w..16w+15 of the tile, as wgmma lays them out).
@@ -366,9 +332,9 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, WCfg<D, NWG>::MIN_CTAS)
   uint32_t qa[D / 16][4];
   wg_load_q<D, TQ, __half>(qa, p, t.b, t.h, t.rows, r0, r1, cq);
 
-  // Stage it is issued (a TMA box each for K and V of each page) by lanes of warp it % 4:
-  // each warp runs the issue code every fourth stage (PD_WG_RR, kv_tma.cuh); everyone waits
-  // on the stage's FULL (TmaRing).
+  // Page j of each stage is issued (a TMA box each for K and V) by lane 0 of warp j (2-4 %
+  // faster than lanes of warp 0, whose issue loop then delayed its conversion and so the
+  // CTA's barrier); everyone waits on the stage's FULL (TmaRing, kv_tma.cuh).
   Ring kv(&kv_map, p, t, D, ring, full_u32);
   auto convert = [&](int it, int buf) { wg_convert_stage<D, C::NT>(kv.slot(it), smem + buf * C::CONV, tid, t, it); };
 
@@ -376,17 +342,9 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, WCfg<D, NWG>::MIN_CTAS)
   zero(o);
   RowStats ml;
   const float sc = p.scale_log2;
-  float ls[4] = {0.f, 0.f, 0.f, 0.f};  // C::LMMA: P's row sums (wg_rowsum)
-  uint64_t ones = 0;
-  if constexpr (C::LMMA) {
-    static_assert(C::NT >= 128, "one word of ones per thread");
-    if (tid < 128) reinterpret_cast<uint32_t*>(smem + C::ONES_OFF)[tid] = 0x3C003C00u;  // fp16 1.0 pairs
-    fence_async_smem();
-    ones = wg_ones_desc(smem_u32(smem + C::ONES_OFF));
-  }
 
   const int la = lookahead<C>(p);
-  __syncthreads();  // the mbarriers' initialisation, the ones
+  __syncthreads();  // the mbarriers' initialisation
   for (int s = 0; s < la && s < t.ntiles; ++s) kv.issue(s);
   if (C::DB && t.ntiles > 0) {
     kv.wait(0);
@@ -427,12 +385,12 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, WCfg<D, NWG>::MIN_CTAS)
     if constexpr (!C::DB) wg_convert_stage<D, C::NT, 1, 2>(kv.slot(it), smem, tid, t, it);
     wg_wait();
     if constexpr (!C::DB) __syncthreads();
-    wg_softmax_pv<__half, D, !C::LMMA>(s, o, vc_u32, t.t_begin + (it + 1) * C::BN > t.mask_from,
-                                       t.t_begin + it * C::BN, cq, lim0, lim1, sc, ml, ls, ones);
+    wg_softmax_pv<__half, D>(s, o, vc_u32, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
+                                lim0, lim1, sc, ml);
     if constexpr (C::DB) wg_wait();
   }
   if constexpr (!C::DB) wg_wait();
-  wg_store<D, TQ>(p, o, ml, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq, C::LMMA ? ls : nullptr);
+  wg_store<D, TQ>(p, o, ml, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
 #else
   __trap();  // launched only on sm_90 devices (wg_supported), where the sm_90a code runs
 #endif

@@ -121,13 +121,10 @@ struct KvTma {
   int col, tok, tok_end, page_shift, page_size;
   uint32_t box_bytes, dst_off;  // one box; the owned page's offset in a stage
   int cur, nxt;  // the owned page of the next stage to issue and of the one after (-1: none)
-  int stride;     // stages between this thread's issues
   uint64_t pol;   // kv_l2_policy: 0, or evict_first
 
-  // `j`: the page of each stage this thread owns (none when j >= BN / page_size), of stages
-  // first, first + stride, ... (the stages it issues).
-  __device__ __forceinline__ KvTma(const CUtensorMap* m, const Params& p, const TileRange& t, int row_bytes, int j,
-                                   int first = 0, int stride_ = 1)
+  // `j`: the page of each stage this thread owns (none when j >= BN / page_size).
+  __device__ __forceinline__ KvTma(const CUtensorMap* m, const Params& p, const TileRange& t, int row_bytes, int j)
       : map(m),
         pt(p.page_table + (size_t)t.b * p.max_pages),
         col(t.h * row_bytes),
@@ -136,11 +133,10 @@ struct KvTma {
         page_shift(p.page_shift),
         page_size(p.page_size),
         box_bytes((uint32_t)p.page_size * row_bytes),
-        dst_off((uint32_t)(j * p.page_size * row_bytes)),
-        stride(stride_) {
+        dst_off((uint32_t)(j * p.page_size * row_bytes)) {
     if (owner()) asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(m)) : "memory");
-    cur = fetch(first);
-    nxt = fetch(first + stride);
+    cur = fetch(0);
+    nxt = fetch(1);
     pol = EVICT ? kv_l2_policy(p) : 0;
   }
 
@@ -153,8 +149,8 @@ struct KvTma {
     return k < tok_end ? __ldg(pt + (k >> page_shift)) : -1;
   }
 
-  // The owned page of stage `it` (the next of this thread's stages) into k_dst (K box) and
-  // k_dst + v_off (V box), counted on mbarrier `bar`. Owners only.
+  // The owned page of stage `it` into k_dst (K box) and k_dst + v_off (V box), counted on
+  // mbarrier `bar`. Owners only.
   __device__ __forceinline__ void issue(int it, uint8_t* k_dst, int v_off, uint32_t bar) {
     const uint32_t dst = smem_u32(k_dst) + dst_off;
     mbar_expect_tx(bar, cur >= 0 ? 2u * box_bytes : 0u);
@@ -163,36 +159,23 @@ struct KvTma {
       tma_load_3d(dst + v_off, map, col, page_size, cur, bar, pol);
     }
     cur = nxt;
-    nxt = fetch(it + 2 * stride);
+    nxt = fetch(it + 2);
   }
 };
 
-// Which warps issue a TmaRing's stages. 1: stage it by lanes 0.. of warp it % NW, one lane
-// per page, so each warp issues every NW-th stage; 0: page j of every stage by lane 0 of
-// warp j, so every warp runs the issue code (~60 instructions) each stage.
-#ifndef PD_WG_RR
-#define PD_WG_RR 1
-#endif
-
 // A ring of NS raw stages (RAW bytes each: K, then V at RAW / 2) at `ring`, filled by TMA,
-// with one FULL mbarrier per slot at `full`, for kernels whose NW warps all load and compute
-// (grouped_wg_kernel): the stages are issued as PD_WG_RR says, and everyone waits on the
-// stage's FULL. init() runs before the CTA's first barrier.
-template <int BN, int NS, int RAW, int NW>
+// with one FULL mbarrier per slot at `full`, for kernels whose every warp loads and computes
+// (grouped_wg_kernel): page j of a stage is issued by lane 0 of warp j, and everyone waits
+// on the stage's FULL. init() runs before the CTA's first barrier.
+template <int BN, int NS, int RAW>
 struct TmaRing {
   KvTma<BN> kv;
   uint8_t* ring;
   uint32_t full;
-  int warp;
 
   __device__ __forceinline__ TmaRing(const CUtensorMap* m, const Params& p, const TileRange& t, int row_bytes,
                                      uint8_t* ring_, uint32_t full_)
-      : kv(m, p, t, row_bytes,
-           PD_WG_RR ? (int)threadIdx.x & 31 : ((threadIdx.x & 31) == 0 ? (int)threadIdx.x >> 5 : BN),
-           PD_WG_RR ? (int)threadIdx.x >> 5 : 0, PD_WG_RR ? NW : 1),
-        ring(ring_),
-        full(full_),
-        warp(__shfl_sync(0xffffffffu, (int)threadIdx.x >> 5, 0)) {}
+      : kv(m, p, t, row_bytes, (threadIdx.x & 31) == 0 ? (int)threadIdx.x >> 5 : BN), ring(ring_), full(full_) {}
 
   __device__ static __forceinline__ void init(uint32_t full, const Params& p) {
     const int tid = threadIdx.x;
@@ -203,7 +186,7 @@ struct TmaRing {
   __device__ __forceinline__ uint32_t bar(int it) const { return full + (it % NS) * 8; }
   // Stage it into its slot (the page owners' part of it).
   __device__ __forceinline__ void issue(int it) {
-    if ((!PD_WG_RR || it % NW == warp) && kv.owner()) kv.issue(it, slot(it), RAW / 2, bar(it));
+    if (kv.owner()) kv.issue(it, slot(it), RAW / 2, bar(it));
   }
   // Until stage it has landed.
   __device__ __forceinline__ void wait(int it) const { mbar_wait(bar(it), (it / NS) & 1); }
