@@ -29,10 +29,6 @@
 
 namespace pd {
 
-#ifndef PD_WG_EARLY_ISSUE
-#define PD_WG_EARLY_ISSUE 1
-#endif
-
 template <int D, int NWG, bool KV8 = true>
 struct WCfg {
   static constexpr int NT = NWG * 128;
@@ -356,23 +352,18 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, WCfg<D, NWG>::MIN_CTAS)
   }
 
   for (int it = 0; it < t.ntiles; ++it) {
-    // Stage it+la into the slot of stage it+la-NS <= it-1, whose raw bytes every warp
-    // converted before the last barrier of the previous iteration (and whose FULL phase every
-    // thread waited for): so before this iteration's wait and barrier, where the page
-    // owners' issue code (~60 instructions) runs under the wait instead of in front of the
-    // conversion (PD_WG_EARLY_ISSUE=0: after the barrier).
-    if (PD_WG_EARLY_ISSUE && it + la < t.ntiles) kv.issue(it + la);
     // Double-buffered: raw stage it+1 landed, stage it's fp16 buffer is complete, and every
     // warpgroup is done with the other buffer (its P V of stage it-1 was waited for).
     // Single: raw stage it landed and every warp is done with K's buffer (stage it-1's
-    // Q K^T was waited for; its P V may still be reading V's).
+    // Q K^T was waited for; its P V may still be reading V's). Either way the slot stage
+    // it+la goes into was converted in an earlier iteration.
     if constexpr (C::DB) {
       if (it + 1 < t.ntiles) kv.wait(it + 1);
     } else {
       kv.wait(it);
     }
     __syncthreads();
-    if (!PD_WG_EARLY_ISSUE && it + la < t.ntiles) kv.issue(it + la);
+    if (it + la < t.ntiles) kv.issue(it + la);
     if constexpr (!C::DB) {
       wg_convert_stage<D, C::NT, 0, 1>(kv.slot(it), smem, tid, t, it);  // K; V below
       // P V of stage it-1 (not waited for at the end of its iteration) ran under the above;
