@@ -345,10 +345,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, WCfg<D, NWG>::MIN_CTAS)
 
   const int la = lookahead<C>(p);
   __syncthreads();  // the mbarriers' initialisation
-  for (int s = 0; s < la && s < t.ntiles; ++s) {
-    kv.issue(s);
-    kv.refetch(s);
-  }
+  for (int s = 0; s < la && s < t.ntiles; ++s) kv.issue(s);
   if (C::DB && t.ntiles > 0) {
     kv.wait(0);
     convert(0, 0);
@@ -388,9 +385,6 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, WCfg<D, NWG>::MIN_CTAS)
     if constexpr (!C::DB) wg_convert_stage<D, C::NT, 1, 2>(kv.slot(it), smem, tid, t, it);
     wg_wait();
     if constexpr (!C::DB) __syncthreads();
-    // The page id issue() above left: after this iteration's fences (each waits for the
-    // thread's outstanding loads), so its DRAM latency runs under the softmax and P V.
-    if (it + la < t.ntiles) kv.refetch(it + la);
     wg_softmax_pv<__half, D>(s, o, vc_u32, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
                                 lim0, lim1, sc, ml);
     if constexpr (C::DB) wg_wait();

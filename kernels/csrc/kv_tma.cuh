@@ -150,15 +150,8 @@ struct KvTma {
   }
 
   // The owned page of stage `it` into k_dst (K box) and k_dst + v_off (V box), counted on
-  // mbarrier `bar`, then the page id of stage it + 2 fetched (refetch). Owners only.
+  // mbarrier `bar`. Owners only.
   __device__ __forceinline__ void issue(int it, uint8_t* k_dst, int v_off, uint32_t bar) {
-    issue_boxes(k_dst, v_off, bar);
-    refetch(it);
-  }
-  // issue() in two parts, for a caller whose thread passes a fence.proxy.async soon after
-  // issuing (grouped_wg_kernel): the fence waits for the thread's outstanding loads, so the
-  // page-id load goes after it (PD_WG_LATE_FETCH).
-  __device__ __forceinline__ void issue_boxes(uint8_t* k_dst, int v_off, uint32_t bar) {
     const uint32_t dst = smem_u32(k_dst) + dst_off;
     mbar_expect_tx(bar, cur >= 0 ? 2u * box_bytes : 0u);
     if (cur >= 0) {
@@ -166,21 +159,14 @@ struct KvTma {
       tma_load_3d(dst + v_off, map, col, page_size, cur, bar, pol);
     }
     cur = nxt;
+    nxt = fetch(it + 2);
   }
-  // After issuing stage it: the owned page of stage it + 2.
-  __device__ __forceinline__ void refetch(int it) { nxt = fetch(it + 2); }
 };
 
 // A ring of NS raw stages (RAW bytes each: K, then V at RAW / 2) at `ring`, filled by TMA,
 // with one FULL mbarrier per slot at `full`, for kernels whose every warp loads and computes
 // (grouped_wg_kernel): page j of a stage is issued by lane 0 of warp j, and everyone waits
 // on the stage's FULL. init() runs before the CTA's first barrier.
-// 1: TmaRing's owners fetch the next page id late in the iteration (refetch), not right
-// after the stage's boxes, where the conversion's fence.proxy.async waited for that load.
-#ifndef PD_WG_LATE_FETCH
-#define PD_WG_LATE_FETCH 1
-#endif
-
 template <int BN, int NS, int RAW>
 struct TmaRing {
   KvTma<BN> kv;
@@ -198,15 +184,9 @@ struct TmaRing {
   }
   __device__ __forceinline__ uint8_t* slot(int it) const { return ring + (it % NS) * RAW; }
   __device__ __forceinline__ uint32_t bar(int it) const { return full + (it % NS) * 8; }
-  // Stage it into its slot (the page owners' part of it); with PD_WG_LATE_FETCH the page id
-  // of stage it + 2 is left to refetch(it).
+  // Stage it into its slot (the page owners' part of it).
   __device__ __forceinline__ void issue(int it) {
-    if (!kv.owner()) return;
-    if (PD_WG_LATE_FETCH) kv.issue_boxes(slot(it), RAW / 2, bar(it));
-    else kv.issue(it, slot(it), RAW / 2, bar(it));
-  }
-  __device__ __forceinline__ void refetch(int it) {
-    if (PD_WG_LATE_FETCH && kv.owner()) kv.refetch(it);
+    if (kv.owner()) kv.issue(it, slot(it), RAW / 2, bar(it));
   }
   // Until stage it has landed.
   __device__ __forceinline__ void wait(int it) const { mbar_wait(bar(it), (it / NS) & 1); }
