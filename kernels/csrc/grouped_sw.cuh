@@ -61,11 +61,6 @@ namespace pd {
 #ifndef PD_SW48_TMA
 #define PD_SW48_TMA 0
 #endif
-// 1: the lane's P-store and V-load offsets stay in registers through the loop (sw_p_row,
-// sw_v_off); 0: ptxas rebuilds them per stage.
-#ifndef PD_SW_PIN
-#define PD_SW_PIN 1
-#endif
 
 template <int D, int N>
 struct SwCfg {
@@ -262,23 +257,15 @@ __device__ __forceinline__ void sw_k_frags(uint32_t (&kf)[8][4], const uint8_t* 
 // V of a raw stage for the A fragments of O^T += V^T P^T: the thread's 4 bytes of tokens
 // ia = 16 kt + 2 cq + 8 hh and ia + 1, [k16 step][hh][token]. Logical O^T row
 // (e, 16 wl + g + 8 h) is physical head_dim 4 (8 wl + g) + 2 e + h.
-// The thread's offsets in a raw stage's V half: token 2 cq's (va) and token 2 cq + 1's (vb);
-// tokens ia + 8 hh + 16 kt are those plus (8 hh + 16 kt) rows, since ia & 7 is 2 cq's.
-struct SwVOff {
-  uint32_t va, vb;
-};
-__device__ __forceinline__ SwVOff sw_v_off(int wl, int g, int cq) {
-  const int c = 2 * wl + (g >> 2), o = (g & 3) * 4;
-  return {(uint32_t)(sw_off(2 * cq, c) + o), (uint32_t)(sw_off(2 * cq + 1, c) + o)};
-}
-__device__ __forceinline__ void sw_load_v(uint32_t (&vr)[4][2][2], const uint8_t* rv, SwVOff vo) {
+__device__ __forceinline__ void sw_load_v(uint32_t (&vr)[4][2][2], const uint8_t* rv, int wl, int g, int cq) {
 #pragma unroll
   for (int kt = 0; kt < 4; ++kt) {
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
-      const int rows = (kt * 16 + 8 * hh) * 128;
-      vr[kt][hh][0] = *reinterpret_cast<const uint32_t*>(rv + vo.va + rows);
-      vr[kt][hh][1] = *reinterpret_cast<const uint32_t*>(rv + vo.vb + rows);
+      const int ia = kt * 16 + 2 * cq + 8 * hh, ib = ia + 1;
+      const int c = 2 * wl + (g >> 2), o = (g & 3) * 4;
+      vr[kt][hh][0] = *reinterpret_cast<const uint32_t*>(rv + sw_off(ia, c) + o);
+      vr[kt][hh][1] = *reinterpret_cast<const uint32_t*>(rv + sw_off(ib, c) + o);
     }
   }
 }
@@ -320,14 +307,11 @@ __device__ __forceinline__ bool wg_any(bool pred, int id) {
   return r != 0;
 }
 
-// P (the S^T accumulators, fp32) as fp16 into the warpgroup's K-major [N][64 tok] buffer,
-// from the lane's row address there (sw_p_row).
-__device__ __forceinline__ uint32_t sw_p_row(uint32_t p_u32, int wl, int lane) {
-  const int mi = lane >> 3, r = lane & 7;
-  return p_u32 + (8 * (mi >> 1) + r) * 128 + (((2 * wl + (mi & 1)) ^ r) << 4);
-}
+// P (the S^T accumulators, fp32) as fp16 into the warpgroup's K-major [N][64 tok] buffer.
 template <int N>
-__device__ __forceinline__ void sw_store_p_at(const float (&s)[N / 8][4], uint32_t row) {
+__device__ __forceinline__ void sw_store_p(const float (&s)[N / 8][4], uint32_t p_u32, int wl, int lane) {
+  const int mi = lane >> 3, r = lane & 7;
+  const uint32_t row = p_u32 + (8 * (mi >> 1) + r) * 128 + (((2 * wl + (mi & 1)) ^ r) << 4);
 #pragma unroll
   for (int j = 0; j < N / 8; j += 2) {
     const uint32_t r0 = Tr<__half>::pack(s[j][0], s[j][1]), r1 = Tr<__half>::pack(s[j][2], s[j][3]);
@@ -697,8 +681,6 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
 
   float s[NJ][4];
   const uint32_t q_lo = wg_lo(q_u32), p_lo = wg_lo(p_u32);
-  uint32_t p_row = sw_p_row(p_u32, wl, lane);
-  SwVOff v_off = sw_v_off(wl, g, cq);
   // K of a stage as S^T's A fragments, straight from the raw stage: no fp16 K buffer to
   // write and read back (32 KB of shared-memory traffic per stage).
   uint32_t kf[D / 16][4];
@@ -729,16 +711,11 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
       sw_k_raw(kr, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
     }
     sw_softmax<N, E, C::BN, C::QSCALE>(s, o, l, it == wg, sc, thr, mc, mcb, red, p, t, it, wl, g, cq, ctid, bar_wg);
-    if constexpr (PD_SW_PIN) {
-      // Kept in registers: left to ptxas, these offsets were rebuilt from the thread index
-      // in every stage (~30 instructions between the softmax and P V's issue).
-      asm volatile("" : "+r"(p_row), "+r"(v_off.va), "+r"(v_off.vb));
-    }
-    sw_store_p_at<N>(s, PD_SW_PIN ? p_row : sw_p_row(p_u32, wl, lane));
+    sw_store_p<N>(s, p_u32, wl, lane);
     // V to registers before the barrier: its loads and conversion fill the wait for the
     // warpgroup's slowest warp (1-2 % at q_len 8, kernels/NOTES.md).
     uint32_t vr[4][2][2], va[4][E][4];
-    sw_load_v(vr, rk + C::RAW_HALF, PD_SW_PIN ? v_off : sw_v_off(wl, g, cq));
+    sw_load_v(vr, rk + C::RAW_HALF, wl, g, cq);
     if constexpr (C::TMA)
       if (const int valid = t.t_end - (t.t_begin + it * C::BN); valid < C::BN) sw_zero_v_tail(vr, valid, cq);
     __syncwarp();
