@@ -18,7 +18,7 @@ from .plan import TILES, Plan, kv_kind, plan
 if TYPE_CHECKING:
     import torch
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 KERNELS = {"baseline": 0, "grouped": 1}
 _F16, _BF16, _E4M3 = 0, 1, 2
 HEAD_DIMS = (64, 128, 256)
@@ -45,13 +45,15 @@ def configure(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.pd_grouped_occupancy.argtypes = [ctypes.c_int] * 4 + [ctypes.POINTER(ctypes.c_int)]
     lib.pd_grouped_occupancy_for.restype = ctypes.c_int
     lib.pd_grouped_occupancy_for.argtypes = [ctypes.c_int] * 5 + [ctypes.POINTER(ctypes.c_int)]
+    lib.pd_grouped_balanced.restype = ctypes.c_int
+    lib.pd_grouped_balanced.argtypes = [ctypes.c_int] * 5 + [ctypes.POINTER(ctypes.c_int)]
     lib.pd_paged_decode.restype = ctypes.c_int
     lib.pd_paged_decode.argtypes = (
         [ctypes.c_int]
         + [ctypes.c_void_p] * 5
         + [ctypes.c_int] * 9
         + [ctypes.c_float] * 3
-        + [ctypes.c_int] * 3
+        + [ctypes.c_int] * 4
         + [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
     )
     return lib
@@ -156,14 +158,36 @@ def grouped_occupancy(
     return out.value
 
 
+def grouped_balanced(tile_rows: int, head_dim: int, q_dtype: str, kv_dtype: str, rows: int) -> bool:
+    """Whether the kernel a `rows`-row problem's `tile_rows` tiles run on the current device
+    takes a balanced grid (kernels.plan's balanced_shape)."""
+    lib, _ = _load()
+    codes = {"fp16": _F16, "bf16": _BF16, "fp8": _E4M3}
+    out = ctypes.c_int(0)
+    rc = lib.pd_grouped_balanced(
+        tile_rows, head_dim, codes[q_dtype], codes[kv_dtype], int(rows), ctypes.byref(out)
+    )
+    if rc:
+        raise RuntimeError(f"pd_grouped_balanced: {lib.pd_error_string(rc).decode()}")
+    return bool(out.value)
+
+
 @functools.lru_cache(maxsize=1024)
 def _device_occupancy(
     device: int, head_dim: int, q_dtype: str, kv_dtype: str, rows: int
-) -> tuple[tuple[int, int], ...]:
+) -> tuple[tuple[int, int, bool], ...]:
+    """(tile, resident CTAs per SM, takes a balanced grid) of each tile on `device`."""
     import torch
 
     with torch.cuda.device(device):
-        return tuple((t, grouped_occupancy(t, head_dim, q_dtype, kv_dtype, rows)) for t in TILES)
+        return tuple(
+            (
+                t,
+                grouped_occupancy(t, head_dim, q_dtype, kv_dtype, rows),
+                grouped_balanced(t, head_dim, q_dtype, kv_dtype, rows),
+            )
+            for t in TILES
+        )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -174,12 +198,14 @@ def device_plan(
     device: int | None = None,
     tile_rows: int | None = None,
     num_splits: int | None = None,
+    balanced: bool | None = None,
 ) -> Plan:
     """kernels.plan for a CUDA device (default: the current one). `shape` is plan's first
     six arguments (batch, q_len, num_qo_heads, num_kv_heads, head_dim, max_kv_len); the
-    device adds its SM count and the occupancy of the kernels each tile runs there (on
-    sm_90 the wgmma kernels hold other numbers of CTAs than the mma.sync mirror the pure
-    model assumes). `tile_rows` / `num_splits` force a choice, as in plan."""
+    device adds its SM count, the occupancy of the kernels each tile runs there (on sm_90
+    the wgmma kernels hold other numbers of CTAs than the mma.sync mirror the pure model
+    assumes) and which of them take a balanced grid. `tile_rows` / `num_splits` /
+    `balanced` force a choice, as in plan."""
     import torch
 
     if len(shape) != 6:
@@ -194,7 +220,9 @@ def device_plan(
         kv,
         tile_rows=tile_rows,
         num_splits=num_splits,
-        occupancy=dict(occ),
+        occupancy={t: n for t, n, _ in occ},
+        balanced=balanced,
+        balanced_tiles=frozenset(t for t, _, ok in occ if ok),
     )
 
 
@@ -310,7 +338,7 @@ def paged_decode(
     kv_code = _E4M3 if kv_cache.dtype != q.dtype else (_BF16 if q.dtype == torch.bfloat16 else _F16)
     q_code = _BF16 if q.dtype == torch.bfloat16 else _F16
     kv_name = "fp8" if kv_code == _E4M3 else ("bf16" if q_code == _BF16 else "fp16")
-    tile = splits = tokens = 0
+    tile = splits = tokens = balanced_ctas = 0
     workspace = None
     ws_bytes = 0
     with torch.cuda.device(dev):
@@ -327,6 +355,7 @@ def paged_decode(
                 device=dev.index if dev.index is not None else torch.cuda.current_device(),
             )
             tile, splits, tokens = p.tile_rows, p.num_splits, p.kv_tokens_per_split
+            balanced_ctas = p.balanced_ctas
             ws_bytes = int(lib.pd_workspace_bytes(batch, q_len, hq, d, splits))
             if ws_bytes:
                 workspace = torch.empty(ws_bytes, dtype=torch.uint8, device=dev)
@@ -353,6 +382,7 @@ def paged_decode(
             tile,
             splits,
             tokens,
+            balanced_ctas,
             workspace.data_ptr() if workspace is not None else None,
             ws_bytes,
             stream,

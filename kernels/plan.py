@@ -29,7 +29,7 @@ the library on the current device).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 TILES: tuple[int, ...] = (16, 32, 64, 128)  # rows per CTA; the MMA fragment is 16 rows
@@ -48,13 +48,23 @@ _REGS_PER_SM = 65536
 _MAX_THREADS_PER_SM = 2048
 # Registers per thread reported by ptxas for sm_90a (by head_dim, tile); used for occupancy.
 _REGS = {  # (head_dim, fp8 KV) -> tile -> registers
-    (64, False): {16: 112, 32: 136, 64: 154, 128: 148},
-    (64, True): {16: 103, 32: 122, 64: 143, 128: 145},
-    (128, False): {16: 194, 32: 218, 64: 229, 128: 217},
-    (128, True): {16: 165, 32: 186, 64: 202, 128: 196},
-    (256, False): {16: 252, 32: 255, 64: 255, 128: 255},
-    (256, True): {16: 226, 32: 248, 64: 246, 128: 247},
+    (64, False): {16: 120, 32: 132, 64: 152, 128: 150},
+    (64, True): {16: 108, 32: 123, 64: 147, 128: 146},
+    (128, False): {16: 179, 32: 210, 64: 224, 128: 220},
+    (128, True): {16: 168, 32: 184, 64: 203, 128: 201},
+    (256, False): {16: 243, 32: 255, 64: 255, 128: 253},
+    (256, True): {16: 218, 32: 238, 64: 247, 128: 245},
 }
+# A balanced grid replaces the best classic plan only when modelled this much faster: it
+# adds a merge and a second pipeline fill per CTA that the model prices roughly.
+_BALANCED_GAIN = 0.95
+# ... and only for tiles whose tensor-core (+ fp8 convert) time per token is at least this
+# share of its memory time: evening out the CTAs per SM pays where each SM's own work sets
+# the pace, not where DRAM does. H100, batch 40, balanced / classic (kernels/NOTES.md,
+# nineteenth session): GPT-OSS fp8 q_len 2 / 4 / 8 (modelled shares 0.44 / 0.65 / over 1)
+# 0.95 / 0.89 / 0.98, Qwen3 fp8 q_len 2 (0.65) 0.98; GPT-OSS bf16 q_len 2 / 4 (0.11 / 0.21,
+# already at 99 % of copy) 1.02 / 1.01, Qwen3 bf16 q_len 2 / 4 (0.21 / 0.32) 1.00.
+_BALANCED_MIN_COMPUTE = 0.4
 # Latency hiding: an SM with w resident warps streams at w / (w + _W_HALF) of its share
 # (fitted on H100: one 4-warp CTA per SM ran ~1.3x slower than two).
 _W_HALF = 3.0
@@ -133,13 +143,66 @@ class Plan:
     modelled_cost: float  # modelled microseconds (relative use only)
     rows: int  # q_len x group, the rows one (request, KV head) needs
     compute_bound: bool = False  # the tile's MMA time per token exceeds its memory time
+    # > 0: a balanced (stream-K) grid of this many CTAs, each taking kv_tokens_per_split
+    # tokens' worth of stages of the items laid end to end (balanced_segments); num_splits
+    # is then the partial slots per item.
+    balanced_ctas: int = 0
 
     @property
     def threads(self) -> int:
         return 32 * max(4, self.tile_rows // 16)
 
     def __str__(self) -> str:
+        if self.balanced_ctas:
+            return f"tile{self.tile_rows}x{self.num_row_tiles}/balanced{self.balanced_ctas}"
         return f"tile{self.tile_rows}x{self.num_row_tiles}/split{self.num_splits}"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One CTA's share of one item in a balanced grid."""
+
+    cta: int  # the KV head's CTA index (grid y; the head is grid x)
+    item: int  # request x row tiles + row tile
+    stage_begin: int  # stages [stage_begin, stage_end) of the item
+    stage_end: int
+    slot: int  # the item's partial slot this CTA writes
+    fill_to: int  # slots slot+1..fill_to-1 it marks unused (the item's last CTA only)
+
+
+def balanced_shape(items: int, stages: int, capacity: int) -> tuple[int, int, int] | None:
+    """(CTAs, stages per CTA, partial slots per item) of one KV head's share of a balanced
+    grid: `items` (request, row tile) items of `stages` stages each on `capacity` CTAs that
+    the GPU holds at once for this head. Whole rounds of the capacity, the fewest with more
+    CTAs than items (so every CTA takes less than an item and meets at most two), or None
+    when that still leaves a CTA a whole item."""
+    if items < 1 or stages < 2 or capacity < 1:
+        return None
+    ctas = capacity * (items // capacity + 1)
+    units = math.ceil(items * stages / ctas)
+    if units >= stages:
+        return None
+    ctas = math.ceil(items * stages / units)  # no CTA without work
+    return ctas, units, (stages - 1) // units + 2
+
+
+def balanced_segments(items: int, stages: int, units: int, slots: int) -> list[Segment]:
+    """One KV head's CTAs' segments, as csrc/grouped_parts.cuh's cta_segment computes them:
+    CTA c takes stages [c units, (c + 1) units) of the head's items laid end to end (every
+    head is cut the same way)."""
+    work = items * stages
+    out: list[Segment] = []
+    for c in range(math.ceil(work / units)):
+        lo, hi = c * units, min((c + 1) * units, work)
+        for seg in range(2):
+            j = lo // stages + seg
+            s0, s1 = max(lo, j * stages), min(hi, (j + 1) * stages)
+            if s0 >= s1:
+                break
+            slot = c - (j * stages) // units
+            fill_to = slots if s1 == (j + 1) * stages else slot + 1
+            out.append(Segment(c, j, s0 - j * stages, s1 - j * stages, slot, fill_to))
+    return out
 
 
 def _split_options(max_kv_len: int, max_splits: int) -> list[tuple[int, int]]:
@@ -178,14 +241,23 @@ def plan(
     num_splits: int | None = None,
     max_splits: int = MAX_SPLITS,
     occupancy: Mapping[int, int] | None = None,
+    balanced: bool | None = None,
+    balanced_tiles: Collection[int] | None = None,
 ) -> Plan:
     """Pick (row tile, KV splits) minimising mainloop x reduction x waves.
 
     `occupancy` (tile rows -> resident CTAs per SM) replaces the mma.sync mirror for the
     tiles it names: the device's own numbers for the kernels it runs.
 
+    A balanced grid (stream-K: balanced_shape) is weighed too, for the tiles whose kernel
+    runs one (`balanced_tiles`; None: every tile, as the mma.sync kernel does), and taken
+    only when modelled clearly faster (_BALANCED_GAIN): it evens out a grid whose items
+    leave some SMs a CTA more than others (batch 40: 320 items on 132 SMs).
+
     `tile_rows` / `num_splits` force a choice (for experiments); forced splits may exceed
     the resident-CTA capacity, modelled ones only when the unsplit grid already does.
+    `balanced` True forces a balanced grid (for the forced or the modelled tile), False
+    rules it out.
     """
     for name, val in (
         ("batch", batch),
@@ -213,6 +285,7 @@ def plan(
         options = [(num_splits, tokens)]
 
     best: Plan | None = None
+    balanced_cands: list[Plan] = []
     for tile in sorted(tiles, reverse=True):
         row_tiles = math.ceil(rows / tile)
         per_sm = (occupancy or {}).get(tile) or ctas_per_sm(tile, head_dim, kv)
@@ -220,6 +293,46 @@ def plan(
         base = batch * num_kv_heads * row_tiles
         mem, mma = _token_costs_s(tile, rows, head_dim, kv)
         per_token = max(mem, mma) + 0.1 * min(mem, mma)
+        warps = kernel_shape(tile, head_dim, kv).threads // 32
+
+        def merge_s(partials: int, main_s: float) -> float:
+            """The merge kernel's reduction factor over `partials` slots per row."""
+            if partials <= 1:
+                return 1.0
+            merge_bytes = 2 * partials * batch * q_len * num_qo_heads * head_dim * 4
+            return 1.0 + (merge_bytes / (_BW_PER_SM * sm_count) + _MERGE_LAUNCH_S) / main_s
+
+        per_head = batch * row_tiles
+        shape = balanced_shape(per_head, math.ceil(max_kv_len / BLOCK_N), capacity // num_kv_heads)
+        if (
+            shape is not None
+            and balanced is not False
+            and num_splits is None
+            and (balanced_tiles is None or tile in balanced_tiles)
+            and (balanced or mma >= _BALANCED_MIN_COMPUTE * mem)
+        ):
+            ctas, units, slots = shape
+            ctas *= num_kv_heads
+            # Every SM runs the same whole rounds of equal CTAs, each with two segments' fixed
+            # cost (a second pipeline fill where it meets two items).
+            k = ctas / sm_count
+            w = per_sm * warps
+            main_s = (units * BLOCK_N * per_token + 2 * _CTA_FIXED_S) * k * (w + _W_HALF) / w
+            balanced_cands.append(
+                Plan(
+                    tile,
+                    row_tiles,
+                    slots,
+                    units * BLOCK_N,
+                    ctas,
+                    per_sm,
+                    ctas / capacity,
+                    main_s * merge_s(slots, main_s) * 1e6,
+                    rows,
+                    mma > mem,
+                    ctas,
+                )
+            )
         # Compute-bound tiles run each CTA at its own latency-bound pace: a round of
         # co-resident CTAs takes about as long part-filled as full (H100 sweep, GPT-OSS fp8
         # q_len 8 batch 40: one round of 3 CTAs 396 µs, a round of 4 plus one of 1 at half
@@ -227,7 +340,6 @@ def plan(
         # make, past the capacity too. A lone part-filled round is not a tail: it runs faster
         # per CTA than a full one (batch 8: 3 CTAs per SM, 86 µs, against 4 at 88 µs).
         compute_bound = mma > mem
-        warps = kernel_shape(tile, head_dim, kv).threads // 32
         for splits, tokens in options:
             ctas = base * splits
             fits = base <= capacity and not compute_bound
@@ -243,12 +355,7 @@ def plan(
                 w = k * warps
                 waves += k * (w + _W_HALF) / w
             main_s = mainloop * waves
-            merge_s = 0.0
-            if splits > 1:
-                merge_bytes = 2 * splits * batch * q_len * num_qo_heads * head_dim * 4
-                merge_s = merge_bytes / (_BW_PER_SM * sm_count) + _MERGE_LAUNCH_S
-            reduction = 1.0 + merge_s / main_s
-            cost_us = main_s * reduction * 1e6
+            cost_us = main_s * merge_s(splits, main_s) * 1e6
             cand = Plan(
                 tile,
                 row_tiles,
@@ -264,4 +371,12 @@ def plan(
             if best is None or cand.modelled_cost < best.modelled_cost * 0.98:
                 best = cand
     assert best is not None
+    if balanced:
+        same = [c for c in balanced_cands if tile_rows is not None or c.tile_rows == best.tile_rows]
+        if not same:
+            raise ValueError(f"no balanced grid for {best}: fewer CTAs than items would fit")
+        return same[0]
+    for cand in balanced_cands:
+        if cand.modelled_cost < best.modelled_cost * _BALANCED_GAIN:
+            best = cand
     return best

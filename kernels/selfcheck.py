@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .binding import device_plan, grouped_occupancy, library_info, paged_decode
-from .plan import TILES, ctas_per_sm, plan
+from .binding import device_plan, grouped_balanced, grouped_occupancy, library_info, paged_decode
+from .plan import TILES, Plan, ctas_per_sm, plan
 
 
 @dataclass(frozen=True)
@@ -227,6 +227,30 @@ def cases(quick: bool, rng: random.Random) -> list[Case]:
     return out
 
 
+def forced_balanced(c: Case, max_kv_len: int, rng: random.Random) -> Plan | None:
+    """A balanced grid (kernels.plan's balanced_shape) for case c on a random tile whose
+    kernel here takes one, or None where none does or the KV is a single stage."""
+    rows = c.q_len * (c.hq // c.hkv)
+    tiles = [t for t in TILES if grouped_balanced(t, c.head_dim, c.q_dtype, c.kv, rows)]
+    if not tiles:
+        return None
+    try:
+        return device_plan(
+            c.batch,
+            c.q_len,
+            c.hq,
+            c.hkv,
+            c.head_dim,
+            max_kv_len,
+            kv_dtype=c.kv,
+            q_dtype=c.q_dtype,
+            tile_rows=rng.choice(tiles),
+            balanced=True,
+        )
+    except ValueError:
+        return None
+
+
 def check(quick: bool, seed: int, max_cases: int = 0) -> bool:
     """Run every case through both kernels (+ a forced grouped plan); print max errors."""
     dev = torch.device("cuda")
@@ -254,6 +278,9 @@ def check(quick: bool, seed: int, max_cases: int = 0) -> bool:
             num_splits=rng.choice((1, 2, 3, 5)),
         )
         runs = [("baseline", None), ("grouped", None), ("grouped", forced)]
+        balanced = forced_balanced(c, x["table"].shape[1] * c.page_size, rng)
+        if balanced is not None:
+            runs.append(("grouped", balanced))
         msgs = []
         for kern, p in runs:
             out = torch.full_like(x["q"], float("nan"))

@@ -63,6 +63,7 @@ def test_c_abi_without_gpu(built: kb.BuildResult) -> None:
         64,
         1,
         0,
+        0,
         None,
         0,
         None,
@@ -218,7 +219,7 @@ def test_c_abi_rejects_misaligned_pointers(built: kb.BuildResult) -> None:
 
     lib = configure(ctypes.CDLL(str(built.path)))
     good, bad = ctypes.c_void_p(256), ctypes.c_void_p(264)  # never dereferenced
-    tail = [1, 1, 8, 1, 128, 16, 4, 1, 1, 1.0, 1.0, 1.0, 16, 1, 0, None, 0, None]
+    tail = [1, 1, 8, 1, 128, 16, 4, 1, 1, 1.0, 1.0, 1.0, 16, 1, 0, 0, None, 0, None]
     for which in range(3):  # q, kv_cache, out
         ptrs = [good] * 5
         ptrs[(0, 1, 4)[which]] = bad
@@ -233,8 +234,43 @@ def test_c_abi_rejects_pages_over_2_gib(built: kb.BuildResult) -> None:
 
     lib = configure(ctypes.CDLL(str(built.path)))
     p = ctypes.c_void_p(16)  # never dereferenced: the call returns first
-    args = [1, p, p, p, p, p, 1, 1, 32768, 32768, 256, 64, 1, 1, 1, 1.0, 1.0, 1.0, 16, 1, 0]
+    args = [1, p, p, p, p, p, 1, 1, 32768, 32768, 256, 64, 1, 1, 1, 1.0, 1.0, 1.0, 16, 1, 0, 0]
     assert lib.pd_paged_decode(*args, None, 0, None) == 1
+
+
+@needs_nvcc
+def test_c_abi_checks_a_balanced_grid(built: kb.BuildResult) -> None:
+    """A balanced grid whose CTAs miss some of the work, include idle ones, or split an item
+    over more CTAs than it has partial slots is refused before any CUDA call (it would
+    leave outputs unwritten or write past the workspace); kernels.plan's shape for the
+    same problem gets past those checks to the launch. pd_grouped_balanced reports which
+    kernels run one: with no GPU, the mma.sync kernel, which does."""
+    from kernels.binding import configure
+    from kernels.plan import balanced_shape
+
+    lib = configure(ctypes.CDLL(str(built.path)))
+    p = ctypes.c_void_p(256)  # never dereferenced by a refused call
+    # GPT-OSS fp8 q_len 2 batch 40: 40 items per KV head of 4 stages (256 tokens, page 16, 16
+    # pages), the 8 heads cut alike over 528 / 8 CTAs each
+    per_head, units, slots = balanced_shape(40, 4, 528 // 8)  # type: ignore[misc]
+    head = [1, p, p, p, p, p, 40, 2, 64, 8, 64, 16, 16, 1, 2, 0.125, 1.0, 1.0, 16]
+    ws = lib.pd_workspace_bytes(40, 2, 64, 64, slots + 1)
+    buf = ctypes.create_string_buffer(ws + 256)
+    wsp = ctypes.c_void_p((ctypes.addressof(buf) + 255) // 256 * 256)
+
+    def call(n_ctas: int, n_units: int, n_slots: int) -> int:
+        return lib.pd_paged_decode(*head, n_slots, n_units * 64, n_ctas, wsp, ws, None)
+
+    assert call(8 * (per_head - 1), units, slots) == 1  # a head's last stages uncovered
+    assert call(8 * (per_head + 1), units, slots) == 1  # a CTA with nothing to do
+    assert call(8 * per_head + 1, units, slots) == 1  # the heads not cut alike
+    assert call(8 * per_head, units, slots - 1) == 1  # too few partial slots
+    assert call(8 * 32, 5, slots) == 1  # a CTA longer than an item could meet three
+    assert call(8 * per_head, units, slots) not in (0, 1)  # past the checks: no device
+    ok = ctypes.c_int(-1)
+    assert lib.pd_grouped_balanced(16, 64, 1, 2, 16, ctypes.byref(ok)) == 0 and ok.value == 1
+    assert lib.pd_grouped_balanced(16, 64, 1, 2, 0, ctypes.byref(ok)) == 1  # rows
+    assert lib.pd_grouped_balanced(16, 96, 1, 2, 16, ctypes.byref(ok)) == 1  # head_dim
 
 
 @needs_nvcc

@@ -62,7 +62,7 @@ using namespace pd;
 extern "C" {
 
 // ABI version: bump when a signature below changes (binding.py checks it).
-PD_API int pd_abi_version(void) { return 2; }
+PD_API int pd_abi_version(void) { return 3; }
 
 // Bytes of split-KV workspace the grouped kernel needs for this launch (0 when unsplit).
 PD_API size_t pd_workspace_bytes(int batch, int q_len, int num_qo_heads, int head_dim, int num_splits) {
@@ -120,6 +120,18 @@ PD_API int pd_grouped_occupancy_for(int tile, int head_dim, int q_dtype, int kv_
   return grouped_occupancy(tile, head_dim, q_dtype, kv_dtype, rows, ctas_per_sm);
 }
 
+// Whether the kernel a `tile`-row tile of a `rows`-row problem runs on the current device
+// takes a balanced grid (cta_segment): *ok 1 or 0.
+PD_API int pd_grouped_balanced(int tile, int head_dim, int q_dtype, int kv_dtype, int rows, int* ok) {
+  if (!ok || rows < 1) return (int)cudaErrorInvalidValue;
+  switch (head_dim) {
+    case 64: return (int)balanced_grouped_d64(q_dtype, kv_dtype, tile, rows, ok);
+    case 128: return (int)balanced_grouped_d128(q_dtype, kv_dtype, tile, rows, ok);
+    case 256: return (int)balanced_grouped_d256(q_dtype, kv_dtype, tile, rows, ok);
+    default: return (int)cudaErrorInvalidValue;
+  }
+}
+
 // Whether the grouped kernels' TMA KV reads go evict_first (kv_l2_policy): only where one
 // row tile reads each KV byte (several row tiles of a head share its reads through L2), and
 // where the whole stream (every request's table, K and V) is under 2^30 bytes: there it
@@ -131,12 +143,15 @@ static int kv_evict_first_rule(const Params& p, size_t page_bytes) {
 }
 
 // kernel: 0 = baseline, 1 = grouped. dtype codes: 0 fp16, 1 bf16, 2 fp8 e4m3 (KV only).
-// tile_rows / num_splits / kv_tokens_per_split come from kernels.plan (grouped only).
+// tile_rows / num_splits / kv_tokens_per_split / balanced_ctas come from kernels.plan
+// (grouped only). balanced_ctas > 0: a balanced grid of that many CTAs (a multiple of
+// num_kv_heads), each taking kv_tokens_per_split tokens' worth of stages of its KV head's
+// items laid end to end (cta_segment), with num_splits partial slots per item.
 PD_API int pd_paged_decode(int kernel, const void* q, const void* kv_cache, const int* page_table,
                     const int* kv_lens, void* out, int batch, int q_len, int num_qo_heads,
                     int num_kv_heads, int head_dim, int page_size, int max_pages, int q_dtype,
                     int kv_dtype, float sm_scale, float k_scale, float v_scale, int tile_rows,
-                    int num_splits, int kv_tokens_per_split, void* workspace,
+                    int num_splits, int kv_tokens_per_split, int balanced_ctas, void* workspace,
                     size_t workspace_bytes, cudaStream_t stream) {
   if (!q || !kv_cache || !page_table || !kv_lens || !out) return (int)cudaErrorInvalidValue;
   // 16-byte copies of q and the cache (cp.async, TMA): a misaligned start would fault and
@@ -178,10 +193,27 @@ PD_API int pd_paged_decode(int kernel, const void* q, const void* kv_cache, cons
   if (kernel == 0) return (int)launch_baseline(p, head_dim, q_dtype, kv_dtype, stream);
   if (kernel != 1) return (int)cudaErrorInvalidValue;
 
-  if (!valid_tile(tile_rows) || num_splits < 1) return (int)cudaErrorInvalidValue;
+  if (!valid_tile(tile_rows) || num_splits < 1 || balanced_ctas < 0) return (int)cudaErrorInvalidValue;
   const int rows = q_len * group;
   p.num_row_tiles = (rows + tile_rows - 1) / tile_rows;
   p.num_splits = num_splits;
+  if (balanced_ctas > 0) {
+    // Every stage of every item covered, and no item split over more than num_splits CTAs
+    // (cta_segment's slots): a bad plan is refused rather than written past the workspace.
+    if (num_splits < 2 || kv_tokens_per_split < 64 || kv_tokens_per_split % 64) return (int)cudaErrorInvalidValue;
+    // Each KV head's items are cut alike (cta_segment): balanced_ctas / hkv CTAs per head.
+    const long long stages = ((long long)max_pages * page_size + 63) / 64;
+    const long long units = kv_tokens_per_split / 64;
+    const long long work = (long long)batch * p.num_row_tiles * stages;  // one head's
+    const long long per_head = balanced_ctas / num_kv_heads;
+    if (balanced_ctas % num_kv_heads || per_head > 65535 || work >= (1LL << 31) || units > stages ||
+        per_head * units < work ||
+        (per_head - 1) * units >= work || (stages - 1) / units + 2 > num_splits)
+      return (int)cudaErrorInvalidValue;
+    p.sk_units = (int)units;
+    p.sk_stages = (int)stages;
+    p.sk_ctas = balanced_ctas;
+  }
   if (num_splits > 1) {
     if (kv_tokens_per_split < 64 || kv_tokens_per_split % 64) return (int)cudaErrorInvalidValue;
     const size_t need = pd_workspace_bytes(batch, q_len, num_qo_heads, head_dim, num_splits);

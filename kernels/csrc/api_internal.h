@@ -15,5 +15,8 @@ cudaError_t launch_grouped_d256(const Params& p, int q_dtype, int kv_dtype, int 
 cudaError_t occupancy_grouped_d64(int q_dtype, int kv_dtype, int tile, int rows, bool mma_only, int* ctas);
 cudaError_t occupancy_grouped_d128(int q_dtype, int kv_dtype, int tile, int rows, bool mma_only, int* ctas);
 cudaError_t occupancy_grouped_d256(int q_dtype, int kv_dtype, int tile, int rows, bool mma_only, int* ctas);
+cudaError_t balanced_grouped_d64(int q_dtype, int kv_dtype, int tile, int rows, int* ok);
+cudaError_t balanced_grouped_d128(int q_dtype, int kv_dtype, int tile, int rows, int* ok);
+cudaError_t balanced_grouped_d256(int q_dtype, int kv_dtype, int tile, int rows, int* ok);
 
 }  // namespace pd

@@ -103,6 +103,10 @@ struct Params {
   int kv_lookahead;         // stages in flight ahead of the computed one where the kernel
                             // lets the launch choose (shallow_lookahead); 0: its ring's NS - 1
   int kv_evict_first;       // the TMA KV reads' L2 policy is evict_first (kv_l2_policy)
+  // Balanced grid (stream-K; 0: the classic (row tile x split, KV head, request) grid):
+  // CTA c takes stages [c sk_units, (c + 1) sk_units) of the items (request, KV head, row
+  // tile) laid end to end, sk_stages each (cta_segment); sk_ctas CTAs.
+  int sk_units, sk_stages, sk_ctas;
 };
 
 // Raise a kernel's dynamic shared-memory limit once per device: `done` is a bitmask of
@@ -118,6 +122,16 @@ inline cudaError_t set_smem_once(Kernel kern, int bytes, unsigned long long& don
   e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (e == cudaSuccess) done |= bit;
   return e;
+}
+
+// threadIdx.x as the compiler cannot hoist or reuse: a kernel that runs its tile code more
+// than once (a balanced grid's two segments, cta_segment) would otherwise compute every
+// thread-index-derived offset once before the loop and keep it live through the whole
+// tile (the mma.sync tiles: 9-14 more registers, spills at head_dim 256).
+__device__ __forceinline__ int tid_x() {
+  int t;
+  asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(t));
+  return t;
 }
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {

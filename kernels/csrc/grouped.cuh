@@ -46,6 +46,12 @@ struct GCfg {
   static constexpr int SMEM = PIPE > RED ? PIPE : RED;
 };
 
+// CTAs per SM the balanced instantiation (grouped_kernel<..., true>) is held to: its segment
+// loop costs 5-14 registers, and at fp8 head_dim 64 (GPT-OSS q_len 2 and 4: four CTAs per SM)
+// the 32-row tile would lose its fourth CTA (119 -> 132 registers; 123 capped).
+template <int D, bool KV8, int WM>
+inline constexpr int kSkMinCtas = KV8 && D == 64 && WM <= 2 ? 4 : 1;
+
 // Byte offset of 16-byte chunk c of row r in a swizzled 16-bit [rows][D] tile.
 template <int D>
 __device__ __forceinline__ int swz(int r, int c) {
@@ -83,18 +89,17 @@ __device__ __forceinline__ void e4m3x4_to_half2x2(uint32_t x, uint32_t& lo, uint
 #endif
 }
 
+// One tile's work (a CTA's whole range, or one segment of a balanced grid's CTA: cta_segment)
+// through the ring at smem, ending with its output or partial written.
 template <int D, typename TQ, bool KV8, int WM>
-__global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const Params p) {
-  planted_cta_begin();
+__device__ __forceinline__ void grouped_tile(const Params& p, const TileRange& tr, uint8_t* smem, int tid) {
   using C = GCfg<D, KV8, WM>;
   // MMA dtype: q's for 16-bit KV; fp16 for fp8 KV (fp16 holds every e4m3 value exactly;
   // q is rounded to fp16 once).
   using T = std::conditional_t<KV8, __half, TQ>;
-  extern __shared__ __align__(128) uint8_t smem[];
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int lane = tid & 31, warp = tid >> 5;
   const int wm = warp % WM, wn = warp / WM;
   const int g = lane >> 2, cq = lane & 3;
-  const TileRange tr = cta_tile(p, C::TILE, C::BN);
   const int b = tr.b, h = tr.h, split = tr.split;
   const int rows = tr.rows, row0 = tr.row0, nrows = tr.nrows;
   const int t_begin = tr.t_begin, ntiles = tr.ntiles;
@@ -156,7 +161,7 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
   // The 16-row tile asks L2 for its head's page slices (l2_prefetch_slice, 64-byte rows):
   // GPT-OSS fp8 q_len 2 0.94-0.97x with one stage in flight; the 32-row tile, measured the
   // same way (PD_L2_WM_MAX=2), was 1.02-1.13x slower (kernels/NOTES.md, thirteenth session).
-  KvStream<C::NT, C::CPR, C::BN, WM <= PD_L2_WM_MAX> kv(p, tr, D * C::ES);
+  KvStream<C::NT, C::CPR, C::BN, WM <= PD_L2_WM_MAX> kv(p, tr, D * C::ES, tid);
   auto load_tile = [&](int it, int stage) {
     kv.load(it, smem + stage * C::STAGE, C::HALF_STAGE,
             [](int r, int c) { return KV8 ? swz8<D>(r, c) : swz<D>(r, c); });
@@ -309,13 +314,33 @@ __global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, 1) grouped_kernel(const 
     } else {
       float* dst = p.ws_o + ((size_t)split * rtot + orow) * D + d4 * 4;
       *reinterpret_cast<float4*>(dst) = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
-      if (d4 == 0) p.ws_lse[(size_t)split * rtot + orow] = lsum > 0.f ? mmax + __log2f(lsum) : -INFINITY;
+      if (d4 == 0) {
+        p.ws_lse[(size_t)split * rtot + orow] = lsum > 0.f ? mmax + __log2f(lsum) : -INFINITY;
+        fill_unused(p, tr, orow);
+      }
     }
   }
-#ifdef HARNESS_PLANTED_SLOWDOWN
-  __syncthreads();  // every store of this CTA precedes its count
-  if (tid == 0) planted_end();
-#endif
+}
+
+// SK: the balanced grid's instantiation (cta_segment's one or two segments); the classic
+// one runs cta_tile's range as straight-line code (the segment loop costs registers and
+// 0.5-2 % on every row: kernels/NOTES.md, nineteenth session).
+template <int D, typename TQ, bool KV8, int WM, bool SK = false>
+__global__ void __launch_bounds__(GCfg<D, KV8, WM>::NT, SK ? kSkMinCtas<D, KV8, WM> : 1)
+    grouped_kernel(const Params p) {
+  planted_cta_begin();
+  using C = GCfg<D, KV8, WM>;
+  extern __shared__ __align__(128) uint8_t smem[];
+  if constexpr (SK) {
+    TileRange tr;
+    for (int seg = 0; cta_segment(p, C::TILE, C::BN, seg, tr); ++seg) {
+      if (seg) __syncthreads();  // the previous segment's epilogue read the shared memory
+      grouped_tile<D, TQ, KV8, WM>(p, tr, smem, tid_x());
+    }
+  } else {
+    grouped_tile<D, TQ, KV8, WM>(p, cta_tile(p, C::TILE, C::BN), smem, threadIdx.x);
+  }
+  planted_cta_end();
 }
 
 // Occupancy-relevant constants of one configuration (the Python cost model mirrors them).

@@ -15,14 +15,23 @@
 
 namespace pd {
 
+// PD_BALANCED=0 builds run no balanced grid (the planner then keeps the classic one: A/B
+// builds).
+#ifndef PD_BALANCED
+#define PD_BALANCED 1
+#endif
+
 // A grouped kernel as a type: its configuration C (threads NT, shared memory SMEM, and for
 // kernels that take the cache's tensor map, KV_MAP, what its TMA boxes read: kv_tma.cuh), its
-// __global__ function, and whether it takes the tile rows as an argument (grouped_sw_kernel).
-template <class C, auto K, bool TILE_ARG = false>
+// __global__ function, whether it takes the tile rows as an argument (grouped_sw_kernel),
+// and its balanced-grid instantiation (cta_segment; nullptr: none).
+template <class C, auto K, bool TILE_ARG = false, auto KSK = nullptr>
 struct TileKern {
   using Cfg = C;
   static constexpr auto kernel = K;
+  static constexpr auto sk_kernel = KSK;
   static constexpr bool tile_arg = TILE_ARG;
+  static constexpr bool balanced = !std::is_same_v<decltype(KSK), std::nullptr_t> && PD_BALANCED;
 };
 
 // Whether configuration C's kernel takes the cache's tensor map (C::KV_MAP).
@@ -64,8 +73,9 @@ static cudaError_t with_tile_kernel(int tile, int rows, bool mma_only, F&& f) {
         if constexpr (D == 128)  // warp-specialized (grouped_ws.cuh): 15-22 % faster
           if (tile == 128 && ws_enabled()) return f(TileKern<WsCfg<D, KV8>, grouped_ws_kernel<D, T, KV8>>{});
         if constexpr (KV8)
-          return tile == 64 ? f(TileKern<WCfg<D, 1>, grouped_wg_kernel<D, T, 1>>{})
-                            : f(TileKern<WCfg<D, 2>, grouped_wg_kernel<D, T, 2>>{});
+          return tile == 64
+                     ? f(TileKern<WCfg<D, 1>, grouped_wg_kernel<D, T, 1>, false, grouped_wg_kernel<D, T, 1, true>>{})
+                     : f(TileKern<WCfg<D, 2>, grouped_wg_kernel<D, T, 2>, false, grouped_wg_kernel<D, T, 2, true>>{});
         else
           return tile == 64 ? f(TileKern<WCfg<D, 1, false>, grouped_wg16_kernel<D, T, 1>>{})
                             : f(TileKern<WCfg<D, 2, false>, grouped_wg16_kernel<D, T, 2>>{});
@@ -73,10 +83,10 @@ static cudaError_t with_tile_kernel(int tile, int rows, bool mma_only, F&& f) {
     }
   }
   switch (tile) {
-    case 16: return f(TileKern<GCfg<D, KV8, 1>, grouped_kernel<D, T, KV8, 1>>{});
-    case 32: return f(TileKern<GCfg<D, KV8, 2>, grouped_kernel<D, T, KV8, 2>>{});
-    case 64: return f(TileKern<GCfg<D, KV8, 4>, grouped_kernel<D, T, KV8, 4>>{});
-    case 128: return f(TileKern<GCfg<D, KV8, 8>, grouped_kernel<D, T, KV8, 8>>{});
+    case 16: return f(TileKern<GCfg<D, KV8, 1>, grouped_kernel<D, T, KV8, 1>, false, grouped_kernel<D, T, KV8, 1, true>>{});
+    case 32: return f(TileKern<GCfg<D, KV8, 2>, grouped_kernel<D, T, KV8, 2>, false, grouped_kernel<D, T, KV8, 2, true>>{});
+    case 64: return f(TileKern<GCfg<D, KV8, 4>, grouped_kernel<D, T, KV8, 4>, false, grouped_kernel<D, T, KV8, 4, true>>{});
+    case 128: return f(TileKern<GCfg<D, KV8, 8>, grouped_kernel<D, T, KV8, 8>, false, grouped_kernel<D, T, KV8, 8, true>>{});
     default: return cudaErrorInvalidValue;
   }
 }
@@ -87,6 +97,12 @@ struct LaunchTile {
   cudaStream_t st;
   template <class TK>
   cudaError_t operator()(TK) const {
+    if (p.sk_units == 0) return launch<TK::kernel>(TK{});
+    if constexpr (TK::balanced) return launch<TK::sk_kernel>(TK{});
+    return cudaErrorNotSupported;  // kernels.plan asks only kernels that run one
+  }
+  template <auto Kernel, class TK>
+  cudaError_t launch(TK) const {
     using C = typename TK::Cfg;
     if constexpr (takes_kv_map<C>::value) {
       CUtensorMap map{};  // left empty for a configuration that reads by cp.async (C::TMA)
@@ -94,19 +110,36 @@ struct LaunchTile {
         const cudaError_t e = encode_kv_map(&map, p, C::TMA_HEAD_BYTES, C::TMA_SW128);
         if (e != cudaSuccess) return e;
       }
-      if constexpr (TK::tile_arg) return launch_tiles<C, TK::kernel>(p, st, tile, map);
-      else return launch_tiles<C, TK::kernel>(p, st, map);
+      if constexpr (TK::tile_arg) return launch_tiles<C, Kernel>(p, st, tile, map);
+      else return launch_tiles<C, Kernel>(p, st, map);
     } else {
-      return launch_tiles<C, TK::kernel>(p, st);
+      return launch_tiles<C, Kernel>(p, st);
     }
   }
 };
 
+// The fewer of the classic and the balanced instantiation's CTAs per SM: the cost model
+// plans both grids with one number.
 struct TileOccupancy {
   int* ctas;
   template <class TK>
   cudaError_t operator()(TK) const {
-    return tiles_occupancy<typename TK::Cfg, TK::kernel>(ctas);
+    cudaError_t e = tiles_occupancy<typename TK::Cfg, TK::kernel>(ctas);
+    if constexpr (TK::balanced) {
+      int sk = 0;
+      if (e == cudaSuccess) e = tiles_occupancy<typename TK::Cfg, TK::sk_kernel>(&sk);
+      if (e == cudaSuccess && sk < *ctas) *ctas = sk;
+    }
+    return e;
+  }
+};
+
+struct TileBalanced {
+  int* ok;
+  template <class TK>
+  cudaError_t operator()(TK) const {
+    *ok = TK::balanced ? 1 : 0;
+    return cudaSuccess;
   }
 };
 
@@ -132,6 +165,13 @@ struct OccupancyFn {
   }
 };
 
+template <typename T, bool KV8>
+struct BalancedFn {
+  static cudaError_t run(int tile, int rows, int* ok) {
+    return with_tile_kernel<T, KV8>(tile, rows, false, TileBalanced{ok});
+  }
+};
+
 cudaError_t PD_CAT(launch_grouped_d, PD_HEAD_DIM)(const Params& p, int q_dtype, int kv_dtype, int tile, cudaStream_t st) {
   return by_dtype<LaunchFn>(q_dtype, kv_dtype, p, tile, st);
 }
@@ -139,6 +179,10 @@ cudaError_t PD_CAT(launch_grouped_d, PD_HEAD_DIM)(const Params& p, int q_dtype, 
 cudaError_t PD_CAT(occupancy_grouped_d, PD_HEAD_DIM)(int q_dtype, int kv_dtype, int tile, int rows, bool mma_only,
                                                     int* ctas) {
   return by_dtype<OccupancyFn>(q_dtype, kv_dtype, tile, rows, mma_only, ctas);
+}
+
+cudaError_t PD_CAT(balanced_grouped_d, PD_HEAD_DIM)(int q_dtype, int kv_dtype, int tile, int rows, int* ok) {
+  return by_dtype<BalancedFn>(q_dtype, kv_dtype, tile, rows, ok);
 }
 
 }  // namespace pd

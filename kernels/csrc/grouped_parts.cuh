@@ -15,24 +15,79 @@ struct TileRange {
   int rows, row0, nrows;           // rows of the head's problem; this tile's first and count
   int t_begin, t_end, mask_from;   // tokens [t_begin, t_end); below mask_from no row masks
   int ntiles;                      // stages of `bn` tokens
+  int fill_to;                     // split: partial slots split+1..fill_to-1 get lse -inf
 };
 
-__device__ __forceinline__ TileRange cta_tile(const Params& p, int tile, int bn) {
-  TileRange r;
-  const int rt = blockIdx.x % p.num_row_tiles;
-  r.split = blockIdx.x / p.num_row_tiles;
-  r.h = blockIdx.y;
-  r.b = blockIdx.z;
+// The rest of r once its request, KV head, row tile, partial slot and token range
+// [t_begin, t_stop) are set: the causal limit clips the range.
+__device__ __forceinline__ void tile_range(const Params& p, int tile, int bn, int rt, int t_stop, TileRange& r) {
   r.kv_len = p.kv_lens[r.b];
   r.rows = p.q_len * p.group;
   r.row0 = rt * tile;
   r.nrows = min(tile, r.rows - r.row0);
   const int i_min = r.row0 / p.group, i_max = (r.row0 + r.nrows - 1) / p.group;
-  r.t_begin = r.split * p.split_tokens;
-  r.t_end = min(r.t_begin + p.split_tokens, r.kv_len - p.q_len + i_max + 1);
+  r.t_end = min(t_stop, r.kv_len - p.q_len + i_max + 1);
   r.mask_from = min(r.kv_len - p.q_len + i_min + 1, r.t_end);
   r.ntiles = r.t_end > r.t_begin ? (r.t_end - r.t_begin + bn - 1) / bn : 0;
+}
+
+__device__ __forceinline__ TileRange cta_tile(const Params& p, int tile, int bn) {
+  TileRange r;
+  const int rt = blockIdx.x % p.num_row_tiles;
+  r.split = blockIdx.x / p.num_row_tiles;
+  r.fill_to = r.split + 1;
+  r.h = blockIdx.y;
+  r.b = blockIdx.z;
+  r.t_begin = r.split * p.split_tokens;
+  tile_range(p, tile, bn, rt, r.t_begin + p.split_tokens, r);
   return r;
+}
+
+// Segment `seg` (0 or 1) of this CTA's work; false when it has no such segment. Classic grid:
+// segment 0 is cta_tile. Balanced grid (p.sk_units > 0; x = KV head, y = the head's CTA
+// index): a head's items (request, row tile; row tile fastest) of sk_stages stages each are
+// laid end to end and its CTA c takes stages [c U, (c + 1) U), U = sk_units <= sk_stages, so
+// it meets at most two items: the end of one and the start of the next. Every head is cut
+// the same way, so the CTAs of one chunk (consecutive in launch order) read the same pages
+// of the same request together, as the classic grid's heads do: where a KV head's row is
+// half a 128-byte line (GPT-OSS fp8), heads out of step read each line twice (an item order
+// with the head inside measured 1.2-1.75x slower). A CTA's partial slot in an item is its
+// index among the CTAs that share the item (the first holding the item's first stage); the
+// CTA that ends an item marks the item's unused slots up to num_splits (fill_to), so
+// merge_kernel needs no count. kernels/plan.py's balanced_segments mirrors this.
+__device__ __forceinline__ bool cta_segment(const Params& p, int tile, int bn, int seg, TileRange& r) {
+  if (p.sk_units == 0) {
+    if (seg == 0) r = cta_tile(p, tile, bn);
+    return seg == 0;
+  }
+  // 32-bit: a head's stages (W) are under 2^31 (pd_paged_decode checks).
+  const unsigned U = p.sk_units, T = p.sk_stages, W = (unsigned)p.batch * p.num_row_tiles * T;
+  const unsigned lo = blockIdx.y * U, hi = min(lo + U, W);
+  const unsigned j = lo / T + seg, j0 = j * T;
+  const unsigned s0 = max(lo, j0), s1 = min(hi, j0 + T);
+  if (s0 >= s1) return false;
+  const int rt = (int)(j % p.num_row_tiles);
+  r.h = blockIdx.x;
+  r.b = (int)(j / p.num_row_tiles);
+  r.split = (int)(blockIdx.y - j0 / U);
+  r.fill_to = s1 == j0 + T ? p.num_splits : r.split + 1;
+  r.t_begin = (int)(s0 - j0) * bn;
+  tile_range(p, tile, bn, rt, (int)(s1 - j0) * bn, r);
+  return true;
+}
+
+// The end of a grouped CTA in test builds: the planted slowdown's count (common.cuh).
+__device__ __forceinline__ void planted_cta_end() {
+#ifdef HARNESS_PLANTED_SLOWDOWN
+  __syncthreads();  // every store of this CTA precedes its count
+  if (threadIdx.x == 0) planted_end();
+#endif
+}
+
+// Partial slots split+1..fill_to-1 of output row orow: lse -inf (cta_segment).
+__device__ __forceinline__ void fill_unused(const Params& p, const TileRange& t, size_t orow) {
+  const size_t rtot = (size_t)p.batch * p.q_len * p.hq;
+  for (int s = t.split + 1; s < t.fill_to; ++s) p.ws_lse[(size_t)s * rtot + orow] = -INFINITY;
 }
 
 // Last token row r attends (DESIGN.md's causal rule: kv_len - q_len + r / group), clipped to
@@ -94,7 +149,7 @@ struct KvStream {
   int pages[J];
   int ahead[J];  // the stage after pages' (fetch_ahead), for kernels with no producer warps
 
-  __device__ __forceinline__ KvStream(const Params& p, const TileRange& t, int row_bytes)
+  __device__ __forceinline__ KvStream(const Params& p, const TileRange& t, int row_bytes, int tid_ = threadIdx.x)
       : pt(p.page_table + (size_t)t.b * p.max_pages),
         head(static_cast<const uint8_t*>(p.kv) + (size_t)t.h * row_bytes),
         tok_bytes((uint32_t)p.hkv * row_bytes),
@@ -105,7 +160,7 @@ struct KvStream {
         page_shift(p.page_shift),
         t_begin(t.t_begin),
         t_end(t.t_end),
-        tid(threadIdx.x) {}
+        tid(tid_) {}
 
   __device__ __forceinline__ void fetch(int it) { fetch_into(it, pages); }
 
@@ -410,14 +465,16 @@ inline cudaError_t tiles_smem() {
 }
 
 // Launch grouped kernel Kernel, whose configuration C gives its threads (NT) and dynamic
-// shared memory (SMEM), on its (row tile x split, KV head, request) grid, raising its
-// shared-memory limit first (tiles_smem), with its lookahead (shallow_lookahead).
-// Arguments after st (`extra`) are passed on to the kernel.
+// shared memory (SMEM), on its grid, raising its shared-memory limit first (tiles_smem),
+// with its lookahead (shallow_lookahead). The grid: (row tile x split, KV head, request), or
+// for a balanced grid (p.sk_units > 0; Kernel is then the kernel's balanced instantiation)
+// (KV head, p.sk_ctas / hkv). Arguments after st (`extra`) are passed on to the kernel.
 template <typename C, auto Kernel, typename... Extra>
 inline cudaError_t launch_tiles(const Params& p, cudaStream_t st, Extra... extra) {
   cudaError_t e = tiles_smem<C, Kernel>();
   if (e != cudaSuccess) return e;
-  dim3 grid(p.num_row_tiles * p.num_splits, p.hkv, p.batch);
+  const dim3 grid = p.sk_units > 0 ? dim3(p.hkv, p.sk_ctas / p.hkv, 1)
+                                   : dim3(p.num_row_tiles * p.num_splits, p.hkv, p.batch);
   Params q = p;
   q.kv_lookahead = 0;
   if constexpr (has_shallow<C>::value) q.kv_lookahead = shallow_lookahead((long long)grid.x * grid.y * grid.z);

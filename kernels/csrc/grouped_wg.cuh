@@ -221,10 +221,12 @@ __device__ __forceinline__ void wg_load_q(uint32_t (&qa)[D / 16][4], const Param
 // Epilogue of both wgmma kernels (after draining the cp.async ring): each thread owns whole
 // rows' columns (rows r0 and r1, no cross-warp merge); rows at or past row_end are not this
 // CTA's. Unsplit: the normalised output in TQ; split: fp32 partial O and the row's
-// log2-sum-exp for merge_kernel. Ends the planted slowdown's CTA in test builds.
+// log2-sum-exp for merge_kernel (and the slots after it that the tile's item leaves unused:
+// fill_unused).
 template <int D, typename TQ>
 __device__ __forceinline__ void wg_store(const Params& p, float (&o)[D / 8][4], const RowStats& ml, int r0, int r1,
-                                         int rows, int row_end, int split, int b, int h, int cq) {
+                                         const TileRange& t, int cq) {
+  const int rows = t.rows, row_end = t.row0 + t.nrows, split = t.split, b = t.b, h = t.h;
   cp_async_wait<0>();
   const float l0 = quad_sum(ml.l0), l1 = quad_sum(ml.l1), m0 = ml.m0, m1 = ml.m1;
   const int rtot = p.batch * p.q_len * p.hq;
@@ -246,14 +248,13 @@ __device__ __forceinline__ void wg_store(const Params& p, float (&o)[D / 8][4], 
         *reinterpret_cast<float2*>(p.ws_o + ((size_t)split * rtot + orow) * D + col) = make_float2(x, y);
       }
     }
-    if (p.num_splits > 1 && cq == 0)
+    if (p.num_splits > 1 && cq == 0) {
       p.ws_lse[(size_t)split * rtot + orow] = l > 0.f ? m + __log2f(l) : -INFINITY;
+      fill_unused(p, t, orow);
+    }
   }
-#ifdef HARNESS_PLANTED_SLOWDOWN
-  __syncthreads();  // every store of this CTA precedes its count
-  if (threadIdx.x == 0) planted_end();
-#endif
 }
+
 
 // P (the S accumulators after softmax, whose layout is the register A layout) packed in T
 // as the A fragments of the four k16 steps of O += P V.
@@ -310,22 +311,16 @@ __device__ __forceinline__ void wg_qk(float (&s)[8][4], const uint32_t (&qa)[D /
   wg_commit();
 }
 
+// One tile's work in grouped_wg_kernel (a CTA's whole range, or one segment of a balanced
+// grid's CTA: cta_segment), its ring's mbarriers freshly initialised.
 template <int D, typename TQ, int NWG>
-__global__ void __launch_bounds__(WCfg<D, NWG>::NT, WCfg<D, NWG>::MIN_CTAS)
-    grouped_wg_kernel(const Params p, const __grid_constant__ CUtensorMap kv_map) {
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  planted_cta_begin();
+__device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, const CUtensorMap& kv_map, uint8_t* smem,
+                                        uint32_t full_u32, int tid) {
   using C = WCfg<D, NWG>;
-  extern __shared__ __align__(1024) uint8_t smem_raw_base[];
-  const uint32_t base_u32 = smem_u32(smem_raw_base);
-  uint8_t* smem = smem_raw_base + (((base_u32 + 1023u) & ~1023u) - base_u32);
-  uint8_t* ring = smem + C::CONV_BYTES;  // raw fp8 stages after the fp16 buffers
-  const uint32_t full_u32 = smem_u32(smem + C::BAR_OFF);
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int g = lane >> 2, cq = lane & 3;
-  const TileRange t = cta_tile(p, C::TILE, C::BN);
   using Ring = TmaRing<C::BN, C::NS, C::RAW>;
-  Ring::init(full_u32, p);
+  uint8_t* ring = smem + C::CONV_BYTES;  // raw fp8 stages after the fp16 buffers
+  const int lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, cq = lane & 3;
 
   // Rows of this thread (warp w owns rows 16w..16w+15 of the tile, as wgmma lays them out).
   const int r0 = t.row0 + warp * 16 + g, r1 = r0 + 8;
@@ -345,7 +340,8 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, WCfg<D, NWG>::MIN_CTAS)
   const float sc = p.scale_log2;
 
   const int la = lookahead<C>(p);
-  __syncthreads();  // the mbarriers' initialisation
+  // The mbarriers' initialisation (in a second segment, their re-initialisation).
+  __syncthreads();
   for (int s = 0; s < la && s < t.ntiles; ++s) kv.issue(s);
   if (C::DB && t.ntiles > 0) {
     kv.wait(0);
@@ -391,7 +387,44 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, WCfg<D, NWG>::MIN_CTAS)
     if constexpr (C::DB) wg_wait();
   }
   if constexpr (!C::DB) wg_wait();
-  wg_store<D, TQ>(p, o, ml, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
+  wg_store<D, TQ>(p, o, ml, r0, r1, t, cq);
+}
+
+// SK: the balanced grid's instantiation (cta_segment's one or two segments, the ring's
+// mbarriers initialised anew for the second); the classic one runs cta_tile's range alone.
+template <int D, typename TQ, int NWG, bool SK = false>
+__global__ void __launch_bounds__(WCfg<D, NWG>::NT, WCfg<D, NWG>::MIN_CTAS)
+    grouped_wg_kernel(const Params p, const __grid_constant__ CUtensorMap kv_map) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  planted_cta_begin();
+  using C = WCfg<D, NWG>;
+  extern __shared__ __align__(1024) uint8_t smem_raw_base[];
+  const uint32_t base_u32 = smem_u32(smem_raw_base);
+  uint8_t* smem = smem_raw_base + (((base_u32 + 1023u) & ~1023u) - base_u32);
+  const uint32_t full_u32 = smem_u32(smem + C::BAR_OFF);
+  using Ring = TmaRing<C::BN, C::NS, C::RAW>;
+  Ring::init(full_u32, p);
+  if constexpr (SK) {
+    TileRange t;
+    for (int seg = 0; cta_segment(p, C::TILE, C::BN, seg, t); ++seg) {
+      // The shared-memory and tensor-map addresses anew each segment (constants: cheaper to
+      // rebuild than to keep live through the stage loop, where they spilled).
+      uint8_t* sm = smem_raw_base;
+      const CUtensorMap* map = &kv_map;
+      asm volatile("" : "+l"(sm), "+l"(map));
+      const uint32_t b32 = smem_u32(sm);
+      sm += ((b32 + 1023u) & ~1023u) - b32;
+      const uint32_t full = smem_u32(sm + C::BAR_OFF);
+      if (seg) {
+        __syncthreads();  // every thread past its last wait on the first segment's stages
+        Ring::reinit(full, p);
+      }
+      wg_tile<D, TQ, NWG>(p, t, *map, sm, full, tid_x());
+    }
+  } else {
+    wg_tile<D, TQ, NWG>(p, cta_tile(p, C::TILE, C::BN), kv_map, smem, full_u32, threadIdx.x);
+  }
+  planted_cta_end();
 #else
   __trap();  // launched only on sm_90 devices (wg_supported), where the sm_90a code runs
 #endif
@@ -440,7 +473,8 @@ __global__ void __launch_bounds__(WCfg<D, NWG, false>::NT, 1) grouped_wg16_kerne
                            lim0, lim1, p.scale_log2, ml);
     wg_wait();
   }
-  wg_store<D, T>(p, o, ml, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
+  wg_store<D, T>(p, o, ml, r0, r1, t, cq);
+  planted_cta_end();
 #else
   __trap();  // launched only on sm_90 devices (wg_supported), where the sm_90a code runs
 #endif

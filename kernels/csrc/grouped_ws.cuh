@@ -118,7 +118,7 @@ __global__ void __launch_bounds__(WsCfg<D, KV8>::NT, 1) grouped_ws_kernel(const 
       }
     }
 #ifdef HARNESS_PLANTED_SLOWDOWN
-    __syncthreads();  // pairs with wg_store's
+    __syncthreads();  // pairs with planted_cta_end's
 #endif
     return;
   }
@@ -174,7 +174,8 @@ __global__ void __launch_bounds__(WsCfg<D, KV8>::NT, 1) grouped_ws_kernel(const 
     if (wg == 0) turn_pass(wg);  // warpgroup 1's last turn is never waited for
     wg_wait<0>();
   }
-  wg_store<D, TQ>(p, o, ml, r0, r1, t.rows, t.row0 + t.nrows, t.split, t.b, t.h, cq);
+  wg_store<D, TQ>(p, o, ml, r0, r1, t, cq);
+  planted_cta_end();
 #else
   __trap();  // launched only on sm_90 devices (wg_supported), where the sm_90a code runs
 #endif

@@ -182,6 +182,13 @@ struct TmaRing {
     if (tid < NS) mbar_init(full + tid * 8, KvTma<BN>::arrivals(p));  // the page owners
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
+  // init() again for a balanced grid's second segment (cta_segment), once every thread is
+  // past its last wait on them (a barrier) and no copy is in flight: the stage count starts
+  // over at 0 instead of being carried (one register fewer through the stage loop).
+  __device__ static __forceinline__ void reinit(uint32_t full, const Params& p) {
+    if (threadIdx.x < NS) asm volatile("mbarrier.inval.shared::cta.b64 [%0];\n" ::"r"(full + threadIdx.x * 8) : "memory");
+    init(full, p);
+  }
   __device__ __forceinline__ uint8_t* slot(int it) const { return ring + (it % NS) * RAW; }
   __device__ __forceinline__ uint32_t bar(int it) const { return full + (it % NS) * 8; }
   // Stage it into its slot (the page owners' part of it).
