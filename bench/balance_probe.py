@@ -10,12 +10,13 @@ heads at kv_len 16384 x batch / B', unsplit, i.e. balance with no merge and no s
 pipeline fill per CTA.
 
 Run on a GPU machine: python3 bench/balance_probe.py [--rows REGEX] [--batches 16,32,40]
-[--proxy]
+[--proxy] [--diagnose]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import re
 import sys
@@ -26,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kernels import device_plan, paged_decode
-from kernels.selfcheck import MODELS, SEED_KV_LEN, bench_device, seed_tensors, time_us
+from kernels.selfcheck import MODELS, SEED_KV_LEN, bench_device, kernel_times, seed_tensors, time_us
 
 ROWS = tuple(
     (model, kv, q_len)
@@ -34,6 +35,7 @@ ROWS = tuple(
     for model in ("GPT-OSS", "Qwen3-480B")
     for q_len in (2, 4, 8)
 )
+BATCH = 40  # --diagnose: the bytes of this batch at kv_len 16384
 
 
 def timed(gen, flush, model, kvname, q_len, batch, kv_len, **force) -> tuple[float, object]:
@@ -52,17 +54,54 @@ def timed(gen, flush, model, kvname, q_len, batch, kv_len, **force) -> tuple[flo
     return t, p
 
 
+def diagnose(gen, flush, model: str, kvname: str, q_len: int, sms: int) -> None:
+    """Where a balanced grid's time goes, on the proxy shape (whole-item CTAs, 4 rounds of
+    the SMs' worth): the classic unsplit grid; the same CTAs through the balanced kernel
+    with one segment each (stages per CTA = stages per item: its code, its fp32 partials
+    and the merge, no second segment); and the kernels' own GPU times under the profiler."""
+    hq, hkv, d = MODELS[model]
+    pc = device_plan(64, q_len, hq, hkv, d, SEED_KV_LEN, kv_dtype=kvname, balanced=False)
+    b2 = sms * pc.ctas_per_sm // hkv
+    kv2 = BATCH * SEED_KV_LEN // b2 // 64 * 64
+    q, kv, table, lens = seed_tensors(b2, q_len, hq, hkv, d, kvname, gen, kv2)
+    out = torch.empty_like(q)
+    classic = device_plan(
+        b2, q_len, hq, hkv, d, kv2, kv_dtype=kvname, tile_rows=pc.tile_rows, num_splits=1
+    )
+    one_seg = dataclasses.replace(
+        classic,
+        num_splits=2,
+        kv_tokens_per_split=kv2,
+        ctas=classic.ctas,
+        balanced_ctas=classic.ctas,
+    )
+    for label, p in (("classic", classic), ("balanced, one segment per CTA", one_seg)):
+        fn = functools.partial(paged_decode, q, kv, table, lens, q_len, "grouped", out=out, plan=p)
+        t = min(time_us(fn, flush, 25) for _ in range(2))
+        kt = ", ".join(f"{k} {v:.1f}" for k, v in kernel_times(fn, flush).items())
+        print(
+            f"{model} {kvname} q{q_len} batch {b2} kv_len {kv2} {label} ({p}): {t:.1f} µs; {kt}",
+            flush=True,
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default="", help="only rows whose name matches this regex")
     ap.add_argument("--batches", default="40", help="comma-separated batches")
     ap.add_argument("--proxy", action="store_true", help="also time the balanced proxy")
+    ap.add_argument("--diagnose", action="store_true", help="where the balanced time goes")
     args = ap.parse_args()
     tools = bench_device("balance_probe.py")
     if tools is None:
         return 1
     gen, flush = tools
     sms = torch.cuda.get_device_properties(0).multi_processor_count
+    if args.diagnose:
+        for model, kvname, q_len in ROWS:
+            if not args.rows or re.search(args.rows, f"{model} {kvname} q{q_len}"):
+                diagnose(gen, flush, model, kvname, q_len, sms)
+        return 0
     print("row | classic µs (plan) | balanced µs (plan) | balanced / classic | auto plan | proxy")
     for model, kvname, q_len in ROWS:
         for batch in (int(b) for b in args.batches.split(",")):
