@@ -228,25 +228,19 @@ def cases(quick: bool, rng: random.Random) -> list[Case]:
 
 
 def forced_balanced(c: Case, max_kv_len: int, rng: random.Random) -> Plan | None:
-    """A balanced grid (kernels.plan's balanced_shape) for case c on a random tile whose
-    kernel here takes one, or None where none does or the KV is a single stage."""
+    """A balanced grid (kernels.plan's balanced_shape) for case c on the tile its own plan
+    takes where that tile's kernel here runs one (so the first cases, which the sanitizers
+    run, include the balanced wgmma kernel), else on a random tile whose kernel does; None
+    where none does or the KV is a single stage."""
     rows = c.q_len * (c.hq // c.hkv)
     tiles = [t for t in TILES if grouped_balanced(t, c.head_dim, c.q_dtype, c.kv, rows)]
     if not tiles:
         return None
+    shape = (c.batch, c.q_len, c.hq, c.hkv, c.head_dim, max_kv_len)
+    own = device_plan(*shape, kv_dtype=c.kv, q_dtype=c.q_dtype).tile_rows
+    tile = own if own in tiles else rng.choice(tiles)
     try:
-        return device_plan(
-            c.batch,
-            c.q_len,
-            c.hq,
-            c.hkv,
-            c.head_dim,
-            max_kv_len,
-            kv_dtype=c.kv,
-            q_dtype=c.q_dtype,
-            tile_rows=rng.choice(tiles),
-            balanced=True,
-        )
+        return device_plan(*shape, kv_dtype=c.kv, q_dtype=c.q_dtype, tile_rows=tile, balanced=True)
     except ValueError:
         return None
 
