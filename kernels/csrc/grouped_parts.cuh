@@ -18,28 +18,25 @@ struct TileRange {
   int fill_to;                     // split: partial slots split+1..fill_to-1 get lse -inf
 };
 
-// The rest of r once its request, KV head, row tile, partial slot and token range
-// [t_begin, t_stop) are set: the causal limit clips the range.
-__device__ __forceinline__ void tile_range(const Params& p, int tile, int bn, int rt, int t_stop, TileRange& r) {
+// The classic grid's CTA. (Written out, not shared with cta_segment through a helper: built
+// from one, ptxas scheduled the classic kernels differently, e.g. 6482 of grouped_sw_kernel's
+// 4096 SASS lines moved; written out, its SASS is as before balanced grids but for 14 lines.)
+__device__ __forceinline__ TileRange cta_tile(const Params& p, int tile, int bn) {
+  TileRange r;
+  const int rt = blockIdx.x % p.num_row_tiles;
+  r.split = blockIdx.x / p.num_row_tiles;
+  r.h = blockIdx.y;
+  r.b = blockIdx.z;
   r.kv_len = p.kv_lens[r.b];
   r.rows = p.q_len * p.group;
   r.row0 = rt * tile;
   r.nrows = min(tile, r.rows - r.row0);
   const int i_min = r.row0 / p.group, i_max = (r.row0 + r.nrows - 1) / p.group;
-  r.t_end = min(t_stop, r.kv_len - p.q_len + i_max + 1);
+  r.t_begin = r.split * p.split_tokens;
+  r.t_end = min(r.t_begin + p.split_tokens, r.kv_len - p.q_len + i_max + 1);
   r.mask_from = min(r.kv_len - p.q_len + i_min + 1, r.t_end);
   r.ntiles = r.t_end > r.t_begin ? (r.t_end - r.t_begin + bn - 1) / bn : 0;
-}
-
-__device__ __forceinline__ TileRange cta_tile(const Params& p, int tile, int bn) {
-  TileRange r;
-  const int rt = blockIdx.x % p.num_row_tiles;
-  r.split = blockIdx.x / p.num_row_tiles;
   r.fill_to = r.split + 1;
-  r.h = blockIdx.y;
-  r.b = blockIdx.z;
-  r.t_begin = r.split * p.split_tokens;
-  tile_range(p, tile, bn, rt, r.t_begin + p.split_tokens, r);
   return r;
 }
 
@@ -66,13 +63,20 @@ __device__ __forceinline__ bool cta_segment(const Params& p, int tile, int bn, i
   const unsigned j = lo / T + seg, j0 = j * T;
   const unsigned s0 = max(lo, j0), s1 = min(hi, j0 + T);
   if (s0 >= s1) return false;
-  const int rt = (int)(j % p.num_row_tiles);
   r.h = blockIdx.x;
   r.b = (int)(j / p.num_row_tiles);
   r.split = (int)(blockIdx.y - j0 / U);
   r.fill_to = s1 == j0 + T ? p.num_splits : r.split + 1;
+  r.kv_len = p.kv_lens[r.b];
+  r.rows = p.q_len * p.group;
+  r.row0 = (int)(j % p.num_row_tiles) * tile;
+  r.nrows = min(tile, r.rows - r.row0);
+  // The causal limit clips the range, as in cta_tile.
+  const int i_min = r.row0 / p.group, i_max = (r.row0 + r.nrows - 1) / p.group;
   r.t_begin = (int)(s0 - j0) * bn;
-  tile_range(p, tile, bn, rt, (int)(s1 - j0) * bn, r);
+  r.t_end = min((int)(s1 - j0) * bn, r.kv_len - p.q_len + i_max + 1);
+  r.mask_from = min(r.kv_len - p.q_len + i_min + 1, r.t_end);
+  r.ntiles = r.t_end > r.t_begin ? (r.t_end - r.t_begin + bn - 1) / bn : 0;
   return true;
 }
 
