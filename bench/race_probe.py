@@ -12,9 +12,8 @@ import torch
 
 sys.path.insert(0, str(Path.cwd()))
 
-from kernels import paged_decode
 from kernels.plan import plan
-from kernels.selfcheck import Case, make_inputs, reference
+from kernels.selfcheck import Case, make_inputs, reference, run_case
 
 splits = int(sys.argv[1]) if len(sys.argv) > 1 else 1
 c = Case(3, 4, 96, 8, 128, 32, "fp8", "fp16", 400, ramp=0.02)
@@ -22,18 +21,6 @@ gen = torch.Generator().manual_seed(0)
 x = make_inputs(c, gen, torch.device("cuda"))
 sms = torch.cuda.get_device_properties(0).multi_processor_count
 p = plan(3, 4, 96, 8, 128, x["table"].shape[1] * 32, sms, "fp8", tile_rows=64, num_splits=splits)
-out = torch.full_like(x["q"], float("nan"))
-paged_decode(
-    x["q"],
-    x["kv"],
-    x["table"],
-    x["lens"],
-    4,
-    k_scale=x["k_scale"],
-    v_scale=x["v_scale"],
-    out=out,
-    plan=p,
-)
-torch.cuda.synchronize()
+out = run_case(c, x, "grouped", p)
 err = float((out.float() - reference(c, x)).abs().max())
 print(f"plan {p}: max abs error {err:.2e}, kv_lens {x['lens'].tolist()}")

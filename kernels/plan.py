@@ -17,7 +17,16 @@ their memory time are latency-bound: a part-filled tail round behind full rounds
 much as a full one, and splits past the capacity are weighed too (GPT-OSS fp8 q_len 8 batch
 40: 3 splits measured 0.905x of 1); a grid that is one part-filled round keeps the
 efficiency weighting (batch 8: 6 splits, a round of 3 CTAs per SM, beat 8 splits, a full
-round). Pure Python: no torch, no GPU.
+round).
+
+A balanced grid (stream-K, `balanced_shape`) is the other kind of plan: each KV head's
+(request, row tile) items are laid end to end and cut into equal CTAs, whole rounds of the
+GPU's capacity, so no SM holds a CTA more than another (batch 40: 320 items on 132 SMs
+leave 56 SMs a third CTA). A CTA then meets at most two items, writes a partial per item
+and the merge kernel combines them as it does splits. It is taken where modelled clearly
+faster and where each SM's own work, not DRAM, sets the pace (_BALANCED_MIN_COMPUTE); the
+kernels that run one say so (kernels.device_plan asks the library). Pure Python: no torch,
+no GPU.
 
 The per-configuration threads and shared memory mirror csrc/grouped.cuh (GCfg); the
 library exports the same numbers (pd_grouped_config) and a test checks they agree. That

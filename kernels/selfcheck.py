@@ -227,6 +227,25 @@ def cases(quick: bool, rng: random.Random) -> list[Case]:
     return out
 
 
+def run_case(c: Case, x: dict, kernel: str, p: Plan | None) -> torch.Tensor:
+    """One kernel on case c's inputs (make_inputs) into a NaN-filled output, synchronized."""
+    out = torch.full_like(x["q"], float("nan"))
+    paged_decode(
+        x["q"],
+        x["kv"],
+        x["table"],
+        x["lens"],
+        c.q_len,
+        kernel=kernel,
+        k_scale=x["k_scale"],
+        v_scale=x["v_scale"],
+        out=out,
+        plan=p,
+    )
+    torch.cuda.synchronize()
+    return out
+
+
 def forced_balanced(c: Case, max_kv_len: int, rng: random.Random) -> Plan | None:
     """A balanced grid (kernels.plan's balanced_shape) for case c on the tile its own plan
     takes where that tile's kernel here runs one (so the first cases, which the sanitizers
@@ -277,20 +296,7 @@ def check(quick: bool, seed: int, max_cases: int = 0) -> bool:
             runs.append(("grouped", balanced))
         msgs = []
         for kern, p in runs:
-            out = torch.full_like(x["q"], float("nan"))
-            paged_decode(
-                x["q"],
-                x["kv"],
-                x["table"],
-                x["lens"],
-                c.q_len,
-                kernel=kern,
-                k_scale=x["k_scale"],
-                v_scale=x["v_scale"],
-                out=out,
-                plan=p,
-            )
-            torch.cuda.synchronize()
+            out = run_case(c, x, kern, p)
             err = (out.float() - ref).abs()
             nan = bool(torch.isnan(out).any())
             bad = nan or bool((err > atol + rtol * ref.abs()).any())
