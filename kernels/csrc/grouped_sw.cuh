@@ -580,6 +580,15 @@ __device__ __forceinline__ void sw_epilogue(const Params& p, const TileRange& t,
   }
 }
 
+// Every consumer lane arrives on a slot's EMPTY (128 arrivals), not lane 0 of each warp after
+// __syncwarp: with one lane's arrive releasing the warp's reads, racecheck reported the
+// 48-row form's cp.async producer writing a slot the other lanes had read (when the ring
+// wraps); with every lane's, none, and Qwen3 fp8 q_len 4 and 8 ran 0.997-1.004x
+// (nineteenth session). PD_SW_EMPTY_ALL=0 builds keep the one-lane arrive.
+#ifndef PD_SW_EMPTY_ALL
+#define PD_SW_EMPTY_ALL 1
+#endif
+
 template <int D, int N, typename TQ>
 __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) grouped_sw_kernel(const Params p, int tile,
                                                                                   const __grid_constant__ CUtensorMap kv_map) {
@@ -600,7 +609,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   if (tid < C::NS) {
     mbar_init(full_u32 + tid * 8, C::TMA ? KvTma<C::BN>::arrivals(p) : 128);  // page owners or producers
-    mbar_init(empty_u32 + tid * 8, 4);   // lane 0 of each warp of the stage's warpgroup
+    mbar_init(empty_u32 + tid * 8, PD_SW_EMPTY_ALL ? 128 : 4);  // the stage's warpgroup
   }
   if (tid < C::NC) *reinterpret_cast<int*>(sm + C::MC_OFF + tid * C::MC) = 0;  // buffer 0 current
   for (int i = tid; i < C::NC * N; i += C::NT)  // the first stage raises from kNoMax
@@ -719,7 +728,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     if constexpr (C::TMA)
       if (const int valid = t.t_end - (t.t_begin + it * C::BN); valid < C::BN) sw_zero_v_tail(vr, valid, cq);
     __syncwarp();
-    if (lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K was read in the previous iteration
+    if (PD_SW_EMPTY_ALL || lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K was read in the previous iteration
     sw_cvt_v(va, vr);
     fence_async_smem();   // P, written above, for wgmma (the async proxy)
     wg_bar(bar_wg, 128);  // P complete; orders this stage's maxima reads before the next writes
