@@ -154,9 +154,9 @@ class Plan:
     modelled_cost: float  # modelled microseconds (relative use only)
     rows: int  # q_len x group, the rows one (request, KV head) needs
     compute_bound: bool = False  # the tile's MMA time per token exceeds its memory time
-    # > 0: a balanced (stream-K) grid of this many CTAs, each taking kv_tokens_per_split
-    # tokens' worth of stages of the items laid end to end (balanced_segments); num_splits
-    # is then the partial slots per item.
+    # > 0: a balanced (stream-K) grid of this many CTAs (= ctas), each taking
+    # kv_tokens_per_split tokens' worth of stages of its KV head's items laid end to end
+    # (balanced_segments); num_splits is then the partial slots per item.
     balanced_ctas: int = 0
 
     @property
@@ -295,6 +295,13 @@ def plan(
         tokens = math.ceil(math.ceil(max_kv_len / num_splits) / BLOCK_N) * BLOCK_N
         options = [(num_splits, tokens)]
 
+    def merge_s(partials: int, main_s: float) -> float:
+        """The merge kernel's reduction factor over `partials` slots per row."""
+        if partials <= 1:
+            return 1.0
+        merge_bytes = 2 * partials * batch * q_len * num_qo_heads * head_dim * 4
+        return 1.0 + (merge_bytes / (_BW_PER_SM * sm_count) + _MERGE_LAUNCH_S) / main_s
+
     best: Plan | None = None
     balanced_cands: list[Plan] = []
     for tile in sorted(tiles, reverse=True):
@@ -305,13 +312,13 @@ def plan(
         mem, mma = _token_costs_s(tile, rows, head_dim, kv)
         per_token = max(mem, mma) + 0.1 * min(mem, mma)
         warps = kernel_shape(tile, head_dim, kv).threads // 32
-
-        def merge_s(partials: int, main_s: float) -> float:
-            """The merge kernel's reduction factor over `partials` slots per row."""
-            if partials <= 1:
-                return 1.0
-            merge_bytes = 2 * partials * batch * q_len * num_qo_heads * head_dim * 4
-            return 1.0 + (merge_bytes / (_BW_PER_SM * sm_count) + _MERGE_LAUNCH_S) / main_s
+        # Compute-bound tiles run each CTA at its own latency-bound pace: a round of
+        # co-resident CTAs takes about as long part-filled as full (H100 sweep, GPT-OSS fp8
+        # q_len 8 batch 40: one round of 3 CTAs 396 µs, a round of 4 plus one of 1 at half
+        # the tokens 462 µs, kernels/NOTES.md), so splits are weighed by the rounds they
+        # make, past the capacity too. A lone part-filled round is not a tail: it runs faster
+        # per CTA than a full one (batch 8: 3 CTAs per SM, 86 µs, against 4 at 88 µs).
+        compute_bound = mma > mem
 
         per_head = batch * row_tiles
         shape = balanced_shape(per_head, math.ceil(max_kv_len / BLOCK_N), capacity // num_kv_heads)
@@ -340,17 +347,10 @@ def plan(
                     ctas / capacity,
                     main_s * merge_s(slots, main_s) * 1e6,
                     rows,
-                    mma > mem,
+                    compute_bound,
                     ctas,
                 )
             )
-        # Compute-bound tiles run each CTA at its own latency-bound pace: a round of
-        # co-resident CTAs takes about as long part-filled as full (H100 sweep, GPT-OSS fp8
-        # q_len 8 batch 40: one round of 3 CTAs 396 µs, a round of 4 plus one of 1 at half
-        # the tokens 462 µs, kernels/NOTES.md), so splits are weighed by the rounds they
-        # make, past the capacity too. A lone part-filled round is not a tail: it runs faster
-        # per CTA than a full one (batch 8: 3 CTAs per SM, 86 µs, against 4 at 88 µs).
-        compute_bound = mma > mem
         for splits, tokens in options:
             ctas = base * splits
             fits = base <= capacity and not compute_bound
@@ -385,7 +385,10 @@ def plan(
     if balanced:
         same = [c for c in balanced_cands if tile_rows is not None or c.tile_rows == best.tile_rows]
         if not same:
-            raise ValueError(f"no balanced grid for {best}: fewer CTAs than items would fit")
+            raise ValueError(
+                f"no balanced grid for {best}: its kernel runs none here, or no CTA could"
+                " take less than a whole item"
+            )
         return same[0]
     for cand in balanced_cands:
         if cand.modelled_cost < best.modelled_cost * _BALANCED_GAIN:

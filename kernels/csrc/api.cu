@@ -197,10 +197,19 @@ PD_API int pd_paged_decode(int kernel, const void* q, const void* kv_cache, cons
   const int rows = q_len * group;
   p.num_row_tiles = (rows + tile_rows - 1) / tile_rows;
   p.num_splits = num_splits;
+  if (num_splits > 1) {
+    if (kv_tokens_per_split < 64 || kv_tokens_per_split % 64) return (int)cudaErrorInvalidValue;
+    const size_t need = pd_workspace_bytes(batch, q_len, num_qo_heads, head_dim, num_splits);
+    if (!workspace || workspace_bytes < need) return (int)cudaErrorInvalidValue;
+    p.split_tokens = kv_tokens_per_split;
+    p.ws_o = static_cast<float*>(workspace);
+    p.ws_lse = p.ws_o + (size_t)num_splits * batch * q_len * num_qo_heads * head_dim;
+  }
   if (balanced_ctas > 0) {
     // Every stage of every item covered, and no item split over more than num_splits CTAs
     // (cta_segment's slots): a bad plan is refused rather than written past the workspace.
-    if (num_splits < 2 || kv_tokens_per_split < 64 || kv_tokens_per_split % 64) return (int)cudaErrorInvalidValue;
+    // It needs partial slots (num_splits >= 2), so kv_tokens_per_split passed the check above.
+    if (num_splits < 2) return (int)cudaErrorInvalidValue;
     // Each KV head's items are cut alike (cta_segment): balanced_ctas / hkv CTAs per head.
     const long long stages = ((long long)max_pages * page_size + 63) / 64;
     const long long units = kv_tokens_per_split / 64;
@@ -213,14 +222,6 @@ PD_API int pd_paged_decode(int kernel, const void* q, const void* kv_cache, cons
     p.sk_units = (int)units;
     p.sk_stages = (int)stages;
     p.sk_ctas = balanced_ctas;
-  }
-  if (num_splits > 1) {
-    if (kv_tokens_per_split < 64 || kv_tokens_per_split % 64) return (int)cudaErrorInvalidValue;
-    const size_t need = pd_workspace_bytes(batch, q_len, num_qo_heads, head_dim, num_splits);
-    if (!workspace || workspace_bytes < need) return (int)cudaErrorInvalidValue;
-    p.split_tokens = kv_tokens_per_split;
-    p.ws_o = static_cast<float*>(workspace);
-    p.ws_lse = p.ws_o + (size_t)num_splits * batch * q_len * num_qo_heads * head_dim;
   }
   p.kv_evict_first = kv_evict_first_rule(p, page_bytes);
   cudaError_t e;

@@ -104,8 +104,9 @@ struct Params {
                             // lets the launch choose (shallow_lookahead); 0: its ring's NS - 1
   int kv_evict_first;       // the TMA KV reads' L2 policy is evict_first (kv_l2_policy)
   // Balanced grid (stream-K; 0: the classic (row tile x split, KV head, request) grid):
-  // CTA c takes stages [c sk_units, (c + 1) sk_units) of the items (request, KV head, row
-  // tile) laid end to end, sk_stages each (cta_segment); sk_ctas CTAs.
+  // sk_ctas CTAs, sk_ctas / hkv per KV head; a head's CTA c takes stages [c sk_units,
+  // (c + 1) sk_units) of that head's (request, row tile) items laid end to end, sk_stages
+  // each (cta_segment).
   int sk_units, sk_stages, sk_ctas;
 };
 

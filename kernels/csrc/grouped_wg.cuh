@@ -255,7 +255,6 @@ __device__ __forceinline__ void wg_store(const Params& p, float (&o)[D / 8][4], 
   }
 }
 
-
 // P (the S accumulators after softmax, whose layout is the register A layout) packed in T
 // as the A fragments of the four k16 steps of O += P V.
 template <typename T>
