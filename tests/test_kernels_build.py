@@ -20,6 +20,14 @@ except kb.BuildError:
 needs_nvcc = pytest.mark.skipif(not HAVE_NVCC, reason="nvcc not found")
 
 
+def _no_gpu() -> bool:
+    """No CUDA device here: a call that gets past the argument checks fails at its launch,
+    so it may pass never-dereferenced pointers (on a GPU it would run with them)."""
+    import torch
+
+    return not torch.cuda.is_available()
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> kb.BuildResult:
     """The full fat binary (default archs), built once into a temp cache."""
@@ -266,7 +274,13 @@ def test_c_abi_checks_a_balanced_grid(built: kb.BuildResult) -> None:
     assert call(8 * per_head + 1, units, slots) == 1  # the heads not cut alike
     assert call(8 * per_head, units, slots - 1) == 1  # too few partial slots
     assert call(8 * 32, 5, slots) == 1  # a CTA longer than an item could meet three
-    assert call(8 * per_head, units, slots) not in (0, 1)  # past the checks: no device
+    # The classic grid's y (row tiles x splits) holds at most 65535: 65536 splits are refused
+    # though the (never touched) workspace is claimed big enough for them.
+    split_ws = lib.pd_workspace_bytes(40, 2, 64, 64, 65536)
+    assert lib.pd_paged_decode(*head, 65536, 64, 0, p, split_ws, None) == 1
+    if _no_gpu():  # past the checks: the launch fails for want of a device
+        assert call(8 * per_head, units, slots) not in (0, 1)
+        assert lib.pd_paged_decode(*head, 65535, 64, 0, p, split_ws, None) not in (0, 1)
     ok = ctypes.c_int(-1)
     assert lib.pd_grouped_balanced(16, 64, 1, 2, 16, ctypes.byref(ok)) == 0 and ok.value == 1
     assert lib.pd_grouped_balanced(16, 64, 1, 2, 0, ctypes.byref(ok)) == 1  # rows

@@ -196,6 +196,8 @@ PD_API int pd_paged_decode(int kernel, const void* q, const void* kv_cache, cons
   if (!valid_tile(tile_rows) || num_splits < 1 || balanced_ctas < 0) return (int)cudaErrorInvalidValue;
   const int rows = q_len * group;
   p.num_row_tiles = (rows + tile_rows - 1) / tile_rows;
+  // The classic grid's y is row tiles x splits (launch_tiles): at most 65535.
+  if ((long long)p.num_row_tiles * num_splits > 65535) return (int)cudaErrorInvalidValue;
   p.num_splits = num_splits;
   if (num_splits > 1) {
     if (kv_tokens_per_split < 64 || kv_tokens_per_split % 64) return (int)cudaErrorInvalidValue;

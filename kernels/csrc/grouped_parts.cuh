@@ -18,14 +18,19 @@ struct TileRange {
   int fill_to;                     // split: partial slots split+1..fill_to-1 get lse -inf
 };
 
-// The classic grid's CTA. (Written out, not shared with cta_segment through a helper: built
-// from one, ptxas scheduled the classic kernels differently, e.g. 6482 of grouped_sw_kernel's
-// 4096 SASS lines moved; written out, its SASS is as before balanced grids but for 14 lines.)
+// The classic grid's CTA: x = KV head, y = row tile x split (row tile fastest), z =
+// request, so the heads of one (request, row tile, split) are consecutive in launch order,
+// as in the balanced grid (cta_segment). With the split in x (heads in y) the split rows ran
+// slower: GPT-OSS bf16 batch 16 / 64 2.8-4.0 % / 2.0-5.6 %, batch 8 1.6-1.8 %, GPT-OSS fp8
+// q_len 4 batch 8 3.1 % (H100, kernels/NOTES.md, twentieth session); an unsplit grid of one
+// row tile launches in the same order either way. (Written out, not shared with cta_segment
+// through a helper: built from one, ptxas scheduled the classic kernels differently, e.g.
+// 6482 of grouped_sw_kernel's 4096 SASS lines moved.)
 __device__ __forceinline__ TileRange cta_tile(const Params& p, int tile, int bn) {
   TileRange r;
-  const int rt = blockIdx.x % p.num_row_tiles;
-  r.split = blockIdx.x / p.num_row_tiles;
-  r.h = blockIdx.y;
+  const int rt = blockIdx.y % p.num_row_tiles;
+  r.split = blockIdx.y / p.num_row_tiles;
+  r.h = blockIdx.x;
   r.b = blockIdx.z;
   r.kv_len = p.kv_lens[r.b];
   r.rows = p.q_len * p.group;
@@ -478,7 +483,7 @@ inline cudaError_t launch_tiles(const Params& p, cudaStream_t st, Extra... extra
   cudaError_t e = tiles_smem<C, Kernel>();
   if (e != cudaSuccess) return e;
   const dim3 grid = p.sk_units > 0 ? dim3(p.hkv, p.sk_ctas / p.hkv, 1)
-                                   : dim3(p.num_row_tiles * p.num_splits, p.hkv, p.batch);
+                                   : dim3(p.hkv, p.num_row_tiles * p.num_splits, p.batch);
   Params q = p;
   q.kv_lookahead = 0;
   if constexpr (has_shallow<C>::value) q.kv_lookahead = shallow_lookahead((long long)grid.x * grid.y * grid.z);
