@@ -142,6 +142,22 @@ static int kv_evict_first_rule(const Params& p, size_t page_bytes) {
   return p.num_row_tiles == 1 && stream_bytes < (double)(1u << 30) ? 1 : 0;
 }
 
+// Clusters of how many consecutive KV heads the grouped grids launch as (launch_tiles): 2,
+// where the heads' count is even and a head's KV row is at least a 128-byte line, else 1.
+// Why: a cluster's CTAs run in one GPC, and the seed's shuffled pages cost an address
+// translation per page (2 MiB blocks of pages in order ran GPT-OSS fp8 q_len 2 batch 64 3.6 %
+// faster); pairs of heads ran 0.98x (GPT-OSS bf16 batch 64) to 1.00x on H100, and fp8
+// head_dim 64 (64-byte rows: two heads per line) 0.99-1.011x, so it keeps none. Clusters of
+// 4 or 8 heads ran 1.1-1.9x slower on most rows (kernels/NOTES.md, twentieth session).
+// PD_CLUSTER_HEADS=0 builds launch none (A/B builds).
+#ifndef PD_CLUSTER_HEADS
+#define PD_CLUSTER_HEADS 2
+#endif
+static int cluster_heads_rule(int num_kv_heads, int head_dim, int kv_dtype) {
+  const int row_bytes = head_dim * (kv_dtype == kE4M3 ? 1 : 2);
+  return PD_CLUSTER_HEADS > 1 && num_kv_heads % PD_CLUSTER_HEADS == 0 && row_bytes >= 128 ? PD_CLUSTER_HEADS : 1;
+}
+
 // kernel: 0 = baseline, 1 = grouped. dtype codes: 0 fp16, 1 bf16, 2 fp8 e4m3 (KV only).
 // tile_rows / num_splits / kv_tokens_per_split / balanced_ctas come from kernels.plan
 // (grouped only). balanced_ctas > 0: a balanced grid of that many CTAs (a multiple of
@@ -226,6 +242,7 @@ PD_API int pd_paged_decode(int kernel, const void* q, const void* kv_cache, cons
     p.sk_ctas = balanced_ctas;
   }
   p.kv_evict_first = kv_evict_first_rule(p, page_bytes);
+  p.cluster_heads = cluster_heads_rule(num_kv_heads, head_dim, kv_dtype);
   cudaError_t e;
   switch (head_dim) {
     case 64: e = launch_grouped_d64(p, q_dtype, kv_dtype, tile_rows, stream); break;

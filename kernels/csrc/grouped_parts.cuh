@@ -473,11 +473,27 @@ inline cudaError_t tiles_smem() {
   return set_smem_once(Kernel, C::SMEM, done);
 }
 
+// Whether the current device launches thread-block clusters (sm_90 and later).
+inline bool cluster_capable() {
+  static int cached[64];  // 0 unknown, 1 yes, 2 no; per device ordinal
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  int& c = cached[dev & 63];
+  if (c == 0) {
+    int major = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    c = major >= 9 ? 1 : 2;
+  }
+  return c == 1;
+}
+
 // Launch grouped kernel Kernel, whose configuration C gives its threads (NT) and dynamic
 // shared memory (SMEM), on its grid, raising its shared-memory limit first (tiles_smem),
-// with its lookahead (shallow_lookahead). The grid: (row tile x split, KV head, request), or
-// for a balanced grid (p.sk_units > 0; Kernel is then the kernel's balanced instantiation)
-// (KV head, p.sk_ctas / hkv). Arguments after st (`extra`) are passed on to the kernel.
+// with its lookahead (shallow_lookahead). The grid: (KV head, row tile x split, request)
+// (cta_tile), or for a balanced grid (p.sk_units > 0; Kernel is then the kernel's balanced
+// instantiation) (KV head, p.sk_ctas / hkv), in clusters of p.cluster_heads heads where
+// that is over 1 and the device has clusters. Arguments after st (`extra`) are passed on to
+// the kernel.
 template <typename C, auto Kernel, typename... Extra>
 inline cudaError_t launch_tiles(const Params& p, cudaStream_t st, Extra... extra) {
   cudaError_t e = tiles_smem<C, Kernel>();
@@ -487,6 +503,22 @@ inline cudaError_t launch_tiles(const Params& p, cudaStream_t st, Extra... extra
   Params q = p;
   q.kv_lookahead = 0;
   if constexpr (has_shallow<C>::value) q.kv_lookahead = shallow_lookahead((long long)grid.x * grid.y * grid.z);
+  if (p.cluster_heads > 1 && cluster_capable()) {
+    // Clusters of p.cluster_heads consecutive KV heads (x): api.cu's cluster_heads_rule.
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(C::NT, 1, 1);
+    cfg.dynamicSmemBytes = C::SMEM;
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = p.cluster_heads;
+    at[0].val.clusterDim.y = 1;
+    at[0].val.clusterDim.z = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, Kernel, q, extra...);
+  }
   Kernel<<<grid, C::NT, C::SMEM, st>>>(q, extra...);
   return cudaGetLastError();
 }
