@@ -10,8 +10,12 @@
 3. `--flush`: whether the cold-L2 flush itself costs the timed call: the same call behind a
    flush that writes the buffer (zero_, as the harness and triton's do_bench do: L2 left
    full of dirty lines), one that only reads it (L2 left clean), and none.
+4. `--order`: how much the page table's layout costs: the seed's pages shuffled over the
+   whole cache (every page a different 2 MiB region: an address translation per page),
+   against each request's pages in order, and against 2 MiB blocks of consecutive pages
+   shuffled (the translations of the in-order table, the shuffled table's spread).
 
-Run on a GPU machine: python3 bench/shared_pages.py [--rows] [--profile] [--flush]
+Run on a GPU machine: python3 bench/shared_pages.py [--rows] [--profile] [--flush] [--order]
 """
 
 from __future__ import annotations
@@ -115,11 +119,48 @@ def flush_modes(flush: torch.Tensor, gen: torch.Generator) -> None:
         print(f"{model} fp8 q{q_len} B{batch} {p}, flush by: {res} µs", flush=True)
 
 
+def _table(kind: str, batch: int, npg: int, page_bytes: int, gen: torch.Generator) -> torch.Tensor:
+    """A page table of `kind` (shuffled, in order, or shuffled 2 MiB blocks) over
+    batch x npg pages."""
+    dev = gen.device
+    n = batch * npg
+    if kind == "in order":
+        ids = torch.arange(n, device=dev)
+    else:
+        per = max(1, (2 << 20) // page_bytes) if kind == "2 MiB blocks" else 1
+        blocks = torch.randperm(n // per, device=dev, generator=gen)
+        ids = (blocks[:, None] * per + torch.arange(per, device=dev)[None, :]).reshape(-1)
+    return ids.to(torch.int32).view(batch, npg)
+
+
+def page_order(flush: torch.Tensor, gen: torch.Generator) -> None:
+    for model, kvname, q_len, batch in (
+        ("GPT-OSS", "fp8", 2, 16),
+        ("GPT-OSS", "fp8", 4, 16),
+        ("GPT-OSS", "fp8", 8, 16),
+        ("GPT-OSS", "fp8", 2, 64),
+        ("GPT-OSS", "fp8", 8, 64),
+        ("Qwen3-480B", "fp8", 2, 16),
+        ("Qwen3-480B", "fp8", 8, 64),
+        ("GPT-OSS", "bf16", 2, 64),
+    ):
+        hq, hkv, d = MODELS[model]
+        q, kv, table, lens = seed_tensors(batch, q_len, hq, hkv, d, kvname, gen)
+        page_bytes = kv[0].numel() * kv.element_size()
+        p = device_plan(batch, q_len, hq, hkv, d, SEED_KV_LEN, kv_dtype=kvname)
+        res = []
+        for kind in ("shuffled", "in order", "2 MiB blocks"):
+            t = _table(kind, batch, table.shape[1], page_bytes, gen)
+            res.append(f"{kind} {_time(q, kv, t, lens, q_len, flush, p):.1f}")
+        print(f"{model} {kvname} q{q_len} B{batch} {p}: {', '.join(res)} µs", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", action="store_true", help="question 1")
     ap.add_argument("--profile", action="store_true", help="question 2")
     ap.add_argument("--flush", action="store_true", help="question 3")
+    ap.add_argument("--order", action="store_true", help="question 4")
     args = ap.parse_args()
     setup = bench_device("shared_pages")
     if setup is None:
@@ -131,6 +172,8 @@ def main() -> int:
         profile(flush, gen)
     if args.flush:
         flush_modes(flush, gen)
+    if args.order:
+        page_order(flush, gen)
     return 0
 
 

@@ -148,7 +148,7 @@ static int kv_evict_first_rule(const Params& p, size_t page_bytes) {
 // translation per page (2 MiB blocks of pages in order ran GPT-OSS fp8 q_len 2 batch 64 3.6 %
 // faster); pairs of heads ran 0.98x (GPT-OSS bf16 batch 64) to 1.00x on H100, and fp8
 // head_dim 64 (64-byte rows: two heads per line) 0.99-1.011x, so it keeps none. Clusters of
-// 4 or 8 heads ran 1.1-1.9x slower on most rows (kernels/NOTES.md, twentieth session).
+// 4 or 8 heads ran 1.01-1.86x slower on all but four rows (kernels/NOTES.md, twentieth session).
 // PD_CLUSTER_HEADS=0 builds launch none (A/B builds).
 #ifndef PD_CLUSTER_HEADS
 #define PD_CLUSTER_HEADS 2
