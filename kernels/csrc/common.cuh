@@ -126,6 +126,17 @@ inline cudaError_t set_smem_once(Kernel kern, int bytes, unsigned long long& don
   return e;
 }
 
+// Whether pred(device ordinal) holds for the current device, asked once per device: `cached`
+// is the caller's own (0 unknown, 1 yes, 2 no, per ordinal).
+template <typename Pred>
+inline bool device_flag(int (&cached)[64], Pred pred) {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  int& c = cached[dev & 63];
+  if (c == 0) c = pred(dev) ? 1 : 2;
+  return c == 1;
+}
+
 // threadIdx.x as the compiler cannot hoist or reuse: a kernel that runs its tile code more
 // than once (a balanced grid's two segments, cta_segment) would otherwise compute every
 // thread-index-derived offset once before the loop and keep it live through the whole

@@ -475,16 +475,12 @@ inline cudaError_t tiles_smem() {
 
 // Whether the current device launches thread-block clusters (sm_90 and later).
 inline bool cluster_capable() {
-  static int cached[64];  // 0 unknown, 1 yes, 2 no; per device ordinal
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  int& c = cached[dev & 63];
-  if (c == 0) {
+  static int cached[64];
+  return device_flag(cached, [](int dev) {
     int major = 0;
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    c = major >= 9 ? 1 : 2;
-  }
-  return c == 1;
+    return major >= 9;
+  });
 }
 
 // Launch grouped kernel Kernel, whose configuration C gives its threads (NT) and dynamic

@@ -493,17 +493,13 @@ inline bool env_switch(const char* name) {
 // Whether the wgmma kernels may run on the current device: an sm_90 GPU (the fat binary's
 // sm_90a code), unless PD_NO_WGMMA is set (used to A/B them against mma.sync).
 inline bool wg_supported() {
-  static int cached[64];  // 0 unknown, 1 yes, 2 no; per device ordinal
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  int& c = cached[dev & 63];
-  if (c == 0) {
+  static int cached[64];
+  return device_flag(cached, [](int dev) {
     int major = 0, minor = 0;
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-    c = (major == 9 && minor == 0 && !env_switch("PD_NO_WGMMA")) ? 1 : 2;
-  }
-  return c == 1;
+    return major == 9 && minor == 0 && !env_switch("PD_NO_WGMMA");
+  });
 }
 
 }  // namespace pd
