@@ -104,7 +104,7 @@ struct Params {
                             // lets the launch choose (shallow_lookahead); 0: its ring's NS - 1
   int kv_evict_first;       // the TMA KV reads' L2 policy is evict_first (kv_l2_policy)
   int cluster_heads;        // grouped grids launch as clusters of this many KV heads (1: none)
-  // Balanced grid (stream-K; 0: the classic (row tile x split, KV head, request) grid):
+  // Balanced grid (stream-K; 0: the classic (KV head, row tile x split, request) grid):
   // sk_ctas CTAs, sk_ctas / hkv per KV head; a head's CTA c takes stages [c sk_units,
   // (c + 1) sk_units) of that head's (request, row tile) items laid end to end, sk_stages
   // each (cta_segment).

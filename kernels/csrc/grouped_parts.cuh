@@ -21,8 +21,8 @@ struct TileRange {
 // The classic grid's CTA: x = KV head, y = row tile x split (row tile fastest), z =
 // request, so the heads of one (request, row tile, split) are consecutive in launch order,
 // as in the balanced grid (cta_segment). With the split in x (heads in y) the split rows ran
-// slower: GPT-OSS bf16 batch 16 / 64 2.8-4.0 % / 2.0-5.6 %, batch 8 1.6-1.8 %, GPT-OSS fp8
-// q_len 4 batch 8 3.1 % (H100, kernels/NOTES.md, twentieth session); an unsplit grid of one
+// slower: GPT-OSS bf16 batch 16 / 64 2.2-4.0 % / 1.5-5.6 %, batch 8 1.4-1.8 %, GPT-OSS fp8
+// q_len 4 batch 8 2.7-3.1 % (H100, kernels/NOTES.md, twentieth session); an unsplit grid of one
 // row tile launches in the same order either way. (Written out, not shared with cta_segment
 // through a helper: built from one, ptxas scheduled the classic kernels differently, e.g.
 // 6482 of grouped_sw_kernel's 4096 SASS lines moved.)
