@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Same-call A/B of this tree's kernels against a base commit's (make the base with
-# `mkdir -p .ab-base && git archive BASE kernels -o .ab-base/kernels.tar`; carry .ab-base and
-# .whl-min): build + full self-check of this tree; the base's self-check on the first
+# `mkdir -p .ab-base && git archive BASE kernels | gzip -9 > .ab-base/kernels.tar` (tar reads
+# it either way; gzip keeps .ab-base, .whl-min and .whl-peers under the device's 64 MiB);
+# carry .ab-base and .whl-min): build + full self-check of this tree; the base's self-check on the first
 # SAN_CASES cases (default 13; for the error comparison); the AB_FILTER seed rows (default
 # fp8) with base, this tree and each define set in VARIANTS ("NAME=VAL ..." built with
 # HARNESS_KERNEL_DEFINES), alternating, ROUNDS times (default 2); memcheck/racecheck on
