@@ -138,6 +138,19 @@ def _sm_count(index: int) -> int:
     return int(torch.cuda.get_device_properties(index).multi_processor_count)
 
 
+_DTYPE_CODES = {"fp16": _F16, "bf16": _BF16, "fp8": _E4M3}
+
+
+def _query(fn: str, *args: int) -> int:
+    """lib.<fn>(*args, &out) -> out; a RuntimeError naming fn and CUDA's message if it fails."""
+    lib, _ = _load()
+    out = ctypes.c_int(0)
+    rc = getattr(lib, fn)(*args, ctypes.byref(out))
+    if rc:
+        raise RuntimeError(f"{fn}: {lib.pd_error_string(rc).decode()}")
+    return out.value
+
+
 def grouped_occupancy(
     tile_rows: int, head_dim: int, q_dtype: str, kv_dtype: str, rows: int | None = None
 ) -> int:
@@ -145,31 +158,17 @@ def grouped_occupancy(
     `rows` (q_len x group), of the kernel such a problem's `tile_rows` tiles actually run
     here (on sm_90 the wgmma kernels); without, of the mma.sync kernel that kernels.plan
     mirrors."""
-    lib, _ = _load()
-    codes = {"fp16": _F16, "bf16": _BF16, "fp8": _E4M3}
-    out = ctypes.c_int(0)
-    args = (tile_rows, head_dim, codes[q_dtype], codes[kv_dtype])
+    args = (tile_rows, head_dim, _DTYPE_CODES[q_dtype], _DTYPE_CODES[kv_dtype])
     if rows is None:
-        rc = lib.pd_grouped_occupancy(*args, ctypes.byref(out))
-    else:
-        rc = lib.pd_grouped_occupancy_for(*args, int(rows), ctypes.byref(out))
-    if rc:
-        raise RuntimeError(f"pd_grouped_occupancy: {lib.pd_error_string(rc).decode()}")
-    return out.value
+        return _query("pd_grouped_occupancy", *args)
+    return _query("pd_grouped_occupancy_for", *args, int(rows))
 
 
 def grouped_balanced(tile_rows: int, head_dim: int, q_dtype: str, kv_dtype: str, rows: int) -> bool:
     """Whether the kernel a `rows`-row problem's `tile_rows` tiles run on the current device
     takes a balanced grid (kernels.plan's balanced_shape)."""
-    lib, _ = _load()
-    codes = {"fp16": _F16, "bf16": _BF16, "fp8": _E4M3}
-    out = ctypes.c_int(0)
-    rc = lib.pd_grouped_balanced(
-        tile_rows, head_dim, codes[q_dtype], codes[kv_dtype], int(rows), ctypes.byref(out)
-    )
-    if rc:
-        raise RuntimeError(f"pd_grouped_balanced: {lib.pd_error_string(rc).decode()}")
-    return bool(out.value)
+    codes = (_DTYPE_CODES[q_dtype], _DTYPE_CODES[kv_dtype])
+    return bool(_query("pd_grouped_balanced", tile_rows, head_dim, *codes, int(rows)))
 
 
 @functools.lru_cache(maxsize=1024)
