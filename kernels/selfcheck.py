@@ -338,19 +338,65 @@ SEED_BATCHES: tuple[int, ...] = (8, 16, 32, 40, 64)
 SEED_KV_LEN, SEED_PAGE = 16384, 16
 
 
-def copy_bandwidth(dev: torch.device) -> float:
-    """Device-to-device copy, bytes read + written per second (median of 10)."""
-    a = torch.empty(1 << 30, dtype=torch.uint8, device=dev)
-    b = torch.empty_like(a)
+# A take whose upper quartile is over this x its fastest call is retaken (steady_median).
+# Episodes last up to ~50 ms: six takes 20 ms apart outlast them (bench/slow_cases.py).
+STEADY_SPREAD = 1.05
+STEADY_TRIES = 6
+STEADY_PAUSE_S = 0.02
+
+
+def steady_median(
+    take: Callable[[], list[float]],
+    spread: float = STEADY_SPREAD,
+    tries: int = STEADY_TRIES,
+    pause_s: float = STEADY_PAUSE_S,
+) -> float:
+    """The median of take()'s samples, retaken `pause_s` later while their upper quartile is
+    over `spread` x their fastest (at most `tries` takes; else the steadiest take's median).
+
+    Why: the H100 machines have slow episodes every ~1.5 s, tens of ms long, that make every
+    call in them up to 26x slower, decaying (bench/slow_cases.py, kernels/NOTES.md); a fixed
+    take of 9-25 calls can sit inside one and move its whole median. Such a take is spread
+    wide (the calls speed up as the episode decays), a clean one within ~1-2 %."""
+    best: tuple[float, float] | None = None
+    for i in range(max(1, tries)):
+        if i:
+            time.sleep(pause_s)
+        ts = sorted(take())
+        ratio = ts[(3 * len(ts)) // 4] / ts[0] if ts[0] > 0 else math.inf
+        if best is None or ratio < best[0]:
+            best = (ratio, statistics.median(ts))
+        if ratio <= spread:
+            break
+    assert best is not None
+    return best[1]
+
+
+def event_times(
+    fn: Callable[[], object], reps: int, before: Callable[[], object] | None = None
+) -> list[float]:
+    """µs of each of reps calls of fn() by CUDA events, before() enqueued ahead of each."""
     ts = []
-    for _ in range(12):
+    for _ in range(reps):
+        if before is not None:
+            before()
         s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         s.record()
-        b.copy_(a)
+        fn()
         e.record()
         e.synchronize()
-        ts.append(s.elapsed_time(e) / 1e3)
-    return 2 * a.numel() / statistics.median(ts[2:])
+        ts.append(s.elapsed_time(e) * 1e3)
+    return ts
+
+
+def copy_bandwidth(dev: torch.device) -> float:
+    """Device-to-device copy, bytes read + written per second (median of 10, retaken where
+    unsteady: steady_median)."""
+    a = torch.empty(1 << 30, dtype=torch.uint8, device=dev)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    us = steady_median(lambda: event_times(lambda: b.copy_(a), 10))
+    return 2 * a.numel() / (us * 1e-6)
 
 
 def has_cuda(prog: str) -> bool:
@@ -374,40 +420,6 @@ def bench_device(prog: str) -> tuple[torch.Generator, torch.Tensor] | None:
     return bench_tools() if has_cuda(prog) else None
 
 
-# A take whose upper quartile is over this x its fastest call is retaken (steady_median).
-# Episodes last up to ~50 ms: six takes 20 ms apart outlast them (bench/slow_cases.py).
-STEADY_SPREAD = 1.05
-STEADY_TRIES = 6
-STEADY_PAUSE_S = 0.02
-
-
-def steady_median(
-    take: Callable[[], list[float]],
-    spread: float = STEADY_SPREAD,
-    tries: int = STEADY_TRIES,
-    pause_s: float = STEADY_PAUSE_S,
-) -> float:
-    """The median of take()'s samples, retaken `pause_s` later while their upper quartile is
-    over `spread` x their fastest (at most `tries` takes; else the steadiest take's median).
-
-    Why: the H100 machines have slow episodes every ~1.5 s, tens of ms long, that make every
-    call in them up to 17x slower, decaying (bench/slow_cases.py, kernels/NOTES.md); a fixed
-    take of 9-25 calls can sit inside one and move its whole median. Such a take is spread
-    wide (the calls speed up as the episode decays), a clean one within ~1-2 %."""
-    best: tuple[float, float] | None = None
-    for i in range(max(1, tries)):
-        if i:
-            time.sleep(pause_s)
-        ts = sorted(take())
-        ratio = ts[(3 * len(ts)) // 4] / ts[0] if ts[0] > 0 else math.inf
-        if best is None or ratio < best[0]:
-            best = (ratio, statistics.median(ts))
-        if ratio <= spread:
-            break
-    assert best is not None
-    return best[1]
-
-
 def time_us(fn, flush: torch.Tensor | Callable[[], object], reps: int) -> float:
     """Median µs of fn() with CUDA events, L2 flushed before each rep: the buffer written
     (zero_), or `flush` called where it is a function (bench/shared_pages.py --flush);
@@ -415,22 +427,13 @@ def time_us(fn, flush: torch.Tensor | Callable[[], object], reps: int) -> float:
 
     A spin kernel before the start event keeps the host's launch overhead out of the time."""
     clear = flush.zero_ if isinstance(flush, torch.Tensor) else flush
+
+    def lead() -> None:
+        clear()
+        torch.cuda._sleep(400_000)  # keeps the GPU busy while Python enqueues fn
+
     fn()
-
-    def take() -> list[float]:
-        ts = []
-        for _ in range(reps):
-            clear()
-            torch.cuda._sleep(400_000)  # keeps the GPU busy while Python enqueues fn
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            e.synchronize()
-            ts.append(s.elapsed_time(e) * 1e3)
-        return ts
-
-    return steady_median(take)
+    return steady_median(lambda: event_times(fn, reps, lead))
 
 
 def kernel_times(fn, flush: torch.Tensor, reps: int = 10) -> dict[str, float]:
