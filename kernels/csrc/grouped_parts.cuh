@@ -143,6 +143,12 @@ __device__ __forceinline__ void l2_prefetch_slice(const Params& p, int page, uin
 // numbers are fetched a stage ahead so their latency hides behind the MMAs (two stages
 // ahead in the wgmma kernels, whose every warp waits on them: fetch_ahead). L2S: with
 // 64-byte rows and one stage in flight, l2_prefetch_slice each stage a stage ahead.
+// L2S streams also touch each page's first line from the SM PD_XLAT_AHEAD stages ahead of its
+// copies (xlat_stage; 0: never). 2 and 4 measured alike, 8 gained nothing (kernels/NOTES.md,
+// twenty-first session).
+#ifndef PD_XLAT_AHEAD
+#define PD_XLAT_AHEAD 2
+#endif
 template <int NT, int CPR, int BN, bool L2S = false>
 struct KvStream {
   static constexpr int J = BN * CPR / NT;
@@ -157,6 +163,7 @@ struct KvStream {
   int page_mask, page_shift, t_begin, t_end, tid;
   int pages[J];
   int ahead[J];  // the stage after pages' (fetch_ahead), for kernels with no producer warps
+  int xlat_page = -1;  // xlat_stage: a page id loaded a stage before its prefetch
 
   __device__ __forceinline__ KvStream(const Params& p, const TileRange& t, int row_bytes, int tid_ = threadIdx.x)
       : pt(p.page_table + (size_t)t.b * p.max_pages),
@@ -196,6 +203,22 @@ struct KvStream {
           l2_prefetch_slice(p, pages[j], slice_off, 32u * CPR * p.page_size);  // 2 x rows x 16 B
       }
     }
+  }
+
+  // L2S: prefetch.global.L2 of this head's first line of each page whose id the previous
+  // call loaded (stage s - 1: no wait on the id), then the ids of stage s's pages, one per
+  // thread. Why: the seed's shuffled pages cost an address translation per 16 KB page (in
+  // order they ran GPT-OSS fp8 q_len 2 batch 64 4.6 % faster, twentieth session); the bulk
+  // L2 slice prefetch (l2_stage) goes through the TMA unit, this one through the SM's own
+  // path, so the page's translation is warm when its cp.async copies come: 0.982x at batch
+  // 64, 0.986x at 32, 0.988x at 16 (H100, twenty-first session).
+  __device__ __forceinline__ void xlat_stage(int s, int ntiles) {
+#if defined(__CUDA_ARCH__)
+    if (xlat_page >= 0) asm volatile("prefetch.global.L2 [%0];" ::"l"(head + (uint64_t)(uint32_t)xlat_page * page_bytes));
+#endif
+    xlat_page = -1;
+    const int tok = t_begin + s * BN + (tid << page_shift);
+    if (s < ntiles && tid < (BN >> page_shift) && tok < t_end) xlat_page = __ldg(pt + (tok >> page_shift));
   }
 
   __device__ __forceinline__ void fetch_into(int it, int (&dst)[J]) const {
@@ -243,6 +266,7 @@ struct KvStream {
         fetch(it + la + 1);
       }
       if (it + la + 1 < ntiles) l2_stage(p, it + la + 1, la);
+      if constexpr (L2 && PD_XLAT_AHEAD > 0) xlat_stage(it + la + 1 + PD_XLAT_AHEAD, ntiles);
     }
     cp_async_commit();
   }
