@@ -57,9 +57,9 @@ def main() -> int:
     ap.add_argument("--rows", default="", help="only streams whose name matches this regex")
     ap.add_argument("--reps", type=int, default=25, help="timed calls per figure (median)")
     args = ap.parse_args()
-    tools = bench_device("read_ceiling.py")
+    tools = bench_device("read_ceiling")
     if tools is None:
-        return 1
+        return 2
     gen, flush = tools
     bw = copy_bandwidth(torch.device("cuda"))
     print(f"copy bandwidth (1 GiB, no flush): {bw / 1e12:.2f} TB/s; {torch.cuda.get_device_name()}")

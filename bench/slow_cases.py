@@ -89,9 +89,9 @@ def main() -> int:
     ap.add_argument("--smi-every", type=float, default=0.0, help="poll nvidia-smi meanwhile")
     ap.add_argument("--rows", default="", help="only rows whose name matches this regex")
     args = ap.parse_args()
-    tools = bench_device("slow_cases.py")
+    tools = bench_device("slow_cases")
     if tools is None:
-        return 1
+        return 2
     gen, flush = tools
     rows = [r for r in ROWS if re.search(args.rows, f"{r[0]} {r[1]} q{r[2]} B{r[3]}")]
     cfg = TimingConfig()
