@@ -4,16 +4,17 @@ hit by it.
 A/B runs (bench/h100_ab_base.sh) show, once in a few dozen cases, a median of 25 timed calls
 several times the same case's other runs, in any build (GPT-OSS fp8 batch 8 q_len 4: 362
 against 72 µs). This cycles through seed rows with fresh tensors, as the bench does, for
-`--seconds`, timing each case with the self-check bench's fixed 9 calls (`--timer bench`)
-or the harness's adaptive `time_fn` (`--timer harness`), and reports the slow cases (over
-`--slow` x the row's best): their share, the gaps between them (a period says something
-outside the kernel), and with `--probe`, for each, the same tensors timed again three times
-(does it last?), the cache copied to a new allocation (is it the allocation?), a contiguous
+`--seconds`, timing each case with one fixed take of 9 calls (`--timer raw`, the bench's
+timer before it retook unsteady takes), the self-check bench's `time_us` (`--timer bench`,
+which retakes them: steady_median) or the harness's adaptive `time_fn` (`--timer
+harness`), and reports the slow cases (over `--slow` x the row's best): their share, the
+gaps between them (a period says something outside the kernel), and with `--probe`, for
+each, the same tensors timed again three times in raw takes (does it last?), the cache copied to a new allocation (is it the allocation?), a contiguous
 read of the cache (is it the page-table reads?) and nvidia-smi's clocks and throttle
 reasons. `--smi-every S` runs nvidia-smi every S seconds meanwhile (does polling the GPU
 cause it?).
 
-Run on a GPU machine: python3 bench/slow_cases.py [--seconds S] [--timer bench|harness]
+Run on a GPU machine: python3 bench/slow_cases.py [--seconds S] [--timer raw|bench|harness]
 [--probe] [--smi-every S] [--rows REGEX]
 """
 
@@ -36,7 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.timing import TimingConfig, time_fn
 from kernels import device_plan, paged_decode
-from kernels.selfcheck import MODELS, SEED_KV_LEN, bench_device, seed_tensors, time_us
+from kernels.selfcheck import (
+    MODELS,
+    SEED_KV_LEN,
+    bench_device,
+    event_times,
+    flush_lead,
+    seed_tensors,
+    time_us,
+)
 
 ROWS = (
     ("GPT-OSS", "fp8", 4, 8),
@@ -63,17 +72,22 @@ def poll(every: float, stop: threading.Event) -> None:
         smi()
 
 
+def raw_us(fn, flush: torch.Tensor) -> float:
+    """Median µs of one fixed take of 9 calls, never retaken: what an episode does to it."""
+    fn()
+    return statistics.median(event_times(fn, 9, flush_lead(flush)))
+
+
 def probe(run, q, kv, table, lens, q_len, out, p, flush) -> str:
     """What a slow case looks like on a second look (see the module docstring)."""
-    again = [time_us(run, flush, 9) for _ in range(3)]
+    again = [raw_us(run, flush) for _ in range(3)]
     kv2 = kv.clone()
-    moved = time_us(
+    moved = raw_us(
         functools.partial(paged_decode, q, kv2, table, lens, q_len, "grouped", out=out, plan=p),
         flush,
-        9,
     )
     words = kv.view(torch.uint8).reshape(-1).view(torch.float32)
-    rd = time_us(lambda: words.sum(), flush, 9)
+    rd = raw_us(lambda: words.sum(), flush)
     return (
         f"again {', '.join(f'{x:.1f}' for x in again)}; in a new allocation {moved:.1f};"
         f" contiguous read {rd:.1f}; {smi()}"
@@ -84,7 +98,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="stop starting cases after this")
     ap.add_argument("--slow", type=float, default=1.25, help="a case this x its row's best is slow")
-    ap.add_argument("--timer", choices=("bench", "harness"), default="bench")
+    ap.add_argument("--timer", choices=("raw", "bench", "harness"), default="raw")
     ap.add_argument("--probe", action="store_true", help="look at each slow case again")
     ap.add_argument("--smi-every", type=float, default=0.0, help="poll nvidia-smi meanwhile")
     ap.add_argument("--rows", default="", help="only rows whose name matches this regex")
@@ -112,7 +126,9 @@ def main() -> int:
                 paged_decode, q, kv, table, lens, q_len, "grouped", out=out, plan=p
             )
             ts = time.monotonic() - t0
-            if args.timer == "bench":
+            if args.timer == "raw":
+                t = raw_us(run, flush)
+            elif args.timer == "bench":
                 t = time_us(run, flush, 9)
             else:
                 t = time_fn(run, torch.device("cuda"), cfg).median_ms * 1e3

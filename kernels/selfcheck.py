@@ -420,18 +420,23 @@ def bench_device(prog: str) -> tuple[torch.Generator, torch.Tensor] | None:
     return bench_tools() if has_cuda(prog) else None
 
 
-def time_us(fn, flush: torch.Tensor | Callable[[], object], reps: int) -> float:
-    """Median µs of fn() with CUDA events, L2 flushed before each rep: the buffer written
-    (zero_), or `flush` called where it is a function (bench/shared_pages.py --flush);
-    retaken where the take was not steady (steady_median).
-
-    A spin kernel before the start event keeps the host's launch overhead out of the time."""
+def flush_lead(flush: torch.Tensor | Callable[[], object]) -> Callable[[], None]:
+    """What goes ahead of each timed call: the L2 flush (the buffer written, zero_, or
+    `flush` called where it is a function: bench/shared_pages.py --flush), then a GPU spin
+    that keeps the host's launch overhead out of the time."""
     clear = flush.zero_ if isinstance(flush, torch.Tensor) else flush
 
     def lead() -> None:
         clear()
-        torch.cuda._sleep(400_000)  # keeps the GPU busy while Python enqueues fn
+        torch.cuda._sleep(400_000)  # keeps the GPU busy while Python enqueues the call
 
+    return lead
+
+
+def time_us(fn, flush: torch.Tensor | Callable[[], object], reps: int) -> float:
+    """Median µs of reps calls of fn() with CUDA events, each behind flush_lead(flush);
+    retaken where the take was not steady (steady_median)."""
+    lead = flush_lead(flush)
     fn()
     return steady_median(lambda: event_times(fn, reps, lead))
 
