@@ -145,18 +145,14 @@ __device__ __forceinline__ void l2_prefetch_slice(const Params& p, int page, uin
 // 64-byte rows and one stage in flight, l2_prefetch_slice each stage a stage ahead.
 // L2S streams also touch each page's first line from the SM PD_XLAT_AHEAD stages ahead of its
 // copies (xlat_stage; 0: never). 2 and 4 measured alike, 8 gained nothing (kernels/NOTES.md,
-// twenty-first session). PD_XLAT_WIDE: every 64-byte-row stream does (the 32-row tile too).
+// twenty-first session).
 #ifndef PD_XLAT_AHEAD
 #define PD_XLAT_AHEAD 2
-#endif
-#ifndef PD_XLAT_WIDE
-#define PD_XLAT_WIDE 1
 #endif
 template <int NT, int CPR, int BN, bool L2S = false>
 struct KvStream {
   static constexpr int J = BN * CPR / NT;
   static constexpr bool L2 = L2S && PD_L2_SLICE && CPR == 4;
-  static constexpr bool XL = PD_XLAT_AHEAD > 0 && CPR == 4 && (L2 || PD_XLAT_WIDE);  // xlat_stage
   static_assert(BN * CPR % NT == 0, "tile chunks must divide threads");
   const int* pt;
   const uint8_t* head;  // this head's bytes in page 0
@@ -270,7 +266,7 @@ struct KvStream {
         fetch(it + la + 1);
       }
       if (it + la + 1 < ntiles) l2_stage(p, it + la + 1, la);
-      if constexpr (XL) xlat_stage(it + la + 1 + PD_XLAT_AHEAD, ntiles);
+      if constexpr (L2 && PD_XLAT_AHEAD > 0) xlat_stage(it + la + 1 + PD_XLAT_AHEAD, ntiles);
     }
     cp_async_commit();
   }

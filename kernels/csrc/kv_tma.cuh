@@ -113,13 +113,7 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map
 // at batch 8-16 but 0.99-1.02x at batch 32-40 over four calls, inside that row's spread
 // between calls; four alternating rounds in one call found only batch 16 faster (0.986x;
 // kernels/NOTES.md, sixteenth session), so it stays as it was.
-// XL: each owner also touches its page's first line from the SM (prefetch.global.L2) XL
-// stages (1 or 2) before it issues the page's boxes, so the page's address translation is
-// warm when TMA reads it (as KvStream::xlat_stage does for cp.async).
-#ifndef PD_XLAT_TMA
-#define PD_XLAT_TMA 1
-#endif
-template <int BN, bool EVICT = false, int XL = 0>
+template <int BN, bool EVICT = false>
 struct KvTma {
   static constexpr int kNoPage = 0x7FFFFFFF;  // `tok` of a thread that owns no page
   const CUtensorMap* map;
@@ -127,10 +121,7 @@ struct KvTma {
   int col, tok, tok_end, page_shift, page_size;
   uint32_t box_bytes, dst_off;  // one box; the owned page's offset in a stage
   int cur, nxt;  // the owned page of the next stage to issue and of the one after (-1: none)
-  int far;       // XL == 2: the owned page of the stage after nxt's
   uint64_t pol;   // kv_l2_policy: 0, or evict_first
-  const uint8_t* head;   // XL: this head's K row of token 0 of page 0
-  uint32_t page_bytes;  // XL
 
   // `j`: the page of each stage this thread owns (none when j >= BN / page_size).
   __device__ __forceinline__ KvTma(const CUtensorMap* m, const Params& p, const TileRange& t, int row_bytes, int j)
@@ -146,16 +137,7 @@ struct KvTma {
     if (owner()) asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(m)) : "memory");
     cur = fetch(0);
     nxt = fetch(1);
-    far = XL == 2 ? fetch(2) : -1;
     pol = EVICT ? kv_l2_policy(p) : 0;
-    head = static_cast<const uint8_t*>(p.kv) + col;
-    page_bytes = 2u * p.page_size * p.hkv * row_bytes;
-  }
-
-  __device__ __forceinline__ void xlat(int page) const {
-#if defined(__CUDA_ARCH__)
-    if (page >= 0) asm volatile("prefetch.global.L2 [%0];" ::"l"(head + (uint64_t)(uint32_t)page * page_bytes));
-#endif
   }
 
   __device__ static __forceinline__ int arrivals(const Params& p) { return BN >> p.page_shift; }
@@ -177,14 +159,7 @@ struct KvTma {
       tma_load_3d(dst + v_off, map, col, page_size, cur, bar, pol);
     }
     cur = nxt;
-    if constexpr (XL == 2) {
-      nxt = far;  // loaded a stage ago
-      xlat(nxt);
-      far = fetch(it + 3);
-    } else {
-      if constexpr (XL == 1) xlat(cur);
-      nxt = fetch(it + 2);
-    }
+    nxt = fetch(it + 2);
   }
 };
 
@@ -194,7 +169,7 @@ struct KvTma {
 // on the stage's FULL. init() runs before the CTA's first barrier.
 template <int BN, int NS, int RAW>
 struct TmaRing {
-  KvTma<BN, false, PD_XLAT_TMA> kv;
+  KvTma<BN> kv;
   uint8_t* ring;
   uint32_t full;
 
