@@ -89,12 +89,6 @@ __device__ __forceinline__ void e4m3x4_to_half2x2(uint32_t x, uint32_t& lo, uint
 #endif
 }
 
-// Where each iteration issues its stage's copies (A/B): 0 after the stage barrier, 1 after
-// Q K^T, 2 after P V. The slot they fill held a stage every warp finished before the barrier.
-#ifndef PD_MMA_ISSUE_AT
-#define PD_MMA_ISSUE_AT 0
-#endif
-
 // One tile's work (a CTA's whole range, or one segment of a balanced grid's CTA: cta_segment)
 // through the ring at smem, ending with its output or partial written.
 template <int D, typename TQ, bool KV8, int WM>
@@ -183,11 +177,8 @@ __device__ __forceinline__ void grouped_tile(const Params& p, const TileRange& t
   for (int it = 0; it < ntiles; ++it) {
     cp_async_wait_stage<C::NS>(la);
     __syncthreads();  // tile `it` visible to all; everyone is done with tile it-1's stage
-    if constexpr (PD_MMA_ISSUE_AT == 0) kv.template advance<C::NS>(p, it, ntiles, load_tile, la);
-    if (!active) {
-      if constexpr (PD_MMA_ISSUE_AT != 0) kv.template advance<C::NS>(p, it, ntiles, load_tile, la);
-      continue;
-    }
+    kv.template advance<C::NS>(p, it, ntiles, load_tile, la);
+    if (!active) continue;
     const uint32_t k_base = smem_u32(smem + (it % C::NS) * C::STAGE);
     const uint32_t v_base = k_base + C::HALF_STAGE;
 
@@ -229,7 +220,6 @@ __device__ __forceinline__ void grouped_tile(const Params& p, const TileRange& t
       }
     }
 
-    if constexpr (PD_MMA_ISSUE_AT == 1) kv.template advance<C::NS>(p, it, ntiles, load_tile, la);
     // ---- causal mask (only on stages that reach a row limit) and online softmax.
     softmax_step(s, o, t_begin + (it + 1) * C::BN > tr.mask_from, t_begin + it * C::BN + wn * C::TN, cq,
                  lim0, lim1, sc, st);
@@ -264,7 +254,6 @@ __device__ __forceinline__ void grouped_tile(const Params& p, const TileRange& t
         }
       }
     }
-    if constexpr (PD_MMA_ISSUE_AT == 2) kv.template advance<C::NS>(p, it, ntiles, load_tile, la);
   }
 
   // ---- epilogue: merge the WN token-slices of each row through shared memory.

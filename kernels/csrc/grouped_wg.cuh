@@ -310,17 +310,6 @@ __device__ __forceinline__ void wg_qk(float (&s)[8][4], const uint32_t (&qa)[D /
   wg_commit();
 }
 
-// Single-buffer form (A/B): where each stage's TMA boxes are issued (0: after the stage's
-// first barrier, 1: under Q K^T, 2: after the barrier before P V), and whether that first
-// barrier is kept (PD_WG_NO_BAR1=1: dropped; the previous stage's last barrier already
-// follows every warp's wait for its Q K^T, so K's buffer is free).
-#ifndef PD_WG_ISSUE_AT
-#define PD_WG_ISSUE_AT 0
-#endif
-#ifndef PD_WG_NO_BAR1
-#define PD_WG_NO_BAR1 0
-#endif
-
 // One tile's work in grouped_wg_kernel (a CTA's whole range, or one segment of a balanced
 // grid's CTA: cta_segment), its ring's mbarriers freshly initialised.
 template <int D, typename TQ, int NWG>
@@ -369,9 +358,8 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
     } else {
       kv.wait(it);
     }
-    constexpr int AT = C::DB ? 0 : PD_WG_ISSUE_AT;
-    if constexpr (C::DB || !PD_WG_NO_BAR1) __syncthreads();
-    if (AT == 0 && it + la < t.ntiles) kv.issue(it + la);
+    __syncthreads();
+    if (it + la < t.ntiles) kv.issue(it + la);
     if constexpr (!C::DB) {
       wg_convert_stage<D, C::NT, 0, 1>(kv.slot(it), smem, tid, t, it);  // K; V below
       // P V of stage it-1 (not waited for at the end of its iteration) ran under the above;
@@ -388,13 +376,11 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
     float s[8][4];
     wg_qk<__half, D>(s, qa, kc_u32);
     if (C::DB && it + 1 < t.ntiles) convert(it + 1, (it + 1) & 1);
-    if (AT == 1 && it + la < t.ntiles) kv.issue(it + la);
     // Single buffer: K was converted before Q K^T, V is converted under it and is complete
     // (the barrier) before P V: 0.99x of converting both first (twelfth session).
     if constexpr (!C::DB) wg_convert_stage<D, C::NT, 1, 2>(kv.slot(it), smem, tid, t, it);
     wg_wait();
     if constexpr (!C::DB) __syncthreads();
-    if (AT == 2 && it + la < t.ntiles) kv.issue(it + la);
     wg_softmax_pv<__half, D>(s, o, vc_u32, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
                                 lim0, lim1, sc, ml);
     if constexpr (C::DB) wg_wait();
