@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import re
 import sys
 from pathlib import Path
@@ -26,8 +25,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernels import device_plan, paged_decode
-from kernels.selfcheck import MODELS, SEED_KV_LEN, bench_device, kernel_times, seed_tensors, time_us
+from kernels import device_plan
+from kernels.selfcheck import (
+    MODELS,
+    SEED_KV_LEN,
+    bench_device,
+    grouped_call,
+    kernel_times,
+    seed_tensors,
+    time_us,
+)
 
 ROWS = tuple(
     (model, kv, q_len)
@@ -47,10 +54,9 @@ def timed(gen, flush, model, kvname, q_len, batch, kv_len, **force) -> tuple[flo
     except ValueError:
         return float("nan"), None
     q, kv, table, lens = seed_tensors(batch, q_len, hq, hkv, d, kvname, gen, kv_len)
-    out = torch.empty_like(q)
-    fn = functools.partial(paged_decode, q, kv, table, lens, q_len, "grouped", out=out, plan=p)
+    fn = grouped_call(q, kv, table, lens, q_len, p)
     t = min(time_us(fn, flush, 25) for _ in range(2))
-    del q, kv, table, lens, out
+    del q, kv, table, lens, fn
     return t, p
 
 
@@ -76,7 +82,7 @@ def diagnose(gen, flush, model: str, kvname: str, q_len: int, sms: int) -> None:
         balanced_ctas=classic.ctas,
     )
     for label, p in (("classic", classic), ("balanced, one segment per CTA", one_seg)):
-        fn = functools.partial(paged_decode, q, kv, table, lens, q_len, "grouped", out=out, plan=p)
+        fn = grouped_call(q, kv, table, lens, q_len, p, out)
         t = min(time_us(fn, flush, 25) for _ in range(2))
         kt = ", ".join(f"{k} {v:.1f}" for k, v in kernel_times(fn, flush).items())
         print(

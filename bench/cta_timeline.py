@@ -26,8 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernels import binding, device_plan, paged_decode
-from kernels.selfcheck import MODELS, bench_device, seed_tensors, time_us
+from kernels import binding, device_plan
+from kernels.selfcheck import MODELS, bench_device, grouped_call, seed_tensors, time_us
 
 SLOTS, CTAS = 16, 4096
 ROWS = ((8, 64, 16384), (8, 64, 2048), (8, 16, 16384), (4, 64, 16384), (4, 64, 2048))
@@ -64,8 +64,7 @@ def main() -> int:
     for q_len, batch, kv_len in ROWS:
         q, kv, table, lens = seed_tensors(batch, q_len, hq, hkv, d, "fp8", gen, kv_len)
         p = device_plan(batch, q_len, hq, hkv, d, kv_len, kv_dtype="fp8")
-        out = torch.empty_like(q)
-        fn = functools.partial(paged_decode, q, kv, table, lens, q_len, "grouped", out=out, plan=p)
+        fn = grouped_call(q, kv, table, lens, q_len, p)
         t = time_us(fn, flush, 10)  # the last timed launch leaves its marks
         torch.cuda.synchronize()
         n = p.ctas
@@ -116,7 +115,7 @@ def main() -> int:
         )
         if gaps and full:
             print(f"  gap between CTAs on an SM {med(gaps)}")
-        del q, kv, table, lens, out
+        del q, kv, table, lens, fn
     return 0
 
 

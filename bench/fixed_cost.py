@@ -14,21 +14,19 @@ Run on a GPU machine: python3 bench/fixed_cost.py [--rows REGEX]
 from __future__ import annotations
 
 import argparse
-import functools
 import re
 import statistics
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernels import device_plan, paged_decode
+from kernels import device_plan
 from kernels.selfcheck import (
     MODELS,
     SEED_KV_LEN,
     bench_device,
+    grouped_call,
     kernel_times,
     seed_tensors,
     time_us,
@@ -88,15 +86,12 @@ def main() -> int:
                 tile_rows=p0.tile_rows,
                 num_splits=p0.num_splits,
             )
-            out = torch.empty_like(q)
-            fn = functools.partial(
-                paged_decode, q, kv, table, lens, q_len, "grouped", out=out, plan=p
-            )
+            fn = grouped_call(q, kv, table, lens, q_len, p)
             tw.append(time_us(fn, flush, 25))
             tn.append(time_us(fn, none, 25))
             if kv_len == SEED_KV_LEN:
                 kt = ", ".join(f"{k} {v:.1f}" for k, v in kernel_times(fn, flush).items())
-            del q, kv, table, lens, out
+            del q, kv, table, lens, fn
         aw, bw = fit(list(LENS), tw)
         an, bn = fit(list(LENS), tn)
         print(

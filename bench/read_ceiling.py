@@ -19,7 +19,6 @@ Run on a GPU machine: python3 bench/read_ceiling.py [--rows REGEX] [--reps N]
 from __future__ import annotations
 
 import argparse
-import functools
 import re
 import sys
 from pathlib import Path
@@ -28,13 +27,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernels import device_plan, paged_decode
+from kernels import device_plan
 from kernels.selfcheck import (
     MODELS,
     SEED_BATCHES,
     SEED_KV_LEN,
     bench_device,
     copy_bandwidth,
+    grouped_call,
     seed_tensors,
     time_us,
 )
@@ -73,18 +73,14 @@ def main() -> int:
                 cells, kvb, tr, tc = [], 0, 0.0, 0.0
                 for q_len in (2, 4, 8):
                     q, kv, table, lens = seed_tensors(batch, q_len, hq, hkv, d, kvname, gen)
-                    out = torch.empty_like(q)
                     p = device_plan(batch, q_len, hq, hkv, d, SEED_KV_LEN, kv_dtype=kvname)
-                    fn = functools.partial(
-                        paged_decode, q, kv, table, lens, q_len, "grouped", out=out, plan=p
-                    )
-                    tg = time_us(fn, flush, args.reps)
+                    tg = time_us(grouped_call(q, kv, table, lens, q_len, p), flush, args.reps)
                     kvb = kv.numel() * kv.element_size()
                     nbytes = kvb + 2 * q.numel() * q.element_size()
                     cells.append(f"{tg:.1f} ({100 * nbytes / (tg * 1e-6) / bw:.0f})")
                     if q_len == 8:
                         tr, tc = stream_times(kv, flush, args.reps)
-                    del q, kv, table, lens, out, fn
+                    del q, kv, table, lens
                 print(
                     f"{name} | {kvb / 1e6:.0f} | {tr:.1f} ({kvb / (tr * 1e-6) / 1e12:.2f},"
                     f" {100 * kvb / (tr * 1e-6) / bw:.0f}) | {tc:.1f}"

@@ -21,7 +21,6 @@ Run on a GPU machine: python3 bench/shared_pages.py [--rows] [--profile] [--flus
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from pathlib import Path
 
@@ -29,25 +28,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernels import device_plan, paged_decode
+from kernels import device_plan
 from kernels.selfcheck import (
     MODELS,
     SEED_KV_LEN,
     bench_device,
+    grouped_call,
     kernel_times,
     seed_tensors,
     time_us,
 )
 
 
-def _call(q, kv, table, lens, q_len, p) -> functools.partial:
-    """One grouped call with plan p into its own output tensor."""
-    out = torch.empty_like(q)
-    return functools.partial(paged_decode, q, kv, table, lens, q_len, "grouped", out=out, plan=p)
-
-
 def _time(q, kv, table, lens, q_len, flush, p) -> float:  # flush: as time_us takes it
-    return time_us(_call(q, kv, table, lens, q_len, p), flush, 25)
+    return time_us(grouped_call(q, kv, table, lens, q_len, p), flush, 25)
 
 
 def rows(flush: torch.Tensor, gen: torch.Generator) -> None:
@@ -97,7 +91,7 @@ def profile(flush: torch.Tensor, gen: torch.Generator) -> None:
         hq, hkv, d = MODELS[model]
         q, kv, table, lens = seed_tensors(batch, q_len, hq, hkv, d, "fp8", gen)
         p = device_plan(batch, q_len, hq, hkv, d, SEED_KV_LEN, kv_dtype="fp8")
-        fn = _call(q, kv, table, lens, q_len, p)
+        fn = grouped_call(q, kv, table, lens, q_len, p)
         t = time_us(fn, flush, 25)
         parts = ", ".join(f"{k} {v:.1f}" for k, v in kernel_times(fn, flush).items())
         print(

@@ -21,7 +21,6 @@ Run on a GPU machine: python3 bench/slow_cases.py [--seconds S] [--timer raw|ben
 from __future__ import annotations
 
 import argparse
-import functools
 import itertools
 import re
 import statistics
@@ -36,13 +35,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.timing import TimingConfig, time_fn
-from kernels import device_plan, paged_decode
+from kernels import device_plan
 from kernels.selfcheck import (
     MODELS,
     SEED_KV_LEN,
     bench_device,
     event_times,
     flush_lead,
+    grouped_call,
     seed_tensors,
     time_us,
 )
@@ -82,10 +82,7 @@ def probe(run, q, kv, table, lens, q_len, out, p, flush) -> str:
     """What a slow case looks like on a second look (see the module docstring)."""
     again = [raw_us(run, flush) for _ in range(3)]
     kv2 = kv.clone()
-    moved = raw_us(
-        functools.partial(paged_decode, q, kv2, table, lens, q_len, "grouped", out=out, plan=p),
-        flush,
-    )
+    moved = raw_us(grouped_call(q, kv2, table, lens, q_len, p, out), flush)
     words = kv.view(torch.uint8).reshape(-1).view(torch.float32)
     rd = raw_us(lambda: words.sum(), flush)
     return (
@@ -122,9 +119,7 @@ def main() -> int:
             q, kv, table, lens = seed_tensors(batch, q_len, hq, hkv, d, kvname, gen)
             out = torch.empty_like(q)
             p = device_plan(batch, q_len, hq, hkv, d, SEED_KV_LEN, kv_dtype=kvname)
-            run = functools.partial(
-                paged_decode, q, kv, table, lens, q_len, "grouped", out=out, plan=p
-            )
+            run = grouped_call(q, kv, table, lens, q_len, p, out)
             ts = time.monotonic() - t0
             if args.timer == "raw":
                 t = raw_us(run, flush)

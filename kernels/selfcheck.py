@@ -433,6 +433,22 @@ def flush_lead(flush: torch.Tensor | Callable[[], object]) -> Callable[[], None]
     return lead
 
 
+def grouped_call(
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    table: torch.Tensor,
+    lens: torch.Tensor,
+    q_len: int,
+    p: Plan,
+    out: torch.Tensor | None = None,
+) -> Callable[[], object]:
+    """One grouped call with plan p into `out` (a new tensor like q when None), bound with no
+    arguments left: what the bench and the bench scripts time."""
+    if out is None:
+        out = torch.empty_like(q)
+    return functools.partial(paged_decode, q, kv, table, lens, q_len, "grouped", out=out, plan=p)
+
+
 def time_us(fn, flush: torch.Tensor | Callable[[], object], reps: int) -> float:
     """Median µs of reps calls of fn() with CUDA events, each behind flush_lead(flush);
     retaken where the take was not steady (steady_median)."""
@@ -505,11 +521,7 @@ def _bench_case(
     p = device_plan(batch, q_len, hq, hkv, d, SEED_KV_LEN, kv_dtype=kvname)
     tg = tb = float("nan")
     if "grouped" in kernels:
-        tg = time_us(
-            functools.partial(paged_decode, q, kv, table, lens, q_len, "grouped", out=out, plan=p),
-            flush,
-            25,
-        )
+        tg = time_us(grouped_call(q, kv, table, lens, q_len, p, out), flush, 25)
     if "baseline" in kernels:
         tb = time_us(
             functools.partial(paged_decode, q, kv, table, lens, q_len, "baseline", out=out),
@@ -579,21 +591,7 @@ def sweep(
                                 tile_rows=tile,
                                 num_splits=sp,
                             )
-                            t = time_us(
-                                functools.partial(
-                                    paged_decode,
-                                    q,
-                                    kv,
-                                    table,
-                                    lens,
-                                    q_len,
-                                    "grouped",
-                                    out=out,
-                                    plan=p,
-                                ),
-                                flush,
-                                9,
-                            )
+                            t = time_us(grouped_call(q, kv, table, lens, q_len, p, out), flush, 9)
                             row.append(f"s{sp}:{t:7.1f}/{p.modelled_cost:5.0f}")
                         print(f"  tile{tile:<4}" + " ".join(row), flush=True)
 
