@@ -24,12 +24,6 @@
 
 namespace pd {
 
-// The fp8-KV tiles' S as the exponential's argument (softmax_pre, grouped_parts.cuh): Q loaded
-// times the softmax scale, the accumulators preloaded with -m. PD_MMA_PRE=0: softmax_step.
-#ifndef PD_MMA_PRE
-#define PD_MMA_PRE 1
-#endif
-
 template <int D, bool KV8, int WM>
 struct GCfg {
   static constexpr int NW = WM >= 4 ? WM : 4;
@@ -116,18 +110,9 @@ __device__ __forceinline__ void grouped_tile(const Params& p, const TileRange& t
   const int r0 = row0 + wm * 16 + g, r1 = r0 + 8;
   const int lim0 = row_limit(p, tr, r0), lim1 = row_limit(p, tr, r1);
   auto q_row_ptr = [&](int r) { return q_row<D, TQ>(p, b, h, r); };
-  // fp8 KV: S comes out of the MMA as the exponential's argument (softmax_pre), Q times sc.
-  constexpr bool PRE = KV8 && PD_MMA_PRE != 0;
-  const float sc = p.scale_log2;
-  auto q_cvt = [sc](uint32_t u) -> uint32_t {
-    if constexpr (PRE) {
-      const float2 f = Tr<TQ>::unpack(u);
-      return Tr<T>::pack(f.x * sc, f.y * sc);
-    } else if constexpr (std::is_same_v<T, TQ>) {
-      return u;
-    } else {
-      return bf16x2_to_half2(u);
-    }
+  auto q_cvt = [](uint32_t u) -> uint32_t {
+    if constexpr (std::is_same_v<T, TQ>) return u;
+    else return bf16x2_to_half2(u);
   };
 
   // ---- Q A-fragments: registers (D <= 128) or a swizzled smem tile (D = 256).
@@ -185,6 +170,7 @@ __device__ __forceinline__ void grouped_tile(const Params& p, const TileRange& t
   float o[D / 8][4];
   zero(o);
   RowStats st;
+  const float sc = p.scale_log2;
   const int la = lookahead<C>(p);
   kv.template prime<C::NS>(p, ntiles, load_tile, la);
 
@@ -198,9 +184,8 @@ __device__ __forceinline__ void grouped_tile(const Params& p, const TileRange& t
 
     // ---- S = Q K^T for this warp's 16 rows x TN tokens.
     float s[C::TN / 8][4];
-    const float pre0 = pre_of(st.m0), pre1 = pre_of(st.m1);
-    if constexpr (PRE) preload(s, pre0, pre1);
-    else zero(s);
+#pragma unroll
+    for (int i = 0; i < C::TN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
     if constexpr (KV8) {
       // one ldmatrix.x4 = 2 token n-tiles x 2 k16 blocks of fp8 K
 #pragma unroll
@@ -236,9 +221,8 @@ __device__ __forceinline__ void grouped_tile(const Params& p, const TileRange& t
     }
 
     // ---- causal mask (only on stages that reach a row limit) and online softmax.
-    const bool masked = t_begin + (it + 1) * C::BN > tr.mask_from;
-    if constexpr (PRE) softmax_pre(s, o, masked, t_begin + it * C::BN + wn * C::TN, cq, lim0, lim1, pre0, pre1, st);
-    else softmax_step(s, o, masked, t_begin + it * C::BN + wn * C::TN, cq, lim0, lim1, sc, st);
+    softmax_step(s, o, t_begin + (it + 1) * C::BN > tr.mask_from, t_begin + it * C::BN + wn * C::TN, cq,
+                 lim0, lim1, sc, st);
 
     // ---- O += P V (P straight from the S accumulators).
 #pragma unroll

@@ -432,66 +432,6 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT8][4], float (&o)[NO][
   r.l1 += ps1;
 }
 
-// The preloaded form of softmax_step, for kernels whose S comes out of the MMA as the
-// exponential's argument x = s sc + pre: Q loaded times sc and S's accumulators preloaded
-// with the rows' pre (preload; pre_of: -m, or 0 while m is kNoMax), so a stage that raises no
-// maximum has no multiply-add per score between the MMA and the exponentials (the
-// fourteenth session's change to grouped_sw). The price is one rounding of q sc to fp16.
-// pre_of: what the accumulators of a row start from, -m, or 0 while m is still kNoMax (the
-// first stage with a score then always raises, and softmax_pre subtracts the new m).
-__device__ __forceinline__ float pre_of(float m) { return m == kNoMax ? 0.f : -m; }
-template <int NT8>
-__device__ __forceinline__ void preload(float (&s)[NT8][4], float pre0, float pre1) {
-#pragma unroll
-  for (int nt = 0; nt < NT8; ++nt) {
-    s[nt][0] = s[nt][1] = pre0;
-    s[nt][2] = s[nt][3] = pre1;
-  }
-}
-
-// softmax_step on x = s sc + pre (pre0 / pre1: the preloads of the thread's rows): raises
-// where some x - pre - m > 2^PD_SW_RAISE (x > 2^PD_SW_RAISE once pre is -m), then subtracts
-// pre + the new m from every x of a raised warp, so P = 2^x either way.
-template <int NT8, int NO>
-__device__ __forceinline__ void softmax_pre(float (&s)[NT8][4], float (&o)[NO][4], bool masked, int tb, int cq,
-                                            int lim0, int lim1, float pre0, float pre1, RowStats& r) {
-  if (masked) mask_rows(s, tb, cq, lim0, lim1);
-  float mx0, mx1;
-  thread_row_max(s, mx0, mx1);
-  const float t0 = float(PD_SW_RAISE) + (pre0 + r.m0), t1 = float(PD_SW_RAISE) + (pre1 + r.m1);
-  if (__any_sync(0xffffffffu, mx0 > t0 || mx1 > t1)) {
-    mx0 = quad_max(mx0);
-    mx1 = quad_max(mx1);
-    const float nm0 = fmaxf(r.m0, mx0 - pre0), nm1 = fmaxf(r.m1, mx1 - pre1);
-    const float c0 = ex2(r.m0 - nm0), c1 = ex2(r.m1 - nm1);
-    r.m0 = nm0;
-    r.m1 = nm1;
-    r.l0 *= c0;
-    r.l1 *= c1;
-    scale_rows(o, c0, c1);
-    const float sh0 = pre0 + nm0, sh1 = pre1 + nm1;
-#pragma unroll
-    for (int nt = 0; nt < NT8; ++nt) {
-      s[nt][0] -= sh0;
-      s[nt][1] -= sh0;
-      s[nt][2] -= sh1;
-      s[nt][3] -= sh1;
-    }
-  }
-  float ps0 = 0.f, ps1 = 0.f;
-#pragma unroll
-  for (int nt = 0; nt < NT8; ++nt) {
-    s[nt][0] = ex2(s[nt][0]);
-    s[nt][1] = ex2(s[nt][1]);
-    s[nt][2] = ex2(s[nt][2]);
-    s[nt][3] = ex2(s[nt][3]);
-    ps0 += s[nt][0] + s[nt][1];
-    ps1 += s[nt][2] + s[nt][3];
-  }
-  r.l0 += ps0;
-  r.l1 += ps1;
-}
-
 template <int N>
 __device__ __forceinline__ void zero(float (&a)[N][4]) {
 #pragma unroll

@@ -198,20 +198,13 @@ PD_WG_FN(96)
 #undef PD_WG96
 #undef PD_WG96_OUT
 
-// Rows r0 and r1 of q (zero past the problem) as the wgmma A fragments of Q K^T, in T;
-// times qs where QS (in fp32, rounded once to T: wg_tile's preloaded S).
-template <int D, typename TQ, typename T, bool QS = false>
+// Rows r0 and r1 of q (zero past the problem) as the wgmma A fragments of Q K^T, in T.
+template <int D, typename TQ, typename T>
 __device__ __forceinline__ void wg_load_q(uint32_t (&qa)[D / 16][4], const Params& p, int b, int h, int rows, int r0,
-                                          int r1, int cq, float qs = 1.f) {
-  auto q_cvt = [qs](uint32_t u) -> uint32_t {
-    if constexpr (QS) {
-      const float2 f = Tr<TQ>::unpack(u);
-      return Tr<T>::pack(f.x * qs, f.y * qs);
-    } else if constexpr (std::is_same_v<TQ, T>) {
-      return u;
-    } else {
-      return bf16x2_to_half2(u);
-    }
+                                          int r1, int cq) {
+  auto q_cvt = [](uint32_t u) -> uint32_t {
+    if constexpr (std::is_same_v<TQ, T>) return u;
+    else return bf16x2_to_half2(u);
   };
   const TQ* qp0 = r0 < rows ? q_row<D, TQ>(p, b, h, r0) : nullptr;
   const TQ* qp1 = r1 < rows ? q_row<D, TQ>(p, b, h, r1) : nullptr;
@@ -289,9 +282,13 @@ __device__ __forceinline__ void wg_pv(float (&o)[D / 8][4], const uint32_t (&pa)
   wg_pv_steps<T, D>(o, pa, wg_desc_lo(v_u32, 64 * 128), std::make_integer_sequence<int, 4>{});
 }
 
-// O += P V (P: s after the softmax) issued as one commit group (not waited for).
+// One stage's softmax on S (softmax_step, with the running maxima and sums of the thread's two
+// rows in ml: m0, m1, th0, th1, l0, l1), then O += P V issued as one commit group (not waited
+// for).
 template <typename T, int D>
-__device__ __forceinline__ void wg_pv_issue(const float (&s)[8][4], float (&o)[D / 8][4], uint32_t v_u32) {
+__device__ __forceinline__ void wg_softmax_pv(float (&s)[8][4], float (&o)[D / 8][4], uint32_t v_u32, bool masked,
+                                              int tb, int cq, int lim0, int lim1, float sc, RowStats& ml) {
+  softmax_step(s, o, masked, tb, cq, lim0, lim1, sc, ml);
   uint32_t pa[4][4];
   wg_pack_p<T>(s, pa);
   wg_fence();
@@ -299,37 +296,19 @@ __device__ __forceinline__ void wg_pv_issue(const float (&s)[8][4], float (&o)[D
   wg_commit();
 }
 
-// One stage's softmax on S (softmax_step, with the running maxima and sums of the thread's two
-// rows in ml: m0, m1, th0, th1, l0, l1), then O += P V (wg_pv_issue).
-template <typename T, int D>
-__device__ __forceinline__ void wg_softmax_pv(float (&s)[8][4], float (&o)[D / 8][4], uint32_t v_u32, bool masked,
-                                              int tb, int cq, int lim0, int lim1, float sc, RowStats& ml) {
-  softmax_step(s, o, masked, tb, cq, lim0, lim1, sc, ml);
-  wg_pv_issue<T, D>(s, o, v_u32);
-}
-
 // S = Q K^T of one 64-token stage (K: [64 tok][D] in D/64 swizzled blocks at k_u32), issued
-// as one commit group; ACC: added onto what s holds (wg_tile's preload), else s is overwritten.
-template <typename T, int D, bool ACC, int... KK>
+// as one commit group.
+template <typename T, int D, int... KK>
 __device__ __forceinline__ void wg_qk_steps(float (&s)[8][4], const uint32_t (&qa)[D / 16][4], uint32_t dk,
                                             std::integer_sequence<int, KK...>) {
-  (wgmma_m64n64k16<T, 0, (KK >> 2) * (64 * 128) + (KK & 3) * 32>(s, qa[KK], dk, ACC || KK > 0), ...);
+  (wgmma_m64n64k16<T, 0, (KK >> 2) * (64 * 128) + (KK & 3) * 32>(s, qa[KK], dk, KK > 0), ...);
 }
-template <typename T, int D, bool ACC = false>
+template <typename T, int D>
 __device__ __forceinline__ void wg_qk(float (&s)[8][4], const uint32_t (&qa)[D / 16][4], uint32_t k_u32) {
   wg_fence();
-  wg_qk_steps<T, D, ACC>(s, qa, wg_desc_lo(k_u32), std::make_integer_sequence<int, D / 16>{});
+  wg_qk_steps<T, D>(s, qa, wg_desc_lo(k_u32), std::make_integer_sequence<int, D / 16>{});
   wg_commit();
 }
-
-// The fp8 wgmma kernel's S comes out of the MMA as the exponential's argument (softmax_pre,
-// grouped_parts.cuh): Q loaded times sc (wg_load_q's QS), the accumulators preloaded, so a
-// stage goes from the MMA straight to the max check and the exponentials (grouped_sw's Qwen3
-// q_len 8 ran 0.966-0.987x with it); the preload's moves sit before the MMA, off that path.
-// PD_WG_PRE=0: the per-score form (softmax_step).
-#ifndef PD_WG_PRE
-#define PD_WG_PRE 1
-#endif
 
 // One tile's work in grouped_wg_kernel (a CTA's whole range, or one segment of a balanced
 // grid's CTA: cta_segment), its ring's mbarriers freshly initialised.
@@ -345,10 +324,8 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
   // Rows of this thread (warp w owns rows 16w..16w+15 of the tile, as wgmma lays them out).
   const int r0 = t.row0 + warp * 16 + g, r1 = r0 + 8;
   const int lim0 = row_limit(p, t, r0), lim1 = row_limit(p, t, r1);
-  constexpr bool PRE = PD_WG_PRE != 0;
-  const float sc = p.scale_log2;
   uint32_t qa[D / 16][4];
-  wg_load_q<D, TQ, __half, PRE>(qa, p, t.b, t.h, t.rows, r0, r1, cq, sc);
+  wg_load_q<D, TQ, __half>(qa, p, t.b, t.h, t.rows, r0, r1, cq);
 
   // Page j of each stage is issued (a TMA box each for K and V) by lane 0 of warp j (2-4 %
   // faster than lanes of warp 0, whose issue loop then delayed its conversion and so the
@@ -359,6 +336,7 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
   float o[D / 8][4];
   zero(o);
   RowStats ml;
+  const float sc = p.scale_log2;
 
   const int la = lookahead<C>(p);
   // The mbarriers' initialisation (in a second segment, their re-initialisation).
@@ -396,22 +374,15 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
     // S = Q K^T (64 rows per warpgroup x 64 tokens), asynchronously, while this thread
     // converts the next stage into the other buffer; then softmax and O += P V.
     float s[8][4];
-    const float pre0 = pre_of(ml.m0), pre1 = pre_of(ml.m1);
-    if constexpr (PRE) preload(s, pre0, pre1);
-    wg_qk<__half, D, PRE>(s, qa, kc_u32);
+    wg_qk<__half, D>(s, qa, kc_u32);
     if (C::DB && it + 1 < t.ntiles) convert(it + 1, (it + 1) & 1);
     // Single buffer: K was converted before Q K^T, V is converted under it and is complete
     // (the barrier) before P V: 0.99x of converting both first (twelfth session).
     if constexpr (!C::DB) wg_convert_stage<D, C::NT, 1, 2>(kv.slot(it), smem, tid, t, it);
     wg_wait();
     if constexpr (!C::DB) __syncthreads();
-    const bool masked = t.t_begin + (it + 1) * C::BN > t.mask_from;
-    if constexpr (PRE) {
-      softmax_pre(s, o, masked, t.t_begin + it * C::BN, cq, lim0, lim1, pre0, pre1, ml);
-      wg_pv_issue<__half, D>(s, o, vc_u32);
-    } else {
-      wg_softmax_pv<__half, D>(s, o, vc_u32, masked, t.t_begin + it * C::BN, cq, lim0, lim1, sc, ml);
-    }
+    wg_softmax_pv<__half, D>(s, o, vc_u32, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
+                                lim0, lim1, sc, ml);
     if constexpr (C::DB) wg_wait();
   }
   if constexpr (!C::DB) wg_wait();
