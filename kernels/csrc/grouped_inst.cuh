@@ -34,12 +34,6 @@ struct TileKern {
   static constexpr bool balanced = !std::is_same_v<decltype(KSK), std::nullptr_t> && PD_BALANCED;
 };
 
-// Whether configuration C's kernel reads KV-head pairs by multicast (C::PAIR).
-template <class C, class = void>
-struct is_pair : std::false_type {};
-template <class C>
-struct is_pair<C, std::void_t<decltype(C::PAIR)>> : std::bool_constant<C::PAIR> {};
-
 // Whether configuration C's kernel takes the cache's tensor map (C::KV_MAP).
 template <class C, class = void>
 struct takes_kv_map : std::false_type {};
@@ -56,20 +50,11 @@ struct takes_kv_map<C, std::void_t<decltype(C::KV_MAP)>> : std::bool_constant<C:
 // (kernels/NOTES.md). A part-filled 64-row tile with 16-bit KV (Qwen3 q_len 4: 48 rows)
 // stays on mma.sync: the lockstep wgmma kernel's serial per-stage phases lost 12 % in a
 // one-CTA-per-SM tail.
-// PD_WG_MC: fp8 head_dim-64 full 64-row tiles as clusters of KV-head pairs sharing
-// 128-byte-row stages by TMA multicast (TmaPairRing, kv_tma.cuh), where the head count is
-// even (hkv; 0: not known, the occupancy and balanced queries).
-#ifndef PD_WG_MC
-#define PD_WG_MC 1
-#endif
 template <typename T, bool KV8, typename F>
-static cudaError_t with_tile_kernel(int tile, int rows, bool mma_only, F&& f, int hkv = 0) {
+static cudaError_t with_tile_kernel(int tile, int rows, bool mma_only, F&& f) {
   constexpr int D = PD_HEAD_DIM;
   if constexpr (D <= 128) {
     if (!mma_only && wg_supported()) {
-      if constexpr (KV8 && D == 64 && PD_WG_MC)
-        if (tile == 64 && rows >= 64 && hkv % 2 == 0 && !env_switch("PD_NO_MC"))
-          return f(TileKern<WCfg<D, 1, true, true>, grouped_wg_kernel<D, T, 1, false, true>>{});
       // fp8 KV at head_dim 128 with 65-96 rows in a 128-row tile (Qwen3 q_len 8) or 33-48 in
       // a 64-row one (Qwen3 q_len 4): swapped operands (grouped_sw.cuh), 17-20 % faster than
       // grouped_ws_kernel on q_len 8 (fp16 MMAs; an e4m3 S^T was faster but inaccurate at
@@ -121,18 +106,12 @@ struct LaunchTile {
     using C = typename TK::Cfg;
     if constexpr (takes_kv_map<C>::value) {
       CUtensorMap map{};  // left empty for a configuration that reads by cp.async (C::TMA)
-      Params q = p;
       if constexpr (C::TMA) {
-        int heads = 1;
-        if constexpr (is_pair<C>::value) {
-          heads = 2;
-          q.cluster_heads = 2;  // the pair's two CTAs share their stages
-        }
-        const cudaError_t e = encode_kv_map(&map, p, C::TMA_HEAD_BYTES, C::TMA_SW128, heads);
+        const cudaError_t e = encode_kv_map(&map, p, C::TMA_HEAD_BYTES, C::TMA_SW128);
         if (e != cudaSuccess) return e;
       }
-      if constexpr (TK::tile_arg) return launch_tiles<C, Kernel>(q, st, tile, map);
-      else return launch_tiles<C, Kernel>(q, st, map);
+      if constexpr (TK::tile_arg) return launch_tiles<C, Kernel>(p, st, tile, map);
+      else return launch_tiles<C, Kernel>(p, st, map);
     } else {
       return launch_tiles<C, Kernel>(p, st);
     }
@@ -175,7 +154,7 @@ static cudaError_t by_dtype(int q_dtype, int kv_dtype, A&&... a) {
 template <typename T, bool KV8>
 struct LaunchFn {
   static cudaError_t run(const Params& p, int tile, cudaStream_t st) {
-    return with_tile_kernel<T, KV8>(tile, p.q_len * p.group, false, LaunchTile{p, tile, st}, p.hkv);
+    return with_tile_kernel<T, KV8>(tile, p.q_len * p.group, false, LaunchTile{p, tile, st});
   }
 };
 

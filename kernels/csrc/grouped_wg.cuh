@@ -29,21 +29,16 @@
 
 namespace pd {
 
-// MC: the fp8 head_dim-64 one-warpgroup kernel as a cluster of an adjacent KV-head pair's
-// CTAs sharing 128-byte-row stages by TMA multicast (TmaPairRing, kv_tma.cuh; PD_WG_MC).
-template <int D, int NWG, bool KV8 = true, bool MC = false>
+template <int D, int NWG, bool KV8 = true>
 struct WCfg {
-  static_assert(!MC || (D == 64 && NWG == 1 && KV8), "the pair ring: fp8 head_dim 64, one warpgroup");
   static constexpr int NT = NWG * 128;
   static constexpr int TILE = NWG * 64;
   static constexpr int BN = 64;                  // tokens per stage
   static constexpr int ES = KV8 ? 1 : 2;         // bytes per KV element
   // Ring depth. fp8: raw stages (converted into the fp16 buffers below). 16-bit: the stages
   // wgmma reads, as deep as ~200 KB of shared memory per SM allows at this kernel's CTAs/SM.
-  // The pair ring's stages are twice as large: two fit the four CTAs per SM.
-  static constexpr int NS = MC ? 2 : KV8 ? 4 : (NWG == 2 ? 6 : (D == 128 ? 3 : 4));
-  static constexpr int RAW_ROW = (MC ? 2 : 1) * D * ES;  // bytes per token of a raw stage
-  static constexpr int RAW_HALF = BN * RAW_ROW;  // K (or V) of one stage
+  static constexpr int NS = KV8 ? 4 : (NWG == 2 ? 6 : (D == 128 ? 3 : 4));
+  static constexpr int RAW_HALF = BN * D * ES;   // K (or V) of one stage
   static constexpr int RAW = 2 * RAW_HALF;
   static constexpr int KC = BN * D * 2;          // fp16 K tile, D/64 blocks of [64 tok][128 B]
   static constexpr int VC = BN * D * 2;          // fp16 V tile, the same layout
@@ -58,12 +53,11 @@ struct WCfg {
   static constexpr int MIN_CTAS = SHALLOW && NWG == 1 ? 4 : 1;
   // fp8 reads by TMA (kv_tma.cuh): boxes of one head's rows, unswizzled (raw_off).
   static constexpr bool KV_MAP = KV8, TMA = KV8, TMA_SW128 = false;
-  static constexpr int TMA_HEAD_BYTES = D, TMA_BOX_HEADS = MC ? 2 : 1;
-  static constexpr bool PAIR = MC;
+  static constexpr int TMA_HEAD_BYTES = D;
   static constexpr int CPR = D * ES / 16;        // 16-byte chunks per raw row
   static constexpr int CONV_BYTES = KV8 ? (DB ? 2 : 1) * CONV : 0;
   static constexpr int BAR_OFF = CONV_BYTES + NS * RAW;  // fp8: the ring's FULL mbarriers (TMA)
-  static constexpr int SMEM = 1024 + BAR_OFF + (KV8 ? NS * 8 * (MC ? 2 : 1) : 0);  // 1024: alignment slack
+  static constexpr int SMEM = 1024 + BAR_OFF + (KV8 ? NS * 8 : 0);  // 1024: alignment slack
   static_assert(!KV8 || !DB || NS >= 3, "stage it+1 must land while stage it is computed");
   static_assert(SMEM <= 227 * 1024, "shared memory per CTA");
 };
@@ -104,8 +98,7 @@ __device__ __forceinline__ void fence_async_smem() {
 // of items per thread and unsigned index math: the loops unroll completely, with no
 // signed-division code (the conversion is most of this kernel's issue slots, ncu).
 // H0..H1-1: the halves converted (0 K, 1 V).
-// RROW: bytes between raw rows (D, or 2 D in the pair ring's stages).
-template <int D, int NT, bool TAIL = false, unsigned H0 = 0, unsigned H1 = 2, unsigned RROW = D>
+template <int D, int NT, bool TAIL = false, unsigned H0 = 0, unsigned H1 = 2>
 __device__ __forceinline__ void wg_convert(const uint8_t* rk, uint8_t* kc, int tid, int valid = 64) {
   constexpr unsigned BN = 64, C8 = D / 8;  // 8-byte raw chunks (one fp16 16-byte chunk each) per row
   constexpr unsigned KI = BN * C8 / NT, RS = NT / C8;  // items per thread, rows between them
@@ -121,15 +114,14 @@ __device__ __forceinline__ void wg_convert(const uint8_t* rk, uint8_t* kc, int t
   const unsigned st0 = (c8 >> 3) * (BN * 128) + n0 * 128 + (((c8 & 7) ^ (n0 & 7)) << 4);
 #pragma unroll
   for (unsigned h = H0; h < H1; ++h) {  // K, then V
-    // raw_off(n0, c8 / 2) + (c8 & 1) * 8
-    const uint8_t* src = rk + h * (BN * RROW) + (RROW == D ? ut * 8 : n0 * RROW + c8 * 8);
+    const uint8_t* src = rk + h * (BN * D) + ut * 8;  // raw_off(n0, c8 / 2) + (c8 & 1) * 8
     uint8_t* dst = kc + h * (BN * D * 2);
     // Every load first, so their latencies overlap: loaded and converted item by item, the
     // conversions waited on each load (ncu: 20 % of the head_dim-64 kernel's stall samples),
     // 0.967-0.977x on GPT-OSS fp8 q_len 8 (twelfth session).
     uint2 xs[KI];
 #pragma unroll
-    for (unsigned i = 0; i < KI; ++i) xs[i] = *reinterpret_cast<const uint2*>(src + i * RS * RROW);
+    for (unsigned i = 0; i < KI; ++i) xs[i] = *reinterpret_cast<const uint2*>(src + i * RS * D);
 #pragma unroll
     for (unsigned i = 0; i < KI; ++i) {  // 8 raw bytes of row n -> fp16 chunk c8
       const uint2 x = xs[i];
@@ -147,11 +139,11 @@ __device__ __forceinline__ void wg_convert(const uint8_t* rk, uint8_t* kc, int t
 
 // Raw stage `it` of a CTA's range (at rk) -> fp16 tiles at kc by NT threads (wg_convert),
 // the last stage's V rows past the range as zeros.
-template <int D, int NT, unsigned H0 = 0, unsigned H1 = 2, unsigned RROW = D>
+template <int D, int NT, unsigned H0 = 0, unsigned H1 = 2>
 __device__ __forceinline__ void wg_convert_stage(const uint8_t* rk, uint8_t* kc, int tid, const TileRange& t, int it) {
   const int valid = t.t_end - (t.t_begin + it * 64);
-  if (H1 < 2 || valid >= 64) wg_convert<D, NT, false, H0, H1, RROW>(rk, kc, tid);
-  else wg_convert<D, NT, true, H0, H1, RROW>(rk, kc, tid, valid);
+  if (H1 < 2 || valid >= 64) wg_convert<D, NT, false, H0, H1>(rk, kc, tid);
+  else wg_convert<D, NT, true, H0, H1>(rk, kc, tid, valid);
 }
 
 // wgmma m64nNk16, fp32 accumulators: A[64 x 16] from registers (T: fp16 or bf16), B[16 x N]
@@ -320,11 +312,11 @@ __device__ __forceinline__ void wg_qk(float (&s)[8][4], const uint32_t (&qa)[D /
 
 // One tile's work in grouped_wg_kernel (a CTA's whole range, or one segment of a balanced
 // grid's CTA: cta_segment), its ring's mbarriers freshly initialised.
-template <int D, typename TQ, int NWG, bool MC = false>
+template <int D, typename TQ, int NWG>
 __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, const CUtensorMap& kv_map, uint8_t* smem,
                                         uint32_t full_u32, int tid) {
-  using C = WCfg<D, NWG, true, MC>;
-  using Ring = std::conditional_t<MC, TmaPairRing<C::BN, C::NS, C::RAW>, TmaRing<C::BN, C::NS, C::RAW>>;
+  using C = WCfg<D, NWG>;
+  using Ring = TmaRing<C::BN, C::NS, C::RAW>;
   uint8_t* ring = smem + C::CONV_BYTES;  // raw fp8 stages after the fp16 buffers
   const int lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, cq = lane & 3;
@@ -339,7 +331,6 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
   // faster than lanes of warp 0, whose issue loop then delayed its conversion and so the
   // CTA's barrier); everyone waits on the stage's FULL (TmaRing, kv_tma.cuh).
   Ring kv(&kv_map, p, t, D, ring, full_u32);
-  const int head_off = MC ? (t.h & 1) * D : 0;  // this head's rows in a pair stage
   auto convert = [&](int it, int buf) { wg_convert_stage<D, C::NT>(kv.slot(it), smem + buf * C::CONV, tid, t, it); };
 
   float o[D / 8][4];
@@ -348,10 +339,8 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
   const float sc = p.scale_log2;
 
   const int la = lookahead<C>(p);
-  // The mbarriers' initialisation (in a second segment, their re-initialisation); the pair's
-  // before either CTA's multicast reaches them.
-  if constexpr (MC) cluster_sync();
-  else __syncthreads();
+  // The mbarriers' initialisation (in a second segment, their re-initialisation).
+  __syncthreads();
   for (int s = 0; s < la && s < t.ntiles; ++s) kv.issue(s);
   if (C::DB && t.ntiles > 0) {
     kv.wait(0);
@@ -372,7 +361,7 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
     __syncthreads();
     if (it + la < t.ntiles) kv.issue(it + la);
     if constexpr (!C::DB) {
-      wg_convert_stage<D, C::NT, 0, 1, C::RAW_ROW>(kv.slot(it) + head_off, smem, tid, t, it);  // K; V below
+      wg_convert_stage<D, C::NT, 0, 1>(kv.slot(it), smem, tid, t, it);  // K; V below
       // P V of stage it-1 (not waited for at the end of its iteration) ran under the above;
       // it must be done, in every warp (the barrier), before V is overwritten: 0.985-0.992x
       // on GPT-OSS fp8 q_len 8 (twelfth session).
@@ -389,10 +378,9 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
     if (C::DB && it + 1 < t.ntiles) convert(it + 1, (it + 1) & 1);
     // Single buffer: K was converted before Q K^T, V is converted under it and is complete
     // (the barrier) before P V: 0.99x of converting both first (twelfth session).
-    if constexpr (!C::DB) wg_convert_stage<D, C::NT, 1, 2, C::RAW_ROW>(kv.slot(it) + head_off, smem, tid, t, it);
+    if constexpr (!C::DB) wg_convert_stage<D, C::NT, 1, 2>(kv.slot(it), smem, tid, t, it);
     wg_wait();
     if constexpr (!C::DB) __syncthreads();
-    if constexpr (MC) kv.release(it, t.ntiles);  // both halves of stage it converted
     wg_softmax_pv<__half, D>(s, o, vc_u32, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
                                 lim0, lim1, sc, ml);
     if constexpr (C::DB) wg_wait();
@@ -403,20 +391,19 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
 
 // SK: the balanced grid's instantiation (cta_segment's one or two segments, the ring's
 // mbarriers initialised anew for the second); the classic one runs cta_tile's range alone.
-template <int D, typename TQ, int NWG, bool SK = false, bool MC = false>
+template <int D, typename TQ, int NWG, bool SK = false>
 __global__ void __launch_bounds__(WCfg<D, NWG>::NT, WCfg<D, NWG>::MIN_CTAS)
     grouped_wg_kernel(const Params p, const __grid_constant__ CUtensorMap kv_map) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   planted_cta_begin();
-  using C = WCfg<D, NWG, true, MC>;
+  using C = WCfg<D, NWG>;
   extern __shared__ __align__(1024) uint8_t smem_raw_base[];
   const uint32_t base_u32 = smem_u32(smem_raw_base);
   uint8_t* smem = smem_raw_base + (((base_u32 + 1023u) & ~1023u) - base_u32);
   const uint32_t full_u32 = smem_u32(smem + C::BAR_OFF);
-  using Ring = std::conditional_t<MC, TmaPairRing<C::BN, C::NS, C::RAW>, TmaRing<C::BN, C::NS, C::RAW>>;
+  using Ring = TmaRing<C::BN, C::NS, C::RAW>;
   Ring::init(full_u32, p);
   if constexpr (SK) {
-    static_assert(!MC, "the pair ring has no balanced form");
     TileRange t;
     for (int seg = 0; cta_segment(p, C::TILE, C::BN, seg, t); ++seg) {
       // The shared-memory and tensor-map addresses anew each segment (constants: cheaper to
@@ -438,7 +425,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, WCfg<D, NWG>::MIN_CTAS)
       wg_tile<D, TQ, NWG>(p, t, *map, sm, full, tid_x());
     }
   } else {
-    wg_tile<D, TQ, NWG, MC>(p, cta_tile(p, C::TILE, C::BN), kv_map, smem, full_u32, threadIdx.x);
+    wg_tile<D, TQ, NWG>(p, cta_tile(p, C::TILE, C::BN), kv_map, smem, full_u32, threadIdx.x);
   }
   planted_cta_end();
 #else

@@ -33,9 +33,7 @@ namespace pd {
 // Tensor map of p's cache (`head_bytes` per KV head and token) for boxes of one head's rows x
 // page_size tokens; `swizzle128` for 128-byte rows read into the 128-byte-swizzled layout.
 // cudaErrorNotSupported when the driver has no cuTensorMapEncodeTiled.
-// box_heads: KV heads per box (2: an adjacent pair's rows, TmaPairRing).
-inline cudaError_t encode_kv_map(CUtensorMap* map, const Params& p, int head_bytes, bool swizzle128,
-                                 int box_heads = 1) {
+inline cudaError_t encode_kv_map(CUtensorMap* map, const Params& p, int head_bytes, bool swizzle128) {
   static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
   if (!encode) {
     void* fn = nullptr;
@@ -49,7 +47,7 @@ inline cudaError_t encode_kv_map(CUtensorMap* map, const Params& p, int head_byt
   const cuuint64_t tok_bytes = (cuuint64_t)p.hkv * head_bytes;
   const cuuint64_t dims[3] = {tok_bytes, (cuuint64_t)2 * p.page_size, (cuuint64_t)0x7FFFFFFF};
   const cuuint64_t strides[2] = {tok_bytes, tok_bytes * 2 * p.page_size};
-  const cuuint32_t box[3] = {(cuuint32_t)(head_bytes * box_heads), (cuuint32_t)p.page_size, 1};
+  const cuuint32_t box[3] = {(cuuint32_t)head_bytes, (cuuint32_t)p.page_size, 1};
   const cuuint32_t unit[3] = {1, 1, 1};
   const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, const_cast<void*>(p.kv), dims, strides, box, unit,
                             CU_TENSOR_MAP_INTERLEAVE_NONE,
@@ -199,104 +197,6 @@ struct TmaRing {
   }
   // Until stage it has landed.
   __device__ __forceinline__ void wait(int it) const { mbar_wait(bar(it), (it / NS) & 1); }
-};
-
-// PD_WG_MC: fp8 head_dim-64 64-row tiles (GPT-OSS q_len 8) as clusters of the two CTAs of an
-// adjacent KV-head pair, whose stages hold both heads' rows (128 bytes a token, whole L2
-// lines) brought by TMA multicast: rank 0 issues each page's K box, rank 1 its V box, each
-// into both CTAs' slots, so every line of the cache is read from L2 once, in full, and each
-// CTA issues half the boxes. A slot is refilled only when the peer has released it too
-// (EMPTY, one remote arrive per stage).
-// A/B only: 1 the multicast without EMPTY (races: timing only), 2 no multicast (each CTA
-// reads the pair's rows itself).
-#ifndef PD_MC_MODE
-#define PD_MC_MODE 0
-#endif
-__device__ __forceinline__ void tma_load_3d_mc(uint32_t dst, const CUtensorMap* map, int c0, int c1, int c2,
-                                               uint32_t bar, uint16_t mask) {
-  asm volatile(
-      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%0], "
-      "[%1, {%2, %3, %4}], [%5], %6;\n" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar), "h"(mask)
-      : "memory");
-}
-__device__ __forceinline__ uint32_t cluster_rank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return r;
-}
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void mbar_wait_cluster(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred done;\nWAIT_%=:\n"
-      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_%=;\n}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
-}
-// One arrive on the mbarrier at `bar` (this CTA's address) of cluster CTA `rank`.
-__device__ __forceinline__ void mbar_arrive_remote(uint32_t bar, uint32_t rank) {
-  asm volatile(
-      "{\n.reg .b32 ra;\nmapa.shared::cluster.u32 ra, %0, %1;\n"
-      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [ra];\n}\n" ::"r"(bar),
-      "r"(rank)
-      : "memory");
-}
-
-// The pair's ring: NS slots of RAW bytes ([BN tok][2 x row] K, then V), FULL mbarriers at
-// `full` (this CTA's page owners' arrivals and both boxes' bytes), EMPTY at full + NS * 8 (the
-// peer's release). Page j of a stage is owned by lane 0 of warp j, as in TmaRing.
-template <int BN, int NS, int RAW>
-struct TmaPairRing {
-  KvTma<BN> kv;  // page ids and ranges (its col is the pair's first head's)
-  uint8_t* ring;
-  uint32_t full, rank;
-
-  __device__ __forceinline__ TmaPairRing(const CUtensorMap* m, const Params& p, const TileRange& t, int row_bytes,
-                                         uint8_t* ring_, uint32_t full_)
-      : kv(m, p, t, row_bytes, (threadIdx.x & 31) == 0 ? (int)threadIdx.x >> 5 : BN), ring(ring_), full(full_),
-        rank(cluster_rank()) {
-    kv.col = (t.h & ~1) * row_bytes;
-    kv.box_bytes *= 2;
-    kv.dst_off *= 2;
-  }
-  __device__ static __forceinline__ void init(uint32_t full, const Params& p) {
-    const int tid = threadIdx.x;
-    if (tid < NS) {
-      mbar_init(full + tid * 8, KvTma<BN>::arrivals(p));
-      mbar_init(full + (NS + tid) * 8, 1);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
-  __device__ __forceinline__ uint8_t* slot(int it) const { return ring + (it % NS) * RAW; }
-  __device__ __forceinline__ uint32_t bar(int it) const { return full + (it % NS) * 8; }
-  // Stage it into both CTAs' slot (this CTA's box of each owned page: K on rank 0, V on
-  // rank 1), once the peer released the slot's previous stage.
-  __device__ __forceinline__ void issue(int it) {
-    if (!kv.owner()) return;
-    if (PD_MC_MODE == 0 && it >= NS) mbar_wait_cluster(full + (NS + it % NS) * 8, ((it / NS) - 1) & 1);
-    const uint32_t b = bar(it);
-    mbar_expect_tx(b, kv.cur >= 0 ? 2u * kv.box_bytes : 0u);
-    if (kv.cur >= 0) {
-      const uint32_t dst = smem_u32(slot(it)) + kv.dst_off;
-      if (PD_MC_MODE == 2) {  // A/B only: this CTA's own K and V boxes of the pair's rows
-        tma_load_3d(dst, kv.map, kv.col, 0, kv.cur, b, 0);
-        tma_load_3d(dst + RAW / 2, kv.map, kv.col, kv.page_size, kv.cur, b, 0);
-      } else {
-        tma_load_3d_mc(dst + rank * (RAW / 2), kv.map, kv.col, rank * kv.page_size, kv.cur, b, 3);
-      }
-    }
-    kv.cur = kv.nxt;
-    kv.nxt = kv.fetch(it + 2);
-  }
-  __device__ __forceinline__ void wait(int it) const { mbar_wait(bar(it), (it / NS) & 1); }
-  // This CTA is done reading stage it's slot: tell the peer (one thread; only where a
-  // later stage will be issued into it).
-  __device__ __forceinline__ void release(int it, int ntiles) const {
-    if (PD_MC_MODE == 0 && threadIdx.x == 0 && it + NS < ntiles) mbar_arrive_remote(full + (NS + it % NS) * 8, rank ^ 1u);
-  }
 };
 
 }  // namespace pd
