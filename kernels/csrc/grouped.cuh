@@ -313,7 +313,7 @@ __device__ __forceinline__ void grouped_tile(const Params& p, const TileRange& t
       *reinterpret_cast<uint2*>(dst) = w2;
     } else {
       float* dst = p.ws_o + ((size_t)split * rtot + orow) * D + d4 * 4;
-      st_partial(dst, acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
+      *reinterpret_cast<float4*>(dst) = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
       if (d4 == 0) {
         p.ws_lse[(size_t)split * rtot + orow] = lsum > 0.f ? mmax + __log2f(lsum) : -INFINITY;
         fill_unused(p, tr, orow);

@@ -94,33 +94,6 @@ __device__ __forceinline__ void planted_cta_end() {
 }
 
 // Partial slots split+1..fill_to-1 of output row orow: lse -inf (cta_segment).
-// The split partials (fp32 O, written by every split CTA, read once by merge_kernel) under an
-// L2 evict_last priority, so the KV stream of the CTAs still running does not push them out
-// to DRAM before the merge reads them (PD_WS_EVICT_LAST=0: the default priority).
-#ifndef PD_WS_EVICT_LAST
-#define PD_WS_EVICT_LAST 1
-#endif
-__device__ __forceinline__ void st_partial(float* dst, float a, float b) {
-#if PD_WS_EVICT_LAST && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile(
-      "{\n.reg .b64 pol;\ncreatepolicy.fractional.L2::evict_last.b64 pol, 1.0;\n"
-      "st.global.L2::cache_hint.v2.f32 [%0], {%1, %2}, pol;\n}\n" ::"l"(dst), "f"(a), "f"(b)
-      : "memory");
-#else
-  *reinterpret_cast<float2*>(dst) = make_float2(a, b);
-#endif
-}
-__device__ __forceinline__ void st_partial(float* dst, float a, float b, float c, float d) {
-#if PD_WS_EVICT_LAST && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile(
-      "{\n.reg .b64 pol;\ncreatepolicy.fractional.L2::evict_last.b64 pol, 1.0;\n"
-      "st.global.L2::cache_hint.v4.f32 [%0], {%1, %2, %3, %4}, pol;\n}\n" ::"l"(dst), "f"(a), "f"(b), "f"(c), "f"(d)
-      : "memory");
-#else
-  *reinterpret_cast<float4*>(dst) = make_float4(a, b, c, d);
-#endif
-}
-
 __device__ __forceinline__ void fill_unused(const Params& p, const TileRange& t, size_t orow) {
   const size_t rtot = (size_t)p.batch * p.q_len * p.hq;
   for (int s = t.split + 1; s < t.fill_to; ++s) p.ws_lse[(size_t)s * rtot + orow] = -INFINITY;

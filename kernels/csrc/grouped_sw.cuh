@@ -526,8 +526,8 @@ __device__ __forceinline__ void sw_finish(const Params& p, const TileRange& t, c
   } else {
     each_column([&](int jj, int b, int n) {
       const size_t row = (size_t)t.split * rtot + out_row(n);
-      st_partial(p.ws_o + row * D + d0, o[0][J0 + jj][b], o[0][J0 + jj][b + 2], o[1][J0 + jj][b],
-                 o[1][J0 + jj][b + 2]);
+      *reinterpret_cast<float4*>(p.ws_o + row * D + d0) =
+          make_float4(o[0][J0 + jj][b], o[0][J0 + jj][b + 2], o[1][J0 + jj][b], o[1][J0 + jj][b + 2]);
       if (wl == 0 && g == 0) p.ws_lse[row] = lse[jj][b];
     });
   }

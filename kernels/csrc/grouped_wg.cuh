@@ -245,7 +245,7 @@ __device__ __forceinline__ void wg_store(const Params& p, float (&o)[D / 8][4], 
       if (p.num_splits == 1) {
         *reinterpret_cast<uint32_t*>(static_cast<TQ*>(p.out) + orow * D + col) = Tr<TQ>::pack(x, y);
       } else {
-        st_partial(p.ws_o + ((size_t)split * rtot + orow) * D + col, x, y);
+        *reinterpret_cast<float2*>(p.ws_o + ((size_t)split * rtot + orow) * D + col) = make_float2(x, y);
       }
     }
     if (p.num_splits > 1 && cq == 0) {
