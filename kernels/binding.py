@@ -337,57 +337,119 @@ def paged_decode(
     kv_code = _E4M3 if kv_cache.dtype != q.dtype else (_BF16 if q.dtype == torch.bfloat16 else _F16)
     q_code = _BF16 if q.dtype == torch.bfloat16 else _F16
     kv_name = "fp8" if kv_code == _E4M3 else ("bf16" if q_code == _BF16 else "fp16")
-    tile = splits = tokens = balanced_ctas = 0
-    workspace = None
-    ws_bytes = 0
+    shape = (hq, hkv, d, page_size, page_table.shape[1], q_code, kv_code, scale, k_scale, v_scale)
     with torch.cuda.device(dev):
-        if kernel == "grouped":
-            p = plan or device_plan(
-                batch,
-                q_len,
-                hq,
-                hkv,
-                d,
-                page_table.shape[1] * page_size,
-                kv_dtype=kv_name,
-                q_dtype="bf16" if q_code == _BF16 else "fp16",
-                device=dev.index if dev.index is not None else torch.cuda.current_device(),
-            )
-            tile, splits, tokens = p.tile_rows, p.num_splits, p.kv_tokens_per_split
-            balanced_ctas = p.balanced_ctas
-            ws_bytes = int(lib.pd_workspace_bytes(batch, q_len, hq, d, splits))
-            if ws_bytes:
-                workspace = torch.empty(ws_bytes, dtype=torch.uint8, device=dev)
-        stream = torch.cuda.current_stream(dev).cuda_stream
-        rc = lib.pd_paged_decode(
-            KERNELS[kernel],
-            q.data_ptr(),
-            kv_cache.data_ptr(),
-            page_table.data_ptr(),
-            kv_lens.data_ptr(),
-            out.data_ptr(),
+        if kernel != "grouped":
+            _launch(lib, kernel, q, kv_cache, page_table, kv_lens, out, q_len, shape, None)
+            return out
+        p = plan or device_plan(
             batch,
             q_len,
             hq,
             hkv,
             d,
-            page_size,
-            page_table.shape[1],
-            q_code,
-            kv_code,
-            scale,
-            float(k_scale),
-            float(v_scale),
-            tile,
-            splits,
-            tokens,
-            balanced_ctas,
-            workspace.data_ptr() if workspace is not None else None,
-            ws_bytes,
-            stream,
+            page_table.shape[1] * page_size,
+            kv_dtype=kv_name,
+            q_dtype="bf16" if q_code == _BF16 else "fp16",
+            device=dev.index if dev.index is not None else torch.cuda.current_device(),
         )
+        if p.tail is None:
+            _launch(lib, kernel, q, kv_cache, page_table, kv_lens, out, q_len, shape, p)
+            return out
+        # A two-launch plan: the first requests under p, the last tail_batch under p.tail.
+        head = batch - p.tail_batch
+        _check(
+            1 <= head < batch,
+            f"plan {p} leaves {p.tail_batch} of its requests to a second launch; this call has {batch}",
+        )
+        r = head * q_len
+        _launch(
+            lib,
+            kernel,
+            q[:r],
+            kv_cache,
+            page_table[:head],
+            kv_lens[:head],
+            out[:r],
+            q_len,
+            shape,
+            p,
+        )
+        _launch(
+            lib,
+            kernel,
+            q[r:],
+            kv_cache,
+            page_table[head:],
+            kv_lens[head:],
+            out[r:],
+            q_len,
+            shape,
+            p.tail,
+        )
+    return out
+
+
+def _launch(
+    lib: ctypes.CDLL,
+    kernel: str,
+    q: torch.Tensor,
+    kv_cache: torch.Tensor,
+    page_table: torch.Tensor,
+    kv_lens: torch.Tensor,
+    out: torch.Tensor,
+    q_len: int,
+    shape: tuple,
+    p: Plan | None,
+) -> None:
+    """One pd_paged_decode call over page_table's requests (checked tensors; `shape`: heads,
+    head_dim, page size, table width, dtype codes and scales) under one-launch plan p (None:
+    the baseline), with its split workspace."""
+    import torch
+
+    hq, hkv, d, page_size, width, q_code, kv_code, scale, k_scale, v_scale = shape
+    batch = page_table.shape[0]
+    tile = splits = tokens = balanced_ctas = ws_bytes = 0
+    workspace = None
+    if p is not None:
+        tile, splits, tokens, balanced_ctas = (
+            p.tile_rows,
+            p.num_splits,
+            p.kv_tokens_per_split,
+            p.balanced_ctas,
+        )
+        ws_bytes = int(lib.pd_workspace_bytes(batch, q_len, hq, d, splits))
+        if ws_bytes:
+            workspace = torch.empty(ws_bytes, dtype=torch.uint8, device=q.device)
+    stream = torch.cuda.current_stream(q.device).cuda_stream
+    rc = lib.pd_paged_decode(
+        KERNELS[kernel],
+        q.data_ptr(),
+        kv_cache.data_ptr(),
+        page_table.data_ptr(),
+        kv_lens.data_ptr(),
+        out.data_ptr(),
+        batch,
+        q_len,
+        hq,
+        hkv,
+        d,
+        page_size,
+        width,
+        q_code,
+        kv_code,
+        scale,
+        float(k_scale),
+        float(v_scale),
+        tile,
+        splits,
+        tokens,
+        balanced_ctas,
+        workspace.data_ptr() if workspace is not None else None,
+        ws_bytes,
+        stream,
+    )
     if rc:
         raise RuntimeError(
             f"paged_decode ({kernel}) failed: {lib.pd_error_string(rc).decode()} (code {rc})"
         )
-    return out

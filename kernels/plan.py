@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 TILES: tuple[int, ...] = (16, 32, 64, 128)  # rows per CTA; the MMA fragment is 16 rows
 BLOCK_N = 64  # KV tokens per pipeline stage; every split is a multiple of it
@@ -76,6 +76,14 @@ _BALANCED_GAIN = 0.97
 # 0.95 / 0.89 / 0.98, Qwen3 fp8 q_len 2 (0.65) 0.98; GPT-OSS bf16 q_len 2 / 4 (0.11 / 0.21,
 # already at 99 % of copy) 1.02 / 1.01, Qwen3 bf16 q_len 2 / 4 (0.21 / 0.32) 1.00.
 _BALANCED_MIN_COMPUTE = 0.4
+# A two-launch plan (tail_plan: whole rounds unsplit, the remainder split) replaces the best
+# one-launch plan only when modelled this much faster, and pays this much for its second
+# launch. H100, Qwen3-480B batch 40 (2.4 rounds of one-per-SM or two-per-SM CTAs),
+# two-launch / one-launch (bench/tail_probe.py, kernels/NOTES.md, twenty-third session):
+# fp8 q_len 8 0.950, q_len 4 0.959, bf16 q_len 8 / 4 0.984 / 0.983; at batch 32 and 64
+# (1.94 and 3.9 rounds) 1.02-1.15, where the remainder, split, still takes a whole round.
+_TAIL_GAIN = 0.99
+_TAIL_LAUNCH_S = 2.0e-6
 # Latency hiding: an SM with w resident warps streams at w / (w + _W_HALF) of its share
 # (fitted on H100: one 4-warp CTA per SM ran ~1.3x slower than two).
 _W_HALF = 3.0
@@ -158,6 +166,12 @@ class Plan:
     # kv_tokens_per_split tokens' worth of stages of its KV head's items laid end to end
     # (balanced_segments); num_splits is then the partial slots per item.
     balanced_ctas: int = 0
+    # > 0: the last tail_batch requests run `tail` in a second launch (with its own merge)
+    # and the fields above describe the first launch, over the other requests: whole rounds
+    # of the GPU unsplit, then the remainder split (tail_plan). ctas and modelled_cost are
+    # both launches'.
+    tail_batch: int = 0
+    tail: Plan | None = None
 
     @property
     def threads(self) -> int:
@@ -166,7 +180,10 @@ class Plan:
     def __str__(self) -> str:
         if self.balanced_ctas:
             return f"tile{self.tile_rows}x{self.num_row_tiles}/balanced{self.balanced_ctas}"
-        return f"tile{self.tile_rows}x{self.num_row_tiles}/split{self.num_splits}"
+        head = f"tile{self.tile_rows}x{self.num_row_tiles}/split{self.num_splits}"
+        if self.tail is not None:
+            return f"{head}+last{self.tail_batch}/split{self.tail.num_splits}"
+        return head
 
 
 @dataclass(frozen=True)
@@ -254,6 +271,7 @@ def plan(
     occupancy: Mapping[int, int] | None = None,
     balanced: bool | None = None,
     balanced_tiles: Collection[int] | None = None,
+    tail: bool | None = None,
 ) -> Plan:
     """Pick (row tile, KV splits) minimising mainloop x reduction x waves.
 
@@ -268,7 +286,9 @@ def plan(
     `tile_rows` / `num_splits` force a choice (for experiments); forced splits may exceed
     the resident-CTA capacity, modelled ones only when the unsplit grid already does.
     `balanced` True forces a balanced grid (for the forced or the modelled tile), False
-    rules it out.
+    rules it out. A two-launch plan (tail_plan) is weighed after the one-launch choice, for
+    its tile, and taken when modelled faster by _TAIL_GAIN; `tail` True forces it where the
+    grid has one, False rules it out.
     """
     for name, val in (
         ("batch", batch),
@@ -393,4 +413,75 @@ def plan(
     for cand in balanced_cands:
         if cand.modelled_cost < best.modelled_cost * _BALANCED_GAIN:
             best = cand
+    # The two-launch form replaces a one-launch plan that splits every item to shorten its
+    # last round (where measured): an unsplit or balanced best keeps one launch.
+    splits_all = best.num_splits > 1 and not best.balanced_ctas
+    if tail is not False and num_splits is None and balanced is None and (tail or splits_all):
+        two = tail_plan(
+            batch,
+            q_len,
+            num_qo_heads,
+            num_kv_heads,
+            head_dim,
+            max_kv_len,
+            sm_count,
+            kv,
+            tile_rows=best.tile_rows,
+            max_splits=max_splits,
+            occupancy=occupancy,
+        )
+        if tail and two is None:
+            raise ValueError(
+                f"no two-launch plan for {best}: the grid is under a round of the GPU or whole rounds"
+            )
+        if two is not None and (tail or two.modelled_cost < best.modelled_cost * _TAIL_GAIN):
+            best = two
+    elif tail:
+        raise ValueError("a two-launch plan cannot be combined with forced splits or grids")
     return best
+
+
+def tail_plan(
+    batch: int,
+    q_len: int,
+    num_qo_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    max_kv_len: int,
+    sm_count: int,
+    kv_dtype: str,
+    *,
+    tile_rows: int,
+    max_splits: int = MAX_SPLITS,
+    occupancy: Mapping[int, int] | None = None,
+) -> Plan | None:
+    """The two-launch form of a grid that is more than a round of the GPU but not a whole
+    number of rounds: the first requests, as many as fill whole rounds of `tile_rows` CTAs,
+    unsplit, then the rest with their own best splits in a second launch (None where the
+    grid is under a round or already whole rounds). A one-launch grid either leaves its last
+    round part-filled or splits every item, and each split CTA pays its own start and end
+    and every row the merge; here only the remainder does."""
+    kv = kv_kind(kv_dtype)
+    rows = q_len * (num_qo_heads // num_kv_heads)
+    per_request = num_kv_heads * math.ceil(rows / tile_rows)
+    per_sm = (occupancy or {}).get(tile_rows) or ctas_per_sm(tile_rows, head_dim, kv)
+    capacity = sm_count * per_sm
+    head_batch = (batch * per_request // capacity) * capacity // per_request
+    # The remainder split as many ways as one round holds: more splits would make it more
+    # than a round again (measured: Qwen3 fp8 q_len 8 batch 40, 8 requests left, split 2 /
+    # 3 / 4: 0.950 / 1.023 / 0.973 of the one-launch plan; one round holds 2).
+    splits = min(max_splits, capacity // max(1, (batch - head_batch) * per_request))
+    if head_batch < 1 or head_batch >= batch or splits < 2:
+        return None
+    shape = (q_len, num_qo_heads, num_kv_heads, head_dim, max_kv_len, sm_count, kv)
+    one = {"tile_rows": tile_rows, "occupancy": occupancy, "balanced": False, "tail": False}
+    head = plan(head_batch, *shape, num_splits=1, **one)
+    rest = plan(batch - head_batch, *shape, num_splits=splits, **one)
+    return replace(
+        head,
+        ctas=head.ctas + rest.ctas,
+        waves=head.waves + rest.waves,
+        modelled_cost=head.modelled_cost + rest.modelled_cost + _TAIL_LAUNCH_S * 1e6,
+        tail_batch=batch - head_batch,
+        tail=rest,
+    )

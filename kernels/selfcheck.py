@@ -6,13 +6,15 @@ Correctness: random inputs (randn), shuffled page tables, ragged lengths (kv_len
 and non-multiples of the page included), outputs poisoned with NaN before each launch,
 every head_dim / page size / KV dtype / q_len 1..16 / GQA group 1..16 / batch 1..256, each
 grouped case also under a forced (tile, splits) plan so every tile and the split-KV merge
-run. Bench: the seed's grid (Qwen3-480B 96/8/128, GPT-OSS 64/8/64; fp8 e4m3 and bf16 KV;
-kv_len 16384, page 16; batch 8..64; q_len 2/4/8), CUDA events with an L2 flush.
+run, and for batches over 1 a two-launch plan with a random cut. Bench: the seed's grid
+(Qwen3-480B 96/8/128, GPT-OSS 64/8/64; fp8 e4m3 and bf16 KV; kv_len 16384, page 16; batch
+8..64; q_len 2/4/8), CUDA events with an L2 flush.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import math
 import random
@@ -265,6 +267,21 @@ def forced_balanced(c: Case, max_kv_len: int, rng: random.Random) -> Plan | None
         return None
 
 
+def forced_two_launch(c: Case, max_kv_len: int, sms: int, rng: random.Random) -> Plan | None:
+    """A two-launch plan (kernels.plan's tail_plan form) with a random cut: the first
+    requests unsplit, the rest split 2-5 ways, on a random tile; None for a single request."""
+    if c.batch < 2:
+        return None
+    head = rng.randint(1, c.batch - 1)
+    shape = (c.q_len, c.hq, c.hkv, c.head_dim, max_kv_len, sms, c.kv)
+    tile = rng.choice(TILES)
+    first = plan(head, *shape, tile_rows=tile, num_splits=1, tail=False)
+    rest = plan(
+        c.batch - head, *shape, tile_rows=tile, num_splits=rng.choice((2, 3, 5)), tail=False
+    )
+    return dataclasses.replace(first, tail_batch=c.batch - head, tail=rest)
+
+
 def check(quick: bool, seed: int, max_cases: int = 0) -> bool:
     """Run every case through both kernels (+ a forced grouped plan); print max errors."""
     dev = torch.device("cuda")
@@ -295,6 +312,9 @@ def check(quick: bool, seed: int, max_cases: int = 0) -> bool:
         balanced = forced_balanced(c, x["table"].shape[1] * c.page_size, rng)
         if balanced is not None:
             runs.append(("grouped", balanced))
+        two = forced_two_launch(c, x["table"].shape[1] * c.page_size, sms, rng)
+        if two is not None:
+            runs.append(("grouped", two))
         msgs = []
         for kern, p in runs:
             out = run_case(c, x, kern, p)
