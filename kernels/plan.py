@@ -25,8 +25,13 @@ GPU's capacity, so no SM holds a CTA more than another (batch 40: 320 items on 1
 leave 56 SMs a third CTA). A CTA then meets at most two items, writes a partial per item
 and the merge kernel combines them as it does splits. It is taken where modelled clearly
 faster and where each SM's own work, not DRAM, sets the pace (_BALANCED_MIN_COMPUTE); the
-kernels that run one say so (kernels.device_plan asks the library). Pure Python: no torch,
-no GPU.
+kernels that run one say so (kernels.device_plan asks the library).
+
+A two-launch plan (`tail_plan`) is the third kind: where the one-launch choice splits every
+item of a grid that is over a round but not whole rounds, the requests that fill whole rounds
+run unsplit and only the rest is split, within one round, in a second launch (Qwen3 batch
+40: 2.4 rounds of one-per-SM CTAs; 0.95-0.99x of the one-launch split on H100). Pure Python:
+no torch, no GPU.
 
 The per-configuration threads and shared memory mirror csrc/grouped.cuh (GCfg); the
 library exports the same numbers (pd_grouped_config) and a test checks they agree. That
