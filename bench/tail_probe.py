@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kernels import device_plan
+from kernels.plan import Plan
 from kernels.selfcheck import MODELS, SEED_KV_LEN, bench_device, grouped_call, seed_tensors, time_us
 
 ROWS = tuple(
@@ -46,18 +47,15 @@ def probe(gen, flush, sms: int, model: str, kvname: str, q_len: int, batch: int,
     t_auto = min(time_us(one, flush, 25) for _ in range(2))
     ref = out.clone()
     tile = auto.tile_rows
-    full = device_plan(
-        batch,
-        q_len,
-        hq,
-        hkv,
-        d,
-        SEED_KV_LEN,
-        kv_dtype=kvname,
-        tile_rows=tile,
-        num_splits=1,
-        balanced=False,
-    )
+
+    def forced(requests: int, splits: int) -> Plan:
+        """The classic plan of `requests` requests on the auto plan's tile, split `splits` ways."""
+        shape = (requests, q_len, hq, hkv, d, SEED_KV_LEN)
+        return device_plan(
+            *shape, kv_dtype=kvname, tile_rows=tile, num_splits=splits, balanced=False
+        )
+
+    full = forced(batch, 1)
     per_round = sms * full.ctas_per_sm // (hkv * full.num_row_tiles)  # requests a round holds
     name = f"{model} {kvname} q{q_len} B{batch}"
     print(f"{name}: auto {auto} {t_auto:.1f} µs; {per_round} requests a round", flush=True)
@@ -66,32 +64,10 @@ def probe(gen, flush, sms: int, model: str, kvname: str, q_len: int, batch: int,
         if f >= batch:
             continue
         r = q_len * f  # q rows of the first f requests
-        head = device_plan(
-            f,
-            q_len,
-            hq,
-            hkv,
-            d,
-            SEED_KV_LEN,
-            kv_dtype=kvname,
-            tile_rows=tile,
-            num_splits=1,
-            balanced=False,
-        )
+        head = forced(f, 1)
         first = grouped_call(q[:r], kv, table[:f], lens[:f], q_len, head, out[:r])
         for k in splits:
-            tail = device_plan(
-                batch - f,
-                q_len,
-                hq,
-                hkv,
-                d,
-                SEED_KV_LEN,
-                kv_dtype=kvname,
-                tile_rows=tile,
-                num_splits=k,
-                balanced=False,
-            )
+            tail = forced(batch - f, k)
             second = grouped_call(q[r:], kv, table[f:], lens[f:], q_len, tail, out[r:])
 
             def both(first=first, second=second) -> None:
