@@ -5,8 +5,9 @@ batch 40: 320 one-per-SM items on 132 SMs) either leaves its last round part-fil
 splits every item (split 2: 640 half CTAs, five half rounds), and then every CTA pays the
 fixed start and end of a CTA and every row the merge. Here the first F requests, whose
 items fill whole rounds, run unsplit in one launch (F x KV heads x row tiles = rounds x
-slots) and the remaining requests, split k ways, in a second launch with its own merge: the
-two launches cover the same rows, so the output is the same. Times (µs, behind the bench's
+slots) and the remaining requests, split k ways, in a second launch with its own merge
+(kernels.plan.two_launch, run by paged_decode): the two launches cover the same rows, so the
+output is the same. Times (µs, behind the bench's
 flush and lead) the planner's one-launch plan against the two launches for each F, k.
 
 Run on a GPU machine: python3 bench/tail_probe.py [--rows REGEX] [--batches 40]
@@ -25,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kernels import device_plan
-from kernels.plan import Plan
+from kernels.plan import Plan, two_launch
 from kernels.selfcheck import MODELS, SEED_KV_LEN, bench_device, grouped_call, seed_tensors, time_us
 
 ROWS = tuple(
@@ -63,22 +64,15 @@ def probe(gen, flush, sms: int, model: str, kvname: str, q_len: int, batch: int,
         f = rounds * per_round
         if f >= batch:
             continue
-        r = q_len * f  # q rows of the first f requests
-        head = forced(f, 1)
-        first = grouped_call(q[:r], kv, table[:f], lens[:f], q_len, head, out[:r])
         for k in splits:
-            tail = forced(batch - f, k)
-            second = grouped_call(q[r:], kv, table[f:], lens[f:], q_len, tail, out[r:])
-
-            def both(first=first, second=second) -> None:
-                first()
-                second()
-
+            # paged_decode runs the two launches, on the first f requests and the rest
+            p = two_launch(forced(f, 1), forced(batch - f, k), batch - f)
             out.fill_(float("nan"))
-            t = min(time_us(both, flush, 25) for _ in range(2))
+            fn = grouped_call(q, kv, table, lens, q_len, p, out)
+            t = min(time_us(fn, flush, 25) for _ in range(2))
             err = (out.float() - ref.float()).abs().max().item()
             print(
-                f"  {f} unsplit ({head}) + {batch - f} split {k} ({tail}): {t:.1f} µs, "
+                f"  {f} unsplit + {batch - f} split {k} ({p}): {t:.1f} µs, "
                 f"{t / t_auto:.3f} of auto; max |diff| {err:.2e}",
                 flush=True,
             )

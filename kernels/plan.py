@@ -482,11 +482,17 @@ def tail_plan(
     one = {"tile_rows": tile_rows, "occupancy": occupancy, "balanced": False, "tail": False}
     head = plan(head_batch, *shape, num_splits=1, **one)
     rest = plan(batch - head_batch, *shape, num_splits=splits, **one)
+    return two_launch(head, rest, batch - head_batch)
+
+
+def two_launch(head: Plan, rest: Plan, tail_batch: int) -> Plan:
+    """One plan of two launches: `head` over the first requests, `rest` over the last
+    tail_batch (kernels.paged_decode runs them in turn), with both launches' CTAs and cost."""
     return replace(
         head,
         ctas=head.ctas + rest.ctas,
         waves=head.waves + rest.waves,
         modelled_cost=head.modelled_cost + rest.modelled_cost + _TAIL_LAUNCH_S * 1e6,
-        tail_batch=batch - head_batch,
+        tail_batch=tail_batch,
         tail=rest,
     )

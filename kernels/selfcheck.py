@@ -14,7 +14,6 @@ run, and for batches over 1 a two-launch plan with a random cut. Bench: the seed
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import math
 import random
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from .binding import device_plan, grouped_balanced, grouped_occupancy, library_info, paged_decode
-from .plan import TILES, Plan, ctas_per_sm, plan
+from .plan import TILES, Plan, ctas_per_sm, plan, two_launch
 
 
 @dataclass(frozen=True)
@@ -279,7 +278,7 @@ def forced_two_launch(c: Case, max_kv_len: int, sms: int, rng: random.Random) ->
     rest = plan(
         c.batch - head, *shape, tile_rows=tile, num_splits=rng.choice((2, 3, 5)), tail=False
     )
-    return dataclasses.replace(first, tail_batch=c.batch - head, tail=rest)
+    return two_launch(first, rest, c.batch - head)
 
 
 def check(quick: bool, seed: int, max_cases: int = 0) -> bool:
