@@ -198,13 +198,14 @@ def device_plan(
     tile_rows: int | None = None,
     num_splits: int | None = None,
     balanced: bool | None = None,
+    tail: bool | None = None,
 ) -> Plan:
     """kernels.plan for a CUDA device (default: the current one). `shape` is plan's first
     six arguments (batch, q_len, num_qo_heads, num_kv_heads, head_dim, max_kv_len); the
     device adds its SM count, the occupancy of the kernels each tile runs there (on sm_90
     the wgmma kernels hold other numbers of CTAs than the mma.sync mirror the pure model
     assumes) and which of them take a balanced grid. `tile_rows` / `num_splits` /
-    `balanced` force a choice, as in plan."""
+    `balanced` / `tail` force a choice, as in plan."""
     import torch
 
     if len(shape) != 6:
@@ -222,6 +223,7 @@ def device_plan(
         occupancy={t: n for t, n, _ in occ},
         balanced=balanced,
         balanced_tiles=frozenset(t for t, _, ok in occ if ok),
+        tail=tail,
     )
 
 

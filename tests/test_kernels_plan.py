@@ -341,3 +341,26 @@ def test_two_launches_split_only_the_remainder() -> None:
     assert _plan(40, 8, "qwen3-480b", "fp8", occupancy={128: 1}, num_splits=2).tail is None
     with pytest.raises(ValueError, match="forced splits"):
         _plan(40, 8, "qwen3-480b", "fp8", occupancy={128: 1}, num_splits=2, tail=True)
+
+
+def test_device_plan_passes_the_two_launch_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kernels.device_plan plans with the device's SM count and occupancy and passes `tail`
+    through (bench/tail_probe.py --scan times each two-launch plan against tail=False). The
+    device queries are replaced by an H100's answers for Qwen3-480B fp8 q_len 8."""
+    from kernels import binding
+
+    monkeypatch.setattr(binding, "_sm_count", lambda dev: 132)
+    occ = ((16, 3, True), (32, 2, True), (64, 1, False), (128, 1, False))
+    monkeypatch.setattr(binding, "_device_occupancy", lambda *args: occ)
+    binding.device_plan.cache_clear()
+    try:
+        shape = (40, 8, 96, 8, 128, 16384)
+        auto = binding.device_plan(*shape, kv_dtype="fp8", device=0)
+        one = binding.device_plan(*shape, kv_dtype="fp8", device=0, tail=False)
+        assert str(auto) == "tile128x1/split1+last7/split2", auto
+        assert one.tail is None and str(one) == "tile128x1/split2", one
+        assert binding.device_plan(32, *shape[1:], kv_dtype="fp8", device=0).tail is None
+        with pytest.raises(ValueError, match="no two-launch plan"):
+            binding.device_plan(32, *shape[1:], kv_dtype="fp8", device=0, tail=True)
+    finally:
+        binding.device_plan.cache_clear()
