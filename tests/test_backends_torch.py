@@ -157,3 +157,24 @@ def test_registry_and_supports() -> None:
         assert get(name).supports(case, CPU) == "no CUDA device"
     with pytest.raises(KeyError, match="unknown backend 'nope'"):
         get("nope")
+
+
+def test_a_module_run_again_registers_its_backends_again() -> None:
+    """pytester's in-process sessions drop the modules a session imported, so the next
+    session imports harness.backends.cuda_kernels again while the registry lives on: its
+    backends must register again rather than fail as duplicates (they did: "backend
+    'cuda_baseline' registered twice" in a worker that ran the plugin tests in that order).
+    A different definition under a taken name is still refused."""
+    import importlib
+
+    import harness.backends.cuda_kernels as cuda_kernels
+    from harness.backends import base
+
+    before = get("cuda_grouped")
+    importlib.reload(cuda_kernels)  # runs its module-level register() calls again
+    again = get("cuda_grouped")
+    assert again is not before and again.name == before.name
+    impostor = replace(again, prepare=lambda inputs: lambda out: None)
+    with pytest.raises(ValueError, match="'cuda_grouped' registered twice"):
+        base.register(impostor)
+    assert get("cuda_grouped") is again

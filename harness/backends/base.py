@@ -39,9 +39,22 @@ class Backend:
 _REGISTRY: dict[str, Backend] = {}
 
 
+def _origin(backend: Backend) -> tuple[str, str]:
+    """Where a backend is defined: the module and qualified name of its prepare function."""
+    return backend.prepare.__module__, backend.prepare.__qualname__
+
+
 def register(backend: Backend) -> Backend:
-    if backend.name in _REGISTRY:
-        raise ValueError(f"backend {backend.name!r} registered twice")
+    """Add a backend under its name. The same definition registering again replaces the
+    old entry: its module ran again (importlib.reload, or pytester's in-process sessions,
+    which drop the modules a session imported while this registry lives on). Another
+    definition under a taken name is an error."""
+    old = _REGISTRY.get(backend.name)
+    if old is not None and _origin(old) != _origin(backend):
+        raise ValueError(
+            f"backend {backend.name!r} registered twice ({'.'.join(_origin(old))} and "
+            f"{'.'.join(_origin(backend))})"
+        )
     _REGISTRY[backend.name] = backend
     return backend
 
