@@ -1,0 +1,142 @@
+"""Every plan the planner could pick, timed, on a spread of shapes: the cost model's
+calibration set.
+
+For each shape (the 60 seed rows, then `-n` shapes spread over bench/plan_scan.py's wider
+grid) this times the candidate plans around the planner's choice: the chosen tile and its
+halves and doubles (within the tiles the rows need), each unsplit and split 2, 3, 4, 6 and
+8 ways, as a balanced grid where its kernel runs one, and as two launches where the grid
+has them. One JSON line per shape goes to `--out` as it is timed (a cut-off run keeps what
+it has), with the device's occupancy table at the top, so the planner's choices can be
+replayed and scored on a machine without a GPU (tests/test_kernels_plan_calibration.py).
+
+Run on a GPU machine: python3 bench/plan_calibrate.py [-n 80] [--offset K] [--no-seed]
+[--out FILE] [--budget S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.plan_scan import HEADS, grid
+from kernels import binding, device_plan
+from kernels.plan import TILES, Plan
+from kernels.selfcheck import (
+    MODELS,
+    SEED_BATCHES,
+    SEED_KV_LEN,
+    bench_device,
+    grouped_call,
+    seed_tensors,
+    time_us,
+)
+
+SPLITS = (1, 2, 3, 4, 6, 8)
+
+
+def candidates(shape: tuple[int, ...], kv: str) -> dict[str, Plan]:
+    """The planner's choice and the plans around it (see the module text), by name."""
+    _, q_len, hq, hkv, _, _ = shape
+    auto = device_plan(*shape, kv_dtype=kv)
+    rows = q_len * (hq // hkv)
+    cover = next((t for t in TILES if t >= rows), TILES[-1])
+    tiles = [t for t in TILES if t <= cover and auto.tile_rows // 2 <= t <= auto.tile_rows * 2]
+    out = {str(auto): auto}
+    for t in tiles:
+        for s in SPLITS:
+            p = device_plan(*shape, kv_dtype=kv, tile_rows=t, num_splits=s)
+            out.setdefault(str(p), p)
+        for form in ({"balanced": True}, {"tail": True}):
+            try:
+                p = device_plan(*shape, kv_dtype=kv, tile_rows=t, **form)
+            except ValueError:  # this tile's kernel runs no balanced grid / no two-launch form
+                continue
+            out.setdefault(str(p), p)
+    return out
+
+
+def occupancy_table() -> dict[str, list]:
+    """(tile, CTAs per SM, balanced) per head_dim / KV dtype / rows of every shape timed."""
+    table = {}
+    for _, hq, hkv, d in HEADS:
+        for kv in ("fp8", "bf16"):
+            for q_len in range(1, 17):
+                rows = q_len * (hq // hkv)
+                table[f"{d}/{kv}/{rows}"] = binding._device_occupancy(0, d, "bf16", kv, rows)
+    return table
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "-n", type=int, default=80, help="shapes from the wider grid, after the seed rows"
+    )
+    ap.add_argument("--offset", type=int, default=0, help="start the spread at this grid index")
+    ap.add_argument("--no-seed", action="store_true", help="leave out the 60 seed rows")
+    ap.add_argument("--out", default="plan_calibration.jsonl", help="JSON lines written here")
+    ap.add_argument("--budget", type=float, default=480.0, help="stop starting shapes after S s")
+    args = ap.parse_args()
+    tools = bench_device("plan_calibrate.py")
+    if tools is None:
+        return 1
+    gen, flush = tools
+    t0 = time.monotonic()
+    seed = [
+        (model, *MODELS[model], kv, q_len, batch, SEED_KV_LEN)
+        for model in MODELS
+        for kv in ("fp8", "bf16")
+        for q_len in (2, 4, 8)
+        for batch in SEED_BATCHES
+    ]
+    wide = grid()
+    wide = wide[args.offset :: max(1, len(wide) // max(1, args.n))][: args.n]
+    if args.no_seed:
+        seed = []
+    dev = torch.cuda.get_device_properties(0)
+    with open(args.out, "w") as f:
+        head = {
+            "device": dev.name,
+            "sms": dev.multi_processor_count,
+            "occupancy": occupancy_table(),
+        }
+        f.write(json.dumps(head) + "\n")
+        for i, (name, hq, hkv, d, kv, q_len, batch, kv_len) in enumerate(seed + wide):
+            if time.monotonic() - t0 > args.budget:
+                print(f"budget spent after {i} shapes", flush=True)
+                break
+            shape = (batch, q_len, hq, hkv, d, kv_len)
+            plans = candidates(shape, kv)
+            q, kvc, table, lens = seed_tensors(batch, q_len, hq, hkv, d, kv, gen, kv_len)
+            out = torch.empty_like(q)
+            times = {
+                k: round(time_us(grouped_call(q, kvc, table, lens, q_len, p, out), flush, 25), 2)
+                for k, p in plans.items()
+            }
+            del q, kvc, table, lens, out
+            auto = str(device_plan(*shape, kv_dtype=kv))
+            best = min(times, key=times.get)
+            rec = {
+                "shape": [name, hq, hkv, d, kv, q_len, batch, kv_len],
+                "auto": auto,
+                "times": times,
+            }
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            print(
+                f"{i} {name} {kv} q{q_len} B{batch} kv{kv_len}: {len(times)} plans, auto {auto} "
+                f"{times[auto]:.1f} µs, best {best} {times[best]:.1f} "
+                f"({times[auto] / times[best]:.3f}); {time.monotonic() - t0:.0f} s",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
