@@ -27,11 +27,18 @@ and the merge kernel combines them as it does splits. It is taken where modelled
 faster and where each SM's own work, not DRAM, sets the pace (_BALANCED_MIN_COMPUTE); the
 kernels that run one say so (kernels.device_plan asks the library).
 
-A two-launch plan (`tail_plan`) is the third kind: where the one-launch choice splits every
-item of a grid that is over a round but not whole rounds, the requests that fill whole rounds
-run unsplit and only the rest is split, within one round, in a second launch (Qwen3 batch
-40: 2.4 rounds of one-per-SM CTAs; 0.95-0.99x of the one-launch split on H100). Pure Python:
-no torch, no GPU.
+A two-launch plan (`tail_plan`) is the third kind: for a grid that is over a round but not
+whole rounds, the requests that fill whole rounds run unsplit and only the rest is split,
+within one round, in a second launch (Qwen3 batch 40: 2.4 rounds of one-per-SM CTAs;
+0.95-0.99x of the one-launch split on H100). It is weighed against whichever one-launch plan
+won.
+
+The constants are H100 figures, checked against a calibration set: the H100 times of every
+plan around the model's choice on 648 shapes (bench/plan_calibrate.py,
+tests/data/plan_calibration_h100.jsonl), on which tests/test_kernels_plan_calibration.py
+replays the model (mean regret 0.9 % against the fastest timed plan; it was 1.7 % before
+the twenty-fourth session's per-row CTA cost, second-segment cost and two-launch rule).
+Pure Python: no torch, no GPU.
 
 The per-configuration threads and shared memory mirror csrc/grouped.cuh (GCfg); the
 library exports the same numbers (pd_grouped_config) and a test checks they agree. That
@@ -56,6 +63,13 @@ _MMA_PER_SM = 450e12 / 132  # flop/s a mma.sync loop sustains (well under wgmma'
 _CONV_PER_SM = 1.0e11  # fp8 -> 16-bit elements/s through the shared-memory convert pass
 _CTA_FIXED_S = 1.5e-6  # per-CTA prologue/epilogue (Q load, pipeline fill, output write)
 _MERGE_LAUNCH_S = 3.0e-6  # the second (merge) kernel's launch and tail
+# ... plus this per 128 x 128 of (rows, head_dim): the tile's Q load, output write and, in
+# the wgmma kernels, the warpgroups' merge (the 96-row fp8 kernel's start and end measured
+# ~10.5 µs, fifteenth session). Fitted with _SEGMENT_S on the calibration set (below).
+_CTA_FIXED_ROWS_S = 2.0e-6
+# A balanced CTA's second segment (a pipeline refill, Q again, a partial write): ~5-10 µs
+# measured at GPT-OSS fp8 batch 40 (nineteenth session); 4.5 µs is the calibration set's fit.
+_SEGMENT_S = 4.5e-6
 _SMEM_PER_SM = 228 * 1024
 _SMEM_RESERVED_PER_CTA = 1024
 _REGS_PER_SM = 65536
@@ -87,6 +101,8 @@ _BALANCED_MIN_COMPUTE = 0.4
 # two-launch / one-launch (bench/tail_probe.py, kernels/NOTES.md, twenty-third session):
 # fp8 q_len 8 0.950, q_len 4 0.959, bf16 q_len 8 / 4 0.984 / 0.983; at batch 32 and 64
 # (1.94 and 3.9 rounds) 1.02-1.15, where the remainder, split, still takes a whole round.
+# Off the seed grid (bench/plan_scan.py, twenty-fourth session) the model's two-launch
+# choices ran 0.76-1.02x of its best one-launch plan on 113 shapes, median 0.96.
 _TAIL_GAIN = 0.99
 _TAIL_LAUNCH_S = 2.0e-6
 # Latency hiding: an SM with w resident warps streams at w / (w + _W_HALF) of its share
@@ -335,6 +351,7 @@ def plan(
         capacity = sm_count * per_sm
         base = batch * num_kv_heads * row_tiles
         mem, mma = _token_costs_s(tile, rows, head_dim, kv)
+        fixed = _CTA_FIXED_S + _CTA_FIXED_ROWS_S * min(tile, rows) * head_dim / (128 * 128)
         per_token = max(mem, mma) + 0.1 * min(mem, mma)
         warps = kernel_shape(tile, head_dim, kv).threads // 32
         # Compute-bound tiles run each CTA at its own latency-bound pace: a round of
@@ -356,11 +373,11 @@ def plan(
         ):
             ctas, units, slots = shape
             ctas *= num_kv_heads
-            # Every SM runs the same whole rounds of equal CTAs, each with two segments' fixed
-            # cost (a second pipeline fill where it meets two items).
+            # Every SM runs the same whole rounds of equal CTAs, each with a CTA's fixed cost
+            # and a second segment's (where it meets two items).
             k = ctas / sm_count
             w = per_sm * warps
-            main_s = (units * BLOCK_N * per_token + 2 * _CTA_FIXED_S) * k * (w + _W_HALF) / w
+            main_s = (units * BLOCK_N * per_token + fixed + _SEGMENT_S) * k * (w + _W_HALF) / w
             balanced_cands.append(
                 Plan(
                     tile,
@@ -384,7 +401,7 @@ def plan(
             # Waves of CTAs over the SMs: the busiest SM runs `load` CTAs, `per_sm` at a time;
             # a round of k co-resident CTAs streams at efficiency w / (w + _W_HALF).
             load = math.ceil(ctas / sm_count)
-            mainloop = tokens * per_token + _CTA_FIXED_S
+            mainloop = tokens * per_token + fixed
             waves = 0.0
             for k in [per_sm] * (load // per_sm) + ([load % per_sm] if load % per_sm else []):
                 k = per_sm if compute_bound and load > per_sm else k
@@ -418,10 +435,11 @@ def plan(
     for cand in balanced_cands:
         if cand.modelled_cost < best.modelled_cost * _BALANCED_GAIN:
             best = cand
-    # The two-launch form replaces a one-launch plan that splits every item to shorten its
-    # last round (where measured): an unsplit or balanced best keeps one launch.
-    splits_all = best.num_splits > 1 and not best.balanced_ctas
-    if tail is not False and num_splits is None and balanced is None and (tail or splits_all):
+    # The two-launch form is weighed against whichever one-launch plan won, on its tile: a
+    # grid that splits every item, a balanced one, or an unsplit grid whose last round is
+    # part-filled. Weighed against split grids only (the twenty-third session's rule) it
+    # left the calibration set's mean regret at 1.4 %, where this gives 0.9 %.
+    if tail is not False and num_splits is None and balanced is None:
         two = tail_plan(
             batch,
             q_len,
