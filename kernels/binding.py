@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .plan import TILES, Plan, kv_kind, plan
+from .plan import TILES, Plan, kv_kind, plan_for_occupancy
 
 if TYPE_CHECKING:
     import torch
@@ -214,15 +214,14 @@ def device_plan(
     dev = torch.cuda.current_device() if device is None else int(device)
     kv, q = kv_kind(kv_dtype), kv_kind(q_dtype)  # the same dtype names for q
     occ = _device_occupancy(dev, head_dim, q, kv if kv == "fp8" else q, q_len * (hq // max(1, hkv)))
-    return plan(
+    return plan_for_occupancy(
         *shape,
         _sm_count(dev),
         kv,
+        occ,
         tile_rows=tile_rows,
         num_splits=num_splits,
-        occupancy={t: n for t, n, _ in occ},
         balanced=balanced,
-        balanced_tiles=frozenset(t for t, _, ok in occ if ok),
         tail=tail,
     )
 
@@ -365,30 +364,22 @@ def paged_decode(
             f"plan {p} leaves {p.tail_batch} of its requests to a second launch; this call has {batch}",
         )
         r = head * q_len
-        _launch(
-            lib,
-            kernel,
-            q[:r],
-            kv_cache,
-            page_table[:head],
-            kv_lens[:head],
-            out[:r],
-            q_len,
-            shape,
-            p,
-        )
-        _launch(
-            lib,
-            kernel,
-            q[r:],
-            kv_cache,
-            page_table[head:],
-            kv_lens[head:],
-            out[r:],
-            q_len,
-            shape,
-            p.tail,
-        )
+        for reqs, rows, part in (
+            (slice(head), slice(r), p),
+            (slice(head, None), slice(r, None), p.tail),
+        ):
+            _launch(
+                lib,
+                kernel,
+                q[rows],
+                kv_cache,
+                page_table[reqs],
+                kv_lens[reqs],
+                out[rows],
+                q_len,
+                shape,
+                part,
+            )
     return out
 
 

@@ -50,7 +50,7 @@ the library on the current device).
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 TILES: tuple[int, ...] = (16, 32, 64, 128)  # rows per CTA; the MMA fragment is 16 rows
@@ -464,6 +464,38 @@ def plan(
     return best
 
 
+def plan_for_occupancy(
+    batch: int,
+    q_len: int,
+    num_qo_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    max_kv_len: int,
+    sm_count: int,
+    kv_dtype: str,
+    table: Iterable[tuple[int, int, bool]],
+    **forced,
+) -> Plan:
+    """plan() on one device's table of (tile rows, resident CTAs per SM, whether its kernel
+    runs a balanced grid): how kernels.device_plan calls it with the library's answers, and
+    how tests/test_kernels_plan_calibration.py replays it on a recorded table. `forced`:
+    plan's tile_rows / num_splits / balanced / tail."""
+    table = tuple(table)
+    return plan(
+        batch,
+        q_len,
+        num_qo_heads,
+        num_kv_heads,
+        head_dim,
+        max_kv_len,
+        sm_count,
+        kv_dtype,
+        occupancy={t: n for t, n, _ in table},
+        balanced_tiles=frozenset(t for t, _, ok in table if ok),
+        **forced,
+    )
+
+
 def tail_plan(
     batch: int,
     q_len: int,
@@ -480,8 +512,9 @@ def tail_plan(
 ) -> Plan | None:
     """The two-launch form of a grid that is more than a round of the GPU but not a whole
     number of rounds: the first requests, as many as fill whole rounds of `tile_rows` CTAs,
-    unsplit, then the rest with their own best splits in a second launch (None where the
-    grid is under a round or already whole rounds). A one-launch grid either leaves its last
+    unsplit, then the rest split as many ways as one round holds in a second launch (None
+    where the grid is under a round or already whole rounds, or the rest cannot be split
+    within one). A one-launch grid either leaves its last
     round part-filled or splits every item, and each split CTA pays its own start and end
     and every row the merge; here only the remainder does."""
     kv = kv_kind(kv_dtype)

@@ -16,7 +16,7 @@ import statistics
 from functools import cache
 from pathlib import Path
 
-from kernels.plan import Plan, plan
+from kernels.plan import Plan, plan_for_occupancy
 
 DATA = Path(__file__).parent / "data" / "plan_calibration_h100.jsonl"
 
@@ -30,19 +30,8 @@ def _data() -> tuple[dict, list[dict]]:
 def _plan(head: dict, shape: list) -> Plan:
     """kernels.plan as kernels.device_plan calls it on the device the set was timed on."""
     _, hq, hkv, d, kv, q_len, batch, kv_len = shape
-    occ = head["occupancy"][f"{d}/{kv}/{q_len * (hq // hkv)}"]
-    return plan(
-        batch,
-        q_len,
-        hq,
-        hkv,
-        d,
-        kv_len,
-        head["sms"],
-        kv,
-        occupancy={t: n for t, n, _ in occ},
-        balanced_tiles=frozenset(t for t, _, ok in occ if ok),
-    )
+    table = head["occupancy"][f"{d}/{kv}/{q_len * (hq // hkv)}"]
+    return plan_for_occupancy(batch, q_len, hq, hkv, d, kv_len, head["sms"], kv, table)
 
 
 def _regrets() -> list[tuple[float, dict, str]]:
