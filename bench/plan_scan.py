@@ -19,6 +19,7 @@ import argparse
 import re
 import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -70,19 +71,24 @@ def shapes(form: str, rows: str) -> list[tuple]:
     ]
 
 
-def timed(gen, flush, case: tuple, plans: tuple[Plan, Plan]) -> tuple[list[float], float]:
-    """Each plan's time (µs, best of two medians of 25) on one shape, and the outputs' largest
-    difference."""
+def timed(
+    gen, flush, case: tuple, plans: Sequence[Plan], takes: int = 2
+) -> tuple[list[float], float]:
+    """Each plan's time on one shape (µs, the best of `takes` medians of 25 calls) and the
+    largest difference of any plan's output from the first plan's (NaN if any has one)."""
     _, hq, hkv, d, kvname, q_len, batch, kv_len = case
     q, kv, table, lens = seed_tensors(batch, q_len, hq, hkv, d, kvname, gen, kv_len)
     out = torch.empty_like(q)
-    times, outs = [], []
+    times, first, err = [], None, torch.zeros((), device=q.device)
     for p in plans:
         out.fill_(float("nan"))
         fn = grouped_call(q, kv, table, lens, q_len, p, out)
-        times.append(min(time_us(fn, flush, 25) for _ in range(2)))
-        outs.append(out.clone())
-    return times, (outs[0].float() - outs[1].float()).abs().max().item()
+        times.append(min(time_us(fn, flush, 25) for _ in range(takes)))
+        if first is None:
+            first = out.clone()
+        else:
+            err = torch.maximum(err, (out.float() - first.float()).abs().max())
+    return times, err.item()
 
 
 def main() -> int:
