@@ -161,6 +161,9 @@ def cases(quick: bool, rng: random.Random) -> list[Case]:
     """Explicit edge cases plus a seeded random sweep over the supported space."""
     out = [
         Case(1, 1, 8, 8, 64, 16, "bf16", "bf16", 1),
+        # head_dim 256's 64-row tile, 8 warps (two along a stage's tokens): full, 40 of 64 rows
+        Case(3, 8, 32, 4, 256, 16, "fp8", "bf16", 517),
+        Case(2, 5, 16, 2, 256, 32, "bf16", "bf16", 300),
         Case(3, 16, 128, 8, 256, 16, "fp8", "bf16", 16, exact_q_len=True),
         Case(2, 16, 16, 1, 128, 32, "bf16", "bf16", 300),  # 256 rows
         Case(4, 8, 96, 8, 128, 16, "fp8", "bf16", 1000),
