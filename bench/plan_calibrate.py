@@ -8,9 +8,12 @@ halves and doubles (within the tiles the rows need), each unsplit and split 2, 3
 has them. One JSON line per shape goes to `--out` as it is timed (a cut-off run keeps what
 it has), with the device's occupancy table at the top, so the planner's choices can be
 replayed and scored on a machine without a GPU (tests/test_kernels_plan_calibration.py).
+`--rows REGEX` keeps the shapes whose "NAME KV qQ BB kvL" matches (before the spread);
+`--shapes FILE` re-times the shapes of an earlier set instead (after a kernel change: merge
+the new lines into the set with bench/plan_calibrate_merge.py).
 
 Run on a GPU machine: python3 bench/plan_calibrate.py [-n 80] [--offset K] [--no-seed]
-[--out FILE] [--budget S]
+[--rows REGEX] [--shapes FILE] [--out FILE] [--budget S]
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.plan_scan import HEADS, grid, timed
+from bench.plan_scan import HEADS, grid, matches, timed
 from kernels import binding, device_plan
 from kernels.plan import TILES, Plan
 from kernels.selfcheck import (
@@ -77,6 +80,8 @@ def main() -> int:
     )
     ap.add_argument("--offset", type=int, default=0, help="start the spread at this grid index")
     ap.add_argument("--no-seed", action="store_true", help="leave out the 60 seed rows")
+    ap.add_argument("--rows", default="", help='only shapes whose "NAME KV qQ BB kvL" matches')
+    ap.add_argument("--shapes", help="re-time the shapes of this calibration file instead")
     ap.add_argument("--out", default="plan_calibration.jsonl", help="JSON lines written here")
     ap.add_argument("--budget", type=float, default=480.0, help="stop starting shapes after S s")
     args = ap.parse_args()
@@ -85,17 +90,26 @@ def main() -> int:
         return 1
     gen, flush = tools
     t0 = time.monotonic()
-    seed = [
-        (model, *MODELS[model], kv, q_len, batch, SEED_KV_LEN)
-        for model in MODELS
-        for kv in ("fp8", "bf16")
-        for q_len in (2, 4, 8)
-        for batch in SEED_BATCHES
-    ]
-    wide = grid()
-    wide = wide[args.offset :: max(1, len(wide) // max(1, args.n))][: args.n]
-    if args.no_seed:
-        seed = []
+
+    def keep(case: tuple) -> bool:
+        return matches(case, args.rows)
+
+    if args.shapes:
+        earlier = [json.loads(line) for line in Path(args.shapes).read_text().splitlines()[1:]]
+        todo = [(tuple(r["shape"]), r["seed"]) for r in earlier if keep(tuple(r["shape"]))]
+    else:
+        seed = [
+            (model, *MODELS[model], kv, q_len, batch, SEED_KV_LEN)
+            for model in MODELS
+            for kv in ("fp8", "bf16")
+            for q_len in (2, 4, 8)
+            for batch in SEED_BATCHES
+        ]
+        wide = [c for c in grid() if keep(c)]
+        wide = wide[args.offset :: max(1, len(wide) // max(1, args.n))][: args.n]
+        todo = [(c, False) for c in wide]
+        if not args.no_seed:
+            todo = [(c, True) for c in seed if keep(c)] + todo
     dev = torch.cuda.get_device_properties(0)
     with open(args.out, "w") as f:
         head = {
@@ -104,7 +118,7 @@ def main() -> int:
             "occupancy": occupancy_table(),
         }
         f.write(json.dumps(head) + "\n")
-        for i, (name, hq, hkv, d, kv, q_len, batch, kv_len) in enumerate(seed + wide):
+        for i, ((name, hq, hkv, d, kv, q_len, batch, kv_len), is_seed) in enumerate(todo):
             if time.monotonic() - t0 > args.budget:
                 print(f"budget spent after {i} shapes", flush=True)
                 break
@@ -114,11 +128,7 @@ def main() -> int:
             times = {k: round(t, 2) for k, t in zip(plans, took, strict=True)}
             auto = next(iter(plans))  # candidates() puts the planner's choice first
             best = min(times, key=times.get)
-            rec = {
-                "shape": list(case),
-                "auto": auto,
-                "times": times,
-            }
+            rec = {"shape": list(case), "seed": is_seed, "auto": auto, "times": times}
             f.write(json.dumps(rec) + "\n")
             f.flush()
             print(

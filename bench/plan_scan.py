@@ -60,15 +60,23 @@ def grid() -> list[tuple]:
     ]
 
 
+def matches(case: tuple, rows: str) -> bool:
+    """Whether a shape's "NAME KV qQ BB kvL" matches the regex `rows` (empty: every one)."""
+    name, _, _, _, kv, q_len, batch, kv_len = case
+    return not rows or re.search(rows, f"{name} {kv} q{q_len} B{batch} kv{kv_len}") is not None
+
+
 def shapes(form: str, rows: str) -> list[tuple]:
     """The shapes of the grid whose device plan has `form` (and whose name matches `rows`)."""
     has = FORMS[form][0]
-    return [
-        (name, hq, hkv, d, kvname, q_len, batch, kv_len)
-        for name, hq, hkv, d, kvname, q_len, batch, kv_len in grid()
-        if not rows or re.search(rows, f"{name} {kvname} q{q_len} B{batch} kv{kv_len}")
-        if has(device_plan(batch, q_len, hq, hkv, d, kv_len, kv_dtype=kvname))
-    ]
+    out = []
+    for case in grid():
+        _, hq, hkv, d, kvname, q_len, batch, kv_len = case
+        if matches(case, rows) and has(
+            device_plan(batch, q_len, hq, hkv, d, kv_len, kv_dtype=kvname)
+        ):
+            out.append(case)
+    return out
 
 
 def timed(

@@ -1,0 +1,75 @@
+"""bench/plan_calibrate_merge.py: re-timed shapes replace their old lines in the calibration
+set, new ones are appended, and a file from another GPU or not a calibration file is refused
+with one message."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "bench" / "plan_calibrate_merge.py"
+_spec = importlib.util.spec_from_file_location("plan_calibrate_merge", _PATH)
+merge_mod = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(merge_mod)
+
+H100 = {"device": "NVIDIA H100 80GB HBM3", "sms": 132}
+
+
+def _write(path: Path, head: dict, recs: list[dict]) -> Path:
+    path.write_text("\n".join(json.dumps(x) for x in [head, *recs]) + "\n")
+    return path
+
+
+def _rec(shape: list, t: float, seed: bool = False, **extra) -> dict:
+    return {"shape": shape, "seed": seed, "times": {"tile64x1/split1": t}, **extra}
+
+
+A = ["h32/4 d256", 32, 4, 256, "fp8", 8, 64, 16384]
+B = ["GPT-OSS", 64, 8, 64, "fp8", 8, 64, 16384]
+C = ["h32/4 d256", 32, 4, 256, "bf16", 8, 12, 4096]
+
+
+def test_retimed_shapes_replace_their_lines_and_new_ones_are_appended(tmp_path: Path) -> None:
+    occ_old = {"256/fp8/64": [[64, 1, True]], "64/fp8/64": [[64, 4, True]]}
+    into = _write(
+        tmp_path / "set.jsonl",
+        {**H100, "occupancy": occ_old},
+        [_rec(A, 1598.7), _rec(B, 418.9, seed=True)],
+    )
+    new = _write(
+        tmp_path / "new.jsonl",
+        {**H100, "occupancy": {"256/fp8/64": [[64, 2, True]]}},
+        [_rec(A, 1283.8, auto="tile64x1/split1"), _rec(C, 99.8)],
+    )
+    assert merge_mod.merge(into, [new]) == (1, 1)
+    lines = [json.loads(x) for x in into.read_text().splitlines()]
+    head, recs = lines[0], lines[1:]
+    assert head["occupancy"] == {"256/fp8/64": [[64, 2, True]], "64/fp8/64": [[64, 4, True]]}
+    assert [r["shape"] for r in recs] == [A, B, C]  # order kept, the new shape last
+    assert recs[0]["times"] == {"tile64x1/split1": 1283.8} and "auto" not in recs[0]
+    assert recs[1] == _rec(B, 418.9, seed=True)
+
+
+def test_a_file_from_another_gpu_is_refused(tmp_path: Path) -> None:
+    into = _write(tmp_path / "set.jsonl", {**H100, "occupancy": {}}, [_rec(A, 1.0)])
+    other = _write(
+        tmp_path / "h200.jsonl", {"device": "NVIDIA H200", "sms": 132, "occupancy": {}}, []
+    )
+    with pytest.raises(ValueError, match=r"h200\.jsonl: timed on NVIDIA H200"):
+        merge_mod.merge(into, [other])
+    assert json.loads(into.read_text().splitlines()[1])["shape"] == A  # left as it was
+
+
+def test_a_broken_file_gets_one_message_and_exit_2(tmp_path: Path, capsys) -> None:
+    into = _write(tmp_path / "set.jsonl", {**H100, "occupancy": {}}, [_rec(A, 1.0)])
+    bad = tmp_path / "cut.jsonl"
+    bad.write_text(json.dumps({**H100, "occupancy": {}}) + '\n{"shape": [1, 2')
+    assert merge_mod.main([str(bad), "--into", str(into)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("plan_calibrate_merge: ") and "cut.jsonl: not a calibration file" in err
+    lacking = _write(tmp_path / "lacking.jsonl", {**H100, "occupancy": {}}, [{"shape": A}])
+    assert merge_mod.main([str(lacking), "--into", str(into)]) == 2
+    assert "lacks one of" in capsys.readouterr().err
