@@ -1,5 +1,5 @@
 """The planner replayed on measured times: tests/data/plan_calibration_h100.jsonl holds, for
-648 shapes (the 60 seed rows and a spread over four head layouts, fp8 and bf16 KV, q_len
+678 shapes (the 60 seed rows and a spread over four head layouts, fp8 and bf16 KV, q_len
 1-16, batch 12-128, kv_len 4096 and 16384), the H100 time of every plan around the
 planner's choice (bench/plan_calibrate.py), with the device's occupancy table. Replaying
 kernels.plan on it scores a model change without a GPU: the regret of a shape is the time
@@ -7,7 +7,9 @@ of the plan the model picks over the fastest timed plan.
 
 When a model change picks a plan the set has no time for, re-time with
 `python3 bench/plan_calibrate.py` on an H100 (twenty-fourth session: two calls, ~3 min
-each) and replace the file."""
+each) and replace the file. When a kernel changes, re-time the shapes it runs
+(`plan_calibrate.py --shapes THIS_FILE --rows REGEX`) and merge them in with
+bench/plan_calibrate_merge.py (twenty-fifth session: head_dim 256's 64-row tile)."""
 
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def _regrets() -> list[tuple[float, dict, str]]:
 def test_the_calibration_set_is_what_it_says() -> None:
     head, recs = _data()
     assert head["sms"] == 132 and "H100" in head["device"]
-    assert len(recs) == 648 and sum(r["seed"] for r in recs) == 60
+    assert len(recs) == 678 and sum(r["seed"] for r in recs) == 60
     assert len({tuple(r["shape"]) for r in recs}) == len(recs)
     for r in recs:
         assert len(r["times"]) >= 3 and all(t > 0 for t in r["times"].values()), r
@@ -63,13 +65,16 @@ def test_the_planner_stays_near_the_fastest_plan() -> None:
     q_len 8 batch 12 at kv_len 4096 split 4 ways, one 96-row CTA per SM, whose start and end
     the model priced at 1.5 µs). With the per-row CTA cost, the balanced grid's second
     segment at 4.5 µs and two launches weighed against any one-launch plan: the bounds below.
-    The seed rows, tuned over twenty sessions, must stay within 1.5 % of their best."""
+    Twenty-fifth session: head_dim 256's 64-row tile runs 8 warps (was 4; fp8 0.76-0.94x the
+    time, bf16 median 0.92x); its 40 shapes were re-timed and 30 bf16 ones added: mean
+    0.62 %, 32 over 5 %, worst 1.17x (the 14 shapes the planner missed by 10-22 % were that
+    tile's). The seed rows, tuned over twenty sessions, must stay within 1.5 % of their best."""
     reg = _regrets()
     ratios = [x for x, _, _ in reg]
     worst = sorted(reg, key=lambda x: -x[0])[:5]
     detail = "; ".join(f"{x:.3f} {r['shape']} {p}" for x, r, p in worst)
-    assert statistics.mean(ratios) - 1 < 0.010, detail
-    assert sum(x > 1.05 for x in ratios) <= 45, detail
-    assert max(ratios) < 1.25, detail
+    assert statistics.mean(ratios) - 1 < 0.008, detail
+    assert sum(x > 1.05 for x in ratios) <= 38, detail
+    assert max(ratios) < 1.2, detail
     seed = [x for x, r, _ in reg if r["seed"]]
     assert max(seed) < 1.015, detail
