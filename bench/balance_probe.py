@@ -29,7 +29,7 @@ from kernels import device_plan
 from kernels.selfcheck import (
     MODELS,
     SEED_KV_LEN,
-    bench_device,
+    bench_start,
     grouped_call,
     kernel_times,
     seed_tensors,
@@ -97,11 +97,7 @@ def main() -> int:
     ap.add_argument("--batches", default="40", help="comma-separated batches")
     ap.add_argument("--proxy", action="store_true", help="also time the balanced proxy")
     ap.add_argument("--diagnose", action="store_true", help="where the balanced time goes")
-    args = ap.parse_args()
-    tools = bench_device("balance_probe.py")
-    if tools is None:
-        return 1
-    gen, flush = tools
+    args, gen, flush = bench_start(ap)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     if args.diagnose:
         for model, kvname, q_len in ROWS:

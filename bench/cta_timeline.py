@@ -14,6 +14,7 @@ Run on a GPU machine (the define builds a separate library):
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import functools
 import itertools
@@ -27,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kernels import binding, device_plan
-from kernels.selfcheck import MODELS, bench_device, grouped_call, seed_tensors, time_us
+from kernels.selfcheck import MODELS, bench_start, grouped_call, seed_tensors, time_us
 
 SLOTS, CTAS = 16, 4096
 ROWS = ((8, 64, 16384), (8, 64, 2048), (8, 16, 16384), (4, 64, 16384), (4, 64, 2048))
@@ -52,13 +53,10 @@ def med(xs: list[float]) -> str:
 
 
 def main() -> int:
+    _, gen, flush = bench_start(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     if "PD_TIMELINE=1" not in os.environ.get("HARNESS_KERNEL_DEFINES", ""):
-        print("cta_timeline.py: set HARNESS_KERNEL_DEFINES=PD_TIMELINE=1", file=sys.stderr)
+        print("cta_timeline: set HARNESS_KERNEL_DEFINES=PD_TIMELINE=1", file=sys.stderr)
         return 2
-    tools = bench_device("cta_timeline.py")
-    if tools is None:
-        return 1
-    gen, flush = tools
     lib, _ = binding._load()
     hq, hkv, d = MODELS["Qwen3-480B"]
     for q_len, batch, kv_len in ROWS:

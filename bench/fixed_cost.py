@@ -25,7 +25,7 @@ from kernels import device_plan
 from kernels.selfcheck import (
     MODELS,
     SEED_KV_LEN,
-    bench_device,
+    bench_start,
     grouped_call,
     kernel_times,
     seed_tensors,
@@ -57,11 +57,7 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default="", help="only rows whose name matches this regex")
-    args = ap.parse_args()
-    tools = bench_device("fixed_cost.py")
-    if tools is None:
-        return 1
-    gen, flush = tools
+    args, gen, flush = bench_start(ap)
     none = lambda: None  # noqa: E731
     print(
         "row | plan | µs at kv_len " + " / ".join(map(str, LENS)) + " (write flush; no flush) | fit"

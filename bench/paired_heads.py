@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kernels import device_plan, paged_decode
-from kernels.selfcheck import SEED_BATCHES, SEED_KV_LEN, bench_device, seed_tensors, time_us
+from kernels.selfcheck import SEED_BATCHES, SEED_KV_LEN, bench_start, seed_tensors, time_us
 
 
 def paired_inputs(q: torch.Tensor, kv: torch.Tensor, hkv: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,11 +46,7 @@ def paired_output(ov: torch.Tensor, hkv: int) -> torch.Tensor:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--filter", default="", help="only rows whose name contains this")
-    args = ap.parse_args()
-    setup = bench_device("paired_heads")
-    if setup is None:
-        return 2
-    gen, flush = setup
+    args, gen, flush = bench_start(ap)
     hq, hkv, d = 64, 8, 64
     scale = 1.0 / math.sqrt(d)
     print(f"{'case':<42} {'normal':>8} {'paired':>8} {'ratio':>6} {'max|diff|':>9}  plans")

@@ -35,7 +35,7 @@ from kernels.selfcheck import (
     MODELS,
     SEED_BATCHES,
     SEED_KV_LEN,
-    bench_device,
+    bench_start,
 )
 
 SPLITS = (1, 2, 3, 4, 6, 8)
@@ -84,11 +84,7 @@ def main() -> int:
     ap.add_argument("--shapes", help="re-time the shapes of this calibration file instead")
     ap.add_argument("--out", default="plan_calibration.jsonl", help="JSON lines written here")
     ap.add_argument("--budget", type=float, default=480.0, help="stop starting shapes after S s")
-    args = ap.parse_args()
-    tools = bench_device("plan_calibrate.py")
-    if tools is None:
-        return 1
-    gen, flush = tools
+    args, gen, flush = bench_start(ap)
     t0 = time.monotonic()
 
     def keep(case: tuple) -> bool:

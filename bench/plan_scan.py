@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kernels import device_plan
 from kernels.plan import Plan
-from kernels.selfcheck import SEED_KV_LEN, bench_device, grouped_call, seed_tensors, time_us
+from kernels.selfcheck import SEED_KV_LEN, bench_start, grouped_call, seed_tensors, time_us
 
 # (name, q heads, KV heads, head_dim): the two seed models and two other layouts.
 HEADS = (
@@ -104,11 +104,7 @@ def main() -> int:
     ap.add_argument("--form", choices=sorted(FORMS), default="tail", help="which plan form")
     ap.add_argument("-n", type=int, default=28, help="how many of the listed shapes to time")
     ap.add_argument("--rows", default="", help="only shapes whose name matches this regex")
-    args = ap.parse_args()
-    tools = bench_device("plan_scan.py")
-    if tools is None:
-        return 1
-    gen, flush = tools
+    args, gen, flush = bench_start(ap)
     cases = shapes(args.form, args.rows)
     step = max(1, len(cases) // max(1, args.n))
     print(f"{len(cases)} shapes of the grid plan {args.form}; timing every {step}th", flush=True)

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kernels import device_plan, paged_decode
-from kernels.selfcheck import MODELS, SEED_BATCHES, SEED_KV_LEN, bench_device, seed_tensors
+from kernels.selfcheck import MODELS, SEED_BATCHES, SEED_KV_LEN, bench_start, seed_tensors
 
 QUERY = "clocks.sm,power.draw,clocks_event_reasons.active"
 
@@ -64,11 +64,7 @@ def probe(name: str, hq: int, hkv: int, d: int, batch: int, q_len: int, gen, flu
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("patterns", nargs="+", help="regular expressions over seed row names")
-    args = ap.parse_args()
-    setup = bench_device("power_probe")
-    if setup is None:
-        return 2
-    gen, flush = setup
+    args, gen, flush = bench_start(ap)
     for model, (hq, hkv, d) in MODELS.items():
         for q_len in (2, 4, 8):
             for batch in SEED_BATCHES:

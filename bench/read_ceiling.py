@@ -32,7 +32,7 @@ from kernels.selfcheck import (
     MODELS,
     SEED_BATCHES,
     SEED_KV_LEN,
-    bench_device,
+    bench_start,
     copy_bandwidth,
     grouped_call,
     seed_tensors,
@@ -56,11 +56,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default="", help="only streams whose name matches this regex")
     ap.add_argument("--reps", type=int, default=25, help="timed calls per figure (median)")
-    args = ap.parse_args()
-    tools = bench_device("read_ceiling")
-    if tools is None:
-        return 2
-    gen, flush = tools
+    args, gen, flush = bench_start(ap)
     bw = copy_bandwidth(torch.device("cuda"))
     print(f"copy bandwidth (1 GiB, no flush): {bw / 1e12:.2f} TB/s; {torch.cuda.get_device_name()}")
     print("stream | MB | read µs (TB/s, % of copy) | copy µs (%) | grouped q_len 2 / 4 / 8 µs (%)")

@@ -32,7 +32,7 @@ from kernels import device_plan
 from kernels.selfcheck import (
     MODELS,
     SEED_KV_LEN,
-    bench_device,
+    bench_start,
     grouped_call,
     kernel_times,
     seed_tensors,
@@ -155,11 +155,7 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="question 2")
     ap.add_argument("--flush", action="store_true", help="question 3")
     ap.add_argument("--order", action="store_true", help="question 4")
-    args = ap.parse_args()
-    setup = bench_device("shared_pages")
-    if setup is None:
-        return 2
-    gen, flush = setup
+    args, gen, flush = bench_start(ap)
     if args.rows:
         rows(flush, gen)
     if args.profile:

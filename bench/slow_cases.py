@@ -39,7 +39,7 @@ from kernels import device_plan
 from kernels.selfcheck import (
     MODELS,
     SEED_KV_LEN,
-    bench_device,
+    bench_start,
     event_times,
     flush_lead,
     grouped_call,
@@ -99,11 +99,7 @@ def main() -> int:
     ap.add_argument("--probe", action="store_true", help="look at each slow case again")
     ap.add_argument("--smi-every", type=float, default=0.0, help="poll nvidia-smi meanwhile")
     ap.add_argument("--rows", default="", help="only rows whose name matches this regex")
-    args = ap.parse_args()
-    tools = bench_device("slow_cases")
-    if tools is None:
-        return 2
-    gen, flush = tools
+    args, gen, flush = bench_start(ap)
     rows = [r for r in ROWS if re.search(args.rows, f"{r[0]} {r[1]} q{r[2]} B{r[3]}")]
     cfg = TimingConfig()
     stop = threading.Event()

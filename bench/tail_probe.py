@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kernels import device_plan
 from kernels.plan import Plan, two_launch
-from kernels.selfcheck import MODELS, SEED_KV_LEN, bench_device, grouped_call, seed_tensors, time_us
+from kernels.selfcheck import MODELS, SEED_KV_LEN, bench_start, grouped_call, seed_tensors, time_us
 
 ROWS = tuple(
     (model, kv, q_len)
@@ -83,11 +83,7 @@ def main() -> int:
     ap.add_argument("--rows", default="", help="only rows whose name matches this regex")
     ap.add_argument("--batches", default="40", help="comma-separated batches")
     ap.add_argument("--splits", default="2,3,4", help="comma-separated split counts of the rest")
-    args = ap.parse_args()
-    tools = bench_device("tail_probe.py")
-    if tools is None:
-        return 1
-    gen, flush = tools
+    args, gen, flush = bench_start(ap)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     splits = tuple(int(s) for s in args.splits.split(","))
     for model, kvname, q_len in ROWS:

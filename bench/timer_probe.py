@@ -24,7 +24,7 @@ from harness.inputs import make_inputs
 from harness.matrix import load_matrix
 from harness.timing import TimingConfig, time_fn
 from kernels import device_plan, paged_decode
-from kernels.selfcheck import bench_device, time_us
+from kernels.selfcheck import bench_start, time_us
 
 
 def main() -> int:
@@ -32,11 +32,7 @@ def main() -> int:
     ap.add_argument("--cases", default=r"fp8_e4m3-batchSize64-seqLenQ8$")
     ap.add_argument("--matrix", default="matrices/spec_decode.toml")
     ap.add_argument("--reps", type=int, default=40)
-    a = ap.parse_args()
-    tools = bench_device("timer_probe")
-    if tools is None:
-        return 1
-    gen, flush = tools
+    a, gen, flush = bench_start(ap)
     dev = torch.device("cuda")
     for case in load_matrix(a.matrix).cases:
         if not re.search(a.cases, case.id):

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -437,9 +438,15 @@ def bench_tools(seed: int = 0) -> tuple[torch.Generator, torch.Tensor]:
     )
 
 
-def bench_device(prog: str) -> tuple[torch.Generator, torch.Tensor] | None:
-    """A bench script's set-up: bench_tools(), or None where there is no CUDA device."""
-    return bench_tools() if has_cuda(prog) else None
+def bench_start(
+    ap: argparse.ArgumentParser, argv: list[str] | None = None
+) -> tuple[argparse.Namespace, torch.Generator, torch.Tensor]:
+    """A bench script's start (bench/*.py): its arguments parsed, then bench_tools(); where
+    there is no CUDA device, one stderr line naming the script and exit 2."""
+    args = ap.parse_args(argv)
+    if not has_cuda(Path(ap.prog).stem):
+        raise SystemExit(2)
+    return args, *bench_tools()
 
 
 def flush_lead(flush: torch.Tensor | Callable[[], object]) -> Callable[[], None]:

@@ -3,6 +3,8 @@ before anything asks for a GPU."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("torch")
@@ -65,39 +67,54 @@ def test_unowned_cache_slots_are_nan_and_the_reference_ignores_them() -> None:
     assert torch.isfinite(selfcheck.reference(c, x)).all()
 
 
-def test_bench_device_without_cuda_is_one_line_and_none(
+def test_bench_start_without_cuda_is_one_line_and_exit_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    """The bench scripts' shared set-up (bench/*.py): no CUDA device is one stderr line
-    naming the script, and None (the scripts then exit 2), never a traceback."""
+    """The bench scripts' shared start (bench/*.py): arguments parsed first (so --help and
+    bad arguments work anywhere), then no CUDA device is one stderr line naming the script
+    and exit 2, never a traceback."""
+    import argparse
+
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert selfcheck.bench_device("shared_pages") is None
+    ap = argparse.ArgumentParser(prog="shared_pages.py")
+    ap.add_argument("--reps", type=int, default=25)
+    with pytest.raises(SystemExit) as e:
+        selfcheck.bench_start(ap, ["--reps", "3"])
+    assert e.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == ["shared_pages needs a CUDA device"]
+    with pytest.raises(SystemExit) as e:
+        selfcheck.bench_start(ap, ["--reps", "three"])
+    assert e.value.code == 2 and "invalid int value" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    ("script", "argv"),
-    [
-        ("shared_pages.py", ["--rows"]),
-        ("power_probe.py", ["x"]),
-        ("paired_heads.py", []),
-        ("read_ceiling.py", []),
-        ("slow_cases.py", []),
-    ],
+BENCH_SCRIPTS = sorted(
+    p.name
+    for p in (Path(__file__).resolve().parents[1] / "bench").glob("*.py")
+    if "bench_start(" in p.read_text()
 )
-def test_bench_scripts_exit_2_without_cuda(script: str, argv: list[str]) -> None:
+
+
+ARGV = {"power_probe.py": ["Qwen3"]}  # its required patterns
+
+
+def test_every_bench_script_starts_through_bench_start() -> None:
+    assert len(BENCH_SCRIPTS) >= 12, BENCH_SCRIPTS
+
+
+@pytest.mark.parametrize("script", BENCH_SCRIPTS)
+def test_bench_scripts_exit_2_without_cuda(script: str) -> None:
     """Run as a user would on a machine without a GPU: exit 2 and one line."""
     import subprocess
     import sys
-    from pathlib import Path
 
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
     path = Path(__file__).resolve().parents[1] / "bench" / script
+    argv = ARGV.get(script, [])
     r = subprocess.run([sys.executable, str(path), *argv], capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [f"{script[:-3]} needs a CUDA device"]
