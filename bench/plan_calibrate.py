@@ -12,7 +12,7 @@ replayed and scored on a machine without a GPU (tests/test_kernels_plan_calibrat
 `--shapes FILE` re-times the shapes of an earlier set instead (after a kernel change: merge
 the new lines into the set with bench/plan_calibrate_merge.py).
 
-Run on a GPU machine: python3 bench/plan_calibrate.py [-n 80] [--offset K] [--no-seed]
+Run on a GPU machine: python3 bench/plan_calibrate.py [-n 80] [--spread-seed K] [--no-seed]
 [--rows REGEX] [--shapes FILE] [--out FILE] [--budget S]
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,15 @@ def candidates(shape: tuple[int, ...], kv: str) -> dict[str, Plan]:
     return out
 
 
+def spread(cases: list[tuple], n: int, seed: int) -> list[tuple]:
+    """n of `cases`, one drawn at random from each of n equal stretches of the list: as even
+    as a fixed stride, without locking onto the grid's period (a stride of 6 over a list that
+    alternates kv_len took only kv_len 4096, twenty-fifth session)."""
+    n = min(n, len(cases))
+    rng = random.Random(seed)
+    return [cases[rng.randrange(i * len(cases) // n, (i + 1) * len(cases) // n)] for i in range(n)]
+
+
 def occupancy_table() -> dict[str, list]:
     """(tile, CTAs per SM, balanced) per head_dim / KV dtype / rows of every shape timed."""
     table = {}
@@ -78,7 +88,9 @@ def main() -> int:
     ap.add_argument(
         "-n", type=int, default=80, help="shapes from the wider grid, after the seed rows"
     )
-    ap.add_argument("--offset", type=int, default=0, help="start the spread at this grid index")
+    ap.add_argument(
+        "--spread-seed", type=int, default=0, help="which shape of each stretch of the grid"
+    )
     ap.add_argument("--no-seed", action="store_true", help="leave out the 60 seed rows")
     ap.add_argument("--rows", default="", help='only shapes whose "NAME KV qQ BB kvL" matches')
     ap.add_argument("--shapes", help="re-time the shapes of this calibration file instead")
@@ -102,7 +114,7 @@ def main() -> int:
             for batch in SEED_BATCHES
         ]
         wide = [c for c in grid() if keep(c)]
-        wide = wide[args.offset :: max(1, len(wide) // max(1, args.n))][: args.n]
+        wide = spread(wide, args.n, args.spread_seed)
         todo = [(c, False) for c in wide]
         if not args.no_seed:
             todo = [(c, True) for c in seed if keep(c)] + todo

@@ -1,6 +1,6 @@
-"""bench/plan_calibrate_merge.py: re-timed shapes replace their old lines in the calibration
-set, new ones are appended, and a file from another GPU or not a calibration file is refused
-with one message."""
+"""The calibration set's bench tools, on a CPU: bench/plan_calibrate_merge.py (re-timed shapes
+replace their old lines, new ones are appended, a file from another GPU or not a calibration
+file is refused with one message) and plan_calibrate.spread (which shapes get timed)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,16 @@ from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "bench" / "plan_calibrate_merge.py"
-_spec = importlib.util.spec_from_file_location("plan_calibrate_merge", _PATH)
-merge_mod = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(merge_mod)
+
+def _load(name: str):
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+merge_mod = _load("plan_calibrate_merge")
 
 H100 = {"device": "NVIDIA H100 80GB HBM3", "sms": 132}
 
@@ -73,3 +79,20 @@ def test_a_broken_file_gets_one_message_and_exit_2(tmp_path: Path, capsys) -> No
     lacking = _write(tmp_path / "lacking.jsonl", {**H100, "occupancy": {}}, [{"shape": A}])
     assert merge_mod.main([str(lacking), "--into", str(into)]) == 2
     assert "lacks one of" in capsys.readouterr().err
+
+
+def test_the_spread_takes_one_shape_of_each_stretch_and_both_kv_lens() -> None:
+    pytest.importorskip("torch")
+    spread = _load("plan_calibrate").spread
+    cases = [
+        ("h32/4 d256", 32, 4, 256, "bf16", q, b, L)
+        for q in (8, 12, 16)
+        for b in range(12, 129, 4)
+        for L in (4096, 16384)
+    ]  # 180, kv_len alternating
+    picked = spread(cases, 30, seed=0)
+    idx = [cases.index(c) for c in picked]
+    assert [i // 6 for i in idx] == list(range(30))  # one in each stretch of 6, in order
+    assert {c[7] for c in picked} == {4096, 16384}  # a stride of 6 took 4096 only
+    assert spread(cases, 30, seed=0) == picked and spread(cases, 30, seed=1) != picked
+    assert spread(cases, 500, seed=3) == cases
