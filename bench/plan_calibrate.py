@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.plan_calibrate_merge import read as read_set
 from bench.plan_scan import HEADS, grid, matches, timed
 from kernels import binding, device_plan
 from kernels.plan import TILES, Plan
@@ -72,6 +73,27 @@ def spread(cases: list[tuple], n: int, seed: int) -> list[tuple]:
     return [cases[rng.randrange(i * len(cases) // n, (i + 1) * len(cases) // n)] for i in range(n)]
 
 
+def todo_shapes(
+    shapes: str | None, rows: str, n: int, spread_seed: int, with_seed: bool
+) -> list[tuple[tuple, bool]]:
+    """(shape, is a seed row) of every shape to time: those of the calibration file `shapes`,
+    or the seed rows (`with_seed`) and `n` spread over the grid; only those matching `rows`.
+    ValueError naming the file if `shapes` is not a calibration file."""
+    if shapes:
+        _, earlier = read_set(Path(shapes))
+        return [(tuple(r["shape"]), r["seed"]) for r in earlier if matches(r["shape"], rows)]
+    seed = [
+        (model, *MODELS[model], kv, q_len, batch, SEED_KV_LEN)
+        for model in MODELS
+        for kv in ("fp8", "bf16")
+        for q_len in (2, 4, 8)
+        for batch in SEED_BATCHES
+    ]
+    wide = spread([c for c in grid() if matches(c, rows)], n, spread_seed)
+    todo = [(c, False) for c in wide]
+    return [(c, True) for c in seed if with_seed and matches(c, rows)] + todo
+
+
 def occupancy_table() -> dict[str, list]:
     """(tile, CTAs per SM, balanced) per head_dim / KV dtype / rows of every shape timed."""
     table = {}
@@ -97,27 +119,12 @@ def main() -> int:
     ap.add_argument("--out", default="plan_calibration.jsonl", help="JSON lines written here")
     ap.add_argument("--budget", type=float, default=480.0, help="stop starting shapes after S s")
     args, gen, flush = bench_start(ap)
+    try:
+        todo = todo_shapes(args.shapes, args.rows, args.n, args.spread_seed, not args.no_seed)
+    except ValueError as e:
+        print(f"plan_calibrate: {e}", file=sys.stderr)
+        return 2
     t0 = time.monotonic()
-
-    def keep(case: tuple) -> bool:
-        return matches(case, args.rows)
-
-    if args.shapes:
-        earlier = [json.loads(line) for line in Path(args.shapes).read_text().splitlines()[1:]]
-        todo = [(tuple(r["shape"]), r["seed"]) for r in earlier if keep(tuple(r["shape"]))]
-    else:
-        seed = [
-            (model, *MODELS[model], kv, q_len, batch, SEED_KV_LEN)
-            for model in MODELS
-            for kv in ("fp8", "bf16")
-            for q_len in (2, 4, 8)
-            for batch in SEED_BATCHES
-        ]
-        wide = [c for c in grid() if keep(c)]
-        wide = spread(wide, args.n, args.spread_seed)
-        todo = [(c, False) for c in wide]
-        if not args.no_seed:
-            todo = [(c, True) for c in seed if keep(c)] + todo
     dev = torch.cuda.get_device_properties(0)
     with open(args.out, "w") as f:
         head = {

@@ -96,3 +96,20 @@ def test_the_spread_takes_one_shape_of_each_stretch_and_both_kv_lens() -> None:
     assert {c[7] for c in picked} == {4096, 16384}  # a stride of 6 took 4096 only
     assert spread(cases, 30, seed=0) == picked and spread(cases, 30, seed=1) != picked
     assert spread(cases, 500, seed=3) == cases
+
+
+def test_what_gets_timed(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    todo_shapes = _load("plan_calibrate").todo_shapes
+    the_set = Path(__file__).parent / "data" / "plan_calibration_h100.jsonl"
+    again = todo_shapes(str(the_set), r"d256 fp8 q8 ", 80, 0, True)
+    assert len(again) == 14 and all(s[3] == 256 and s[5] == 8 and not seed for s, seed in again)
+    seeds = todo_shapes(str(the_set), r"^Qwen3-480B fp8 q8 ", 80, 0, True)
+    assert [s[6] for s, seed in seeds if seed] == [8, 16, 32, 40, 64]
+    fresh = todo_shapes(None, r"^GPT-OSS bf16 q4 ", 6, 0, True)
+    assert [seed for _, seed in fresh] == [True] * 5 + [False] * 6
+    assert all(s[0] == "GPT-OSS" and s[4] == "bf16" and s[5] == 4 for s, _ in fresh)
+    assert [seed for _, seed in todo_shapes(None, "", 10, 0, False)] == [False] * 10
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(ValueError, match=r"empty\.jsonl: not a calibration file"):
+        todo_shapes(str(tmp_path / "empty.jsonl"), "", 80, 0, True)
