@@ -52,6 +52,8 @@ def merge(into: Path, news: list[Path]) -> tuple[int, int]:
             rec = {k: r[k] for k in KEYS}
             key = tuple(rec["shape"])
             if key in by_shape:
+                # a seed row stays one when a spread over the grid re-times it
+                rec["seed"] = rec["seed"] or recs[by_shape[key]]["seed"]
                 recs[by_shape[key]] = rec
                 replaced += 1
             else:

@@ -34,9 +34,9 @@ within one round, in a second launch (Qwen3 batch 40: 2.4 rounds of one-per-SM C
 won.
 
 The constants are H100 figures, checked against a calibration set: the H100 times of every
-plan around the model's choice on 693 shapes (bench/plan_calibrate.py,
+plan around the model's choice on 862 shapes (bench/plan_calibrate.py,
 tests/data/plan_calibration_h100.jsonl), on which tests/test_kernels_plan_calibration.py
-replays the model (mean regret 0.6 % against the fastest timed plan; it was 1.7 % before
+replays the model (mean regret 0.7 % against the fastest timed plan; it was 1.7 % before
 the twenty-fourth session's per-row CTA cost, second-segment cost and two-launch rule, and
 0.9 % before the twenty-fifth session's 8-warp head_dim-256 64-row tile).
 Pure Python: no torch, no GPU.

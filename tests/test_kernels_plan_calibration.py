@@ -1,5 +1,5 @@
 """The planner replayed on measured times: tests/data/plan_calibration_h100.jsonl holds, for
-693 shapes (the 60 seed rows and a spread over four head layouts, fp8 and bf16 KV, q_len
+862 shapes (the 60 seed rows and a spread over four head layouts, fp8 and bf16 KV, q_len
 1-16, batch 12-128, kv_len 4096 and 16384), the H100 time of every plan around the
 planner's choice (bench/plan_calibrate.py), with the device's occupancy table. Replaying
 kernels.plan on it scores a model change without a GPU: the regret of a shape is the time
@@ -53,7 +53,7 @@ def _regrets() -> list[tuple[float, dict, str]]:
 def test_the_calibration_set_is_what_it_says() -> None:
     head, recs = _data()
     assert head["sms"] == 132 and "H100" in head["device"]
-    assert len(recs) == 693 and sum(r["seed"] for r in recs) == 60
+    assert len(recs) == 862 and sum(r["seed"] for r in recs) == 60
     assert len({tuple(r["shape"]) for r in recs}) == len(recs)
     for r in recs:
         assert len(r["times"]) >= 3 and all(t > 0 for t in r["times"].values()), r
@@ -68,13 +68,14 @@ def test_the_planner_stays_near_the_fastest_plan() -> None:
     Twenty-fifth session: head_dim 256's 64-row tile runs 8 warps (was 4; fp8 0.76-0.94x the
     time, bf16 median 0.92x); its 40 shapes were re-timed and 45 bf16 ones added: mean
     0.61 %, 32 over 5 %, worst 1.17x (the 14 shapes the planner missed by 10-22 % were that
-    tile's). The seed rows, tuned over twenty sessions, must stay within 1.5 % of their best."""
+    tile's). Then 240 shapes of a fresh spread (169 new, a held-out check: mean 0.91 %, 8
+    over 5 %, worst 1.18x): 862 shapes, mean 0.66 %, 38 over 5 %, worst 1.18x. The seed rows, tuned over twenty sessions, must stay within 1.5 % of their best."""
     reg = _regrets()
     ratios = [x for x, _, _ in reg]
     worst = sorted(reg, key=lambda x: -x[0])[:5]
     detail = "; ".join(f"{x:.3f} {r['shape']} {p}" for x, r, p in worst)
     assert statistics.mean(ratios) - 1 < 0.008, detail
-    assert sum(x > 1.05 for x in ratios) <= 38, detail
+    assert sum(x > 1.05 for x in ratios) <= 42, detail
     assert max(ratios) < 1.2, detail
     seed = [x for x, r, _ in reg if r["seed"]]
     assert max(seed) < 1.015, detail

@@ -57,6 +57,10 @@ def test_retimed_shapes_replace_their_lines_and_new_ones_are_appended(tmp_path: 
     assert [r["shape"] for r in recs] == [A, B, C]  # order kept, the new shape last
     assert recs[0]["times"] == {"tile64x1/split1": 1283.8} and "auto" not in recs[0]
     assert recs[1] == _rec(B, 418.9, seed=True)
+    # a seed row re-timed by a spread over the grid (seed false there) stays a seed row
+    again = _write(tmp_path / "again.jsonl", {**H100, "occupancy": {}}, [_rec(B, 415.0)])
+    assert merge_mod.merge(into, [again]) == (1, 0)
+    assert json.loads(into.read_text().splitlines()[2]) == _rec(B, 415.0, seed=True)
 
 
 def test_a_file_from_another_gpu_is_refused(tmp_path: Path) -> None:
@@ -101,10 +105,17 @@ def test_the_spread_takes_one_shape_of_each_stretch_and_both_kv_lens() -> None:
 def test_what_gets_timed(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     todo_shapes = _load("plan_calibrate").todo_shapes
-    the_set = Path(__file__).parent / "data" / "plan_calibration_h100.jsonl"
-    again = todo_shapes(str(the_set), r"d256 fp8 q8 ", 80, 0, True)
-    assert len(again) == 14 and all(s[3] == 256 and s[5] == 8 and not seed for s, seed in again)
-    seeds = todo_shapes(str(the_set), r"^Qwen3-480B fp8 q8 ", 80, 0, True)
+    the_set = _write(
+        tmp_path / "set.jsonl",
+        {**H100, "occupancy": {}},
+        [_rec(A, 1.0), _rec(B, 2.0, seed=True), _rec(C, 3.0)],
+    )
+    assert todo_shapes(str(the_set), r"d256 fp8 q8 ", 80, 0, True) == [(tuple(A), False)]
+    assert todo_shapes(str(the_set), r"B64 kv16384", 80, 0, True) == [
+        (tuple(A), False),
+        (tuple(B), True),
+    ]
+    seeds = todo_shapes(None, r"^Qwen3-480B fp8 q8 ", 80, 0, True)
     assert [s[6] for s, seed in seeds if seed] == [8, 16, 32, 40, 64]
     fresh = todo_shapes(None, r"^GPT-OSS bf16 q4 ", 6, 0, True)
     assert [seed for _, seed in fresh] == [True] * 5 + [False] * 6
