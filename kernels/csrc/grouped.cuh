@@ -26,9 +26,10 @@ namespace pd {
 
 template <int D, bool KV8, int WM>
 struct GCfg {
-  // At least 4 warps; the 64-row tile at head_dim 256 (one CTA per SM: 247-255 registers)
-  // takes 8, two along the tokens, so each scheduler has two warps to switch between (with 4
-  // it lost 10-22 % to two 32-row CTAs per SM, which also hold 8: kernels/NOTES.md).
+  // At least 4 warps; the 64-row tile at head_dim 256 (one CTA per SM) takes 8, two along
+  // the tokens, so each scheduler has two warps to switch between (with 4, at 247-255
+  // registers, it lost 10-22 % to two 32-row CTAs per SM, which also hold 8; with 8 it needs
+  // 228-244: kernels/NOTES.md).
   static constexpr int NW = WM >= 4 ? (D == 256 && WM == 4 ? 8 : WM) : 4;
   static constexpr int WN = NW / WM;
   static constexpr int NT = NW * 32;
