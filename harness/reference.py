@@ -29,21 +29,30 @@ def causal_mask(q_len: int, length: int, device: torch.device) -> torch.Tensor:
     return pos[None, :] <= last[:, None]
 
 
+def request_scores(
+    inputs: CaseInputs, b: int, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Request b's scaled, causally masked scores [qo_heads, q_len, length] and its
+    dequantised V repeated over each KV head's group [length, qo_heads, head_dim]."""
+    c = inputs.case
+    length = inputs.kv_lens_host[b]
+    row = inputs.page_table[b]
+    k = gather_kv(inputs.kv_cache, row, length, 0).to(dtype) * inputs.k_scale
+    v = gather_kv(inputs.kv_cache, row, length, 1).to(dtype) * inputs.v_scale
+    k = k.repeat_interleave(c.group, dim=1)  # [len, qo_heads, d]
+    v = v.repeat_interleave(c.group, dim=1)
+    q = inputs.q[b * c.q_len : (b + 1) * c.q_len].to(dtype)  # [q_len, qo_heads, d]
+    scores = torch.einsum("qhd,khd->hqk", q, k) * inputs.sm_scale
+    scores.masked_fill_(~causal_mask(c.q_len, length, q.device)[None], float("-inf"))
+    return scores, v
+
+
 def reference_attention(inputs: CaseInputs, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Output [batch*q_len, num_qo_heads, head_dim] in `dtype`."""
     c = inputs.case
-    q_all = inputs.q.to(dtype)
-    out = torch.empty(q_all.shape, dtype=dtype, device=q_all.device)
-    group = c.group
-    for b, length in enumerate(inputs.kv_lens_host):
-        row = inputs.page_table[b]
-        k = gather_kv(inputs.kv_cache, row, length, 0).to(dtype) * inputs.k_scale
-        v = gather_kv(inputs.kv_cache, row, length, 1).to(dtype) * inputs.v_scale
-        k = k.repeat_interleave(group, dim=1)  # [len, qo_heads, d]
-        v = v.repeat_interleave(group, dim=1)
-        q = q_all[b * c.q_len : (b + 1) * c.q_len]  # [q_len, qo_heads, d]
-        scores = torch.einsum("qhd,khd->hqk", q, k) * inputs.sm_scale
-        scores.masked_fill_(~causal_mask(c.q_len, length, q.device)[None], float("-inf"))
+    out = torch.empty(inputs.q.shape, dtype=dtype, device=inputs.q.device)
+    for b in range(len(inputs.kv_lens_host)):
+        scores, v = request_scores(inputs, b, dtype)
         probs = torch.softmax(scores, dim=-1)
         out[b * c.q_len : (b + 1) * c.q_len] = torch.einsum("hqk,khd->qhd", probs, v)
     return out
