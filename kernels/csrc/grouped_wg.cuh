@@ -29,14 +29,6 @@
 
 namespace pd {
 
-// DB2 (experiment): the head_dim-64 one-warpgroup fp8 kernel double-buffered like head_dim
-// 128's, but with a 2-slot raw ring (one stage in flight, as there), so four CTAs still fit
-// an SM: each stage's K and V are converted under the previous stage's Q K^T, and a stage
-// has two barriers instead of three.
-#ifndef PD_WG_DB2
-#define PD_WG_DB2 0
-#endif
-
 template <int D, int NWG, bool KV8 = true>
 struct WCfg {
   static constexpr int NT = NWG * 128;
@@ -45,8 +37,7 @@ struct WCfg {
   static constexpr int ES = KV8 ? 1 : 2;         // bytes per KV element
   // Ring depth. fp8: raw stages (converted into the fp16 buffers below). 16-bit: the stages
   // wgmma reads, as deep as ~200 KB of shared memory per SM allows at this kernel's CTAs/SM.
-  static constexpr bool DB2 = PD_WG_DB2 && KV8 && D == 64 && NWG == 1;
-  static constexpr int NS = KV8 ? (DB2 ? 2 : 4) : (NWG == 2 ? 6 : (D == 128 ? 3 : 4));
+  static constexpr int NS = KV8 ? 4 : (NWG == 2 ? 6 : (D == 128 ? 3 : 4));
   static constexpr int RAW_HALF = BN * D * ES;   // K (or V) of one stage
   static constexpr int RAW = 2 * RAW_HALF;
   static constexpr int KC = BN * D * 2;          // fp16 K tile, D/64 blocks of [64 tok][128 B]
@@ -55,11 +46,11 @@ struct WCfg {
   // Two buffers (convert stage it+1 under stage it's Q K^T) for head_dim 128; one for 64,
   // where the smaller footprint keeps a fourth CTA per SM (measured: the double-buffered
   // head_dim-64 kernel lost 20 % at GPT-OSS q_len 8 batch 64, a 1.3-wave grid).
-  static constexpr bool DB = D >= 128 || DB2;
+  static constexpr bool DB = D >= 128;
   static constexpr bool SHALLOW = KV8 && !DB;  // lookahead chosen at launch (shallow_lookahead)
   // Four CTAs per SM fit the single-buffered one-warpgroup fp8 kernel's shared memory: its
   // registers are held to 128 so that four fit there too.
-  static constexpr int MIN_CTAS = (SHALLOW || DB2) && NWG == 1 ? 4 : 1;
+  static constexpr int MIN_CTAS = SHALLOW && NWG == 1 ? 4 : 1;
   // fp8 reads by TMA (kv_tma.cuh): boxes of one head's rows, unswizzled (raw_off).
   static constexpr bool KV_MAP = KV8, TMA = KV8, TMA_SW128 = false;
   static constexpr int TMA_HEAD_BYTES = D;
@@ -67,8 +58,7 @@ struct WCfg {
   static constexpr int CONV_BYTES = KV8 ? (DB ? 2 : 1) * CONV : 0;
   static constexpr int BAR_OFF = CONV_BYTES + NS * RAW;  // fp8: the ring's FULL mbarriers (TMA)
   static constexpr int SMEM = 1024 + BAR_OFF + (KV8 ? NS * 8 : 0);  // 1024: alignment slack
-  static_assert(!KV8 || !DB || NS >= 3 || DB2, "stage it+1 must land while stage it is computed");
-  static_assert(!DB2 || 4 * (SMEM + 1024) <= 228 * 1024, "four DB2 CTAs per SM");
+  static_assert(!KV8 || !DB || NS >= 3, "stage it+1 must land while stage it is computed");
   static_assert(SMEM <= 227 * 1024, "shared memory per CTA");
 };
 
@@ -348,45 +338,13 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
   RowStats ml;
   const float sc = p.scale_log2;
 
-  // DB2: stage it+2 goes into stage it's slot, whose bytes were converted in iteration it-1.
-  const int la = C::DB2 ? 2 : lookahead<C>(p);
+  const int la = lookahead<C>(p);
   // The mbarriers' initialisation (in a second segment, their re-initialisation).
   __syncthreads();
   for (int s = 0; s < la && s < t.ntiles; ++s) kv.issue(s);
   if (C::DB && t.ntiles > 0) {
     kv.wait(0);
     convert(0, 0);
-  }
-
-  if constexpr (C::DB2) {
-    for (int it = 0; it < t.ntiles; ++it) {
-      if (it + 1 < t.ntiles) kv.wait(it + 1);
-      // Buffer it & 1 is converted (by every thread, in iteration it-1), and raw slot it % 2
-      // with it.
-      __syncthreads();
-      if (it + 2 < t.ntiles) kv.issue(it + 2);
-      const uint32_t kc_u32 = smem_u32(smem + (it & 1) * C::CONV), vc_u32 = kc_u32 + C::KC;
-      float s[8][4];
-      wg_qk<__half, D>(s, qa, kc_u32);
-      // P V of stage it-1 done in every warp (it read buffer (it+1) & 1 and accumulates into
-      // o, which the softmax below rescales), then stage it+1 converted under Q K^T.
-      // PD_WG_DB2=2: K under Q K^T and V under P V instead of both under Q K^T.
-      wg_wait<1>();
-      __syncthreads();
-      uint8_t* next = smem + ((it + 1) & 1) * C::CONV;
-      if (it + 1 < t.ntiles) {
-        if constexpr (PD_WG_DB2 == 2) wg_convert_stage<D, C::NT, 0, 1>(kv.slot(it + 1), next, tid, t, it + 1);
-        else convert(it + 1, (it + 1) & 1);
-      }
-      wg_wait<0>();
-      wg_softmax_pv<__half, D>(s, o, vc_u32, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN,
-                                  cq, lim0, lim1, sc, ml);
-      if constexpr (PD_WG_DB2 == 2)
-        if (it + 1 < t.ntiles) wg_convert_stage<D, C::NT, 1, 2>(kv.slot(it + 1), next, tid, t, it + 1);
-    }
-    wg_wait<0>();
-    wg_store<D, TQ>(p, o, ml, r0, r1, t, cq);
-    return;
   }
 
   for (int it = 0; it < t.ntiles; ++it) {
