@@ -115,17 +115,12 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map
 // kernels/NOTES.md, sixteenth session), so it stays as it was.
 template <int BN, bool EVICT = false>
 struct KvTma {
-  static constexpr uint32_t kNoOwner = 0xFFFFFFFFu;  // `dst_off` of a thread that owns no page
+  static constexpr int kNoPage = 0x7FFFFFFF;  // `tok` of a thread that owns no page
   const CUtensorMap* map;
-  const int* pt;  // the request's page-table row
-  int col, page_shift, page_size;
-  uint32_t box_bytes, dst_off;  // one box; the owned page's offset in a stage (kNoOwner: none)
+  const int* pt;
+  int col, tok, tok_end, page_shift, page_size;
+  uint32_t box_bytes, dst_off;  // one box; the owned page's offset in a stage
   int cur, nxt;  // the owned page of the next stage to issue and of the one after (-1: none)
-  // The page-table index of the owned page of the stage after nxt, and the first index past
-  // the range: a range starts on a stage boundary and a stage holds whole pages, so the index
-  // moves by BN / page_size a stage. (Rebuilt from the stage index and compared in tokens,
-  // the id's load took ~14 instructions of grouped_wg_kernel's stage loop, on every warp.)
-  int ahead, end;
   uint64_t pol;   // kv_l2_policy: 0, or evict_first
 
   // `j`: the page of each stage this thread owns (none when j >= BN / page_size).
@@ -133,25 +128,30 @@ struct KvTma {
       : map(m),
         pt(p.page_table + (size_t)t.b * p.max_pages),
         col(t.h * row_bytes),
+        tok(j < (BN >> p.page_shift) ? t.t_begin + j * p.page_size : kNoPage),
+        tok_end(t.t_end),
         page_shift(p.page_shift),
         page_size(p.page_size),
         box_bytes((uint32_t)p.page_size * row_bytes),
-        dst_off(j < (BN >> p.page_shift) ? (uint32_t)(j * p.page_size * row_bytes) : kNoOwner) {
+        dst_off((uint32_t)(j * p.page_size * row_bytes)) {
     if (owner()) asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(m)) : "memory");
-    end = owner() ? (t.t_end + p.page_size - 1) >> page_shift : 0;  // a non-owner never loads
-    ahead = (t.t_begin >> page_shift) + j;
-    cur = fetch();
-    nxt = fetch();
+    cur = fetch(0);
+    nxt = fetch(1);
     pol = EVICT ? kv_l2_policy(p) : 0;
   }
 
   __device__ static __forceinline__ int arrivals(const Params& p) { return BN >> p.page_shift; }
-  __device__ __forceinline__ bool owner() const { return dst_off != kNoOwner; }
+  __device__ __forceinline__ bool owner() const { return tok != kNoPage; }
+
+  __device__ __forceinline__ int fetch(int it) const {
+    if (!owner()) return -1;
+    const int k = tok + it * BN;
+    return k < tok_end ? __ldg(pt + (k >> page_shift)) : -1;
+  }
 
   // The owned page of stage `it` into k_dst (K box) and k_dst + v_off (V box), counted on
-  // mbarrier `bar`; stages in order 0, 1, 2, ... Owners only.
+  // mbarrier `bar`. Owners only.
   __device__ __forceinline__ void issue(int it, uint8_t* k_dst, int v_off, uint32_t bar) {
-    (void)it;
     const uint32_t dst = smem_u32(k_dst) + dst_off;
     mbar_expect_tx(bar, cur >= 0 ? 2u * box_bytes : 0u);
     if (cur >= 0) {
@@ -159,14 +159,7 @@ struct KvTma {
       tma_load_3d(dst + v_off, map, col, page_size, cur, bar, pol);
     }
     cur = nxt;
-    nxt = fetch();
-  }
-
-  // The page id at `ahead` (-1 past the range), then `ahead` a stage on.
-  __device__ __forceinline__ int fetch() {
-    const int id = ahead < end ? __ldg(pt + ahead) : -1;
-    ahead += BN >> page_shift;
-    return id;
+    nxt = fetch(it + 2);
   }
 };
 
