@@ -95,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    torch.manual_seed(0)
     for path in args.matrices:
         try:
             matrix = load_matrix(path)
