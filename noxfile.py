@@ -146,6 +146,18 @@ def gpu_matrix(session: nox.Session) -> None:
     session.run("python", "-m", "harness", "run", *session.posargs)
 
 
+def _carried_wheels(session: nox.Session, folder: Path) -> list[Path]:
+    """folder's *.whl and its *.whl.xz unpacked (ci/wheels.py, loaded by path: nox's own
+    interpreter has no project package installed)."""
+    spec = importlib.util.spec_from_file_location("ci_wheels", ROOT / "ci" / "wheels.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    try:
+        return mod.wheels([folder])
+    except mod.WheelError as exc:
+        session.error(f"peers: {exc}")
+
+
 def _prepare_peers(session: nox.Session) -> None:
     """`-- --peers`: make flashinfer importable, never a hard dependency.
 
@@ -153,11 +165,12 @@ def _prepare_peers(session: nox.Session) -> None:
     ci/fetch_peer_wheels.sh when they suit its Python, else the index) with --no-deps,
     plus the few pure-Python modules flashinfer imports (its CUDA extras -- cutlass-dsl,
     cudnn-frontend, nccl4py, cuda-tile -- are not used by the fa2 and xqa paths). The running interpreter (GPU runner, no index) is used as it is when it
-    imports flashinfer; else the carried .whl-peers/*.whl are unpacked into
-    .whl-peers/site and put on PYTHONPATH; else the flashinfer peers skip with a reason."""
+    imports flashinfer; else the carried .whl-peers/ wheels are installed into
+    .whl-peers/site and put on PYTHONPATH; else the flashinfer peers skip with a reason.
+    Wheels packed by ci/wheels.py (NAME.whl.xz, to fit a device call) are unpacked first."""
     if "--peers" not in session.posargs:
         return
-    wheels = sorted(str(w) for w in PEER_WHEELS.glob("*.whl"))
+    wheels = [str(w) for w in _carried_wheels(session, PEER_WHEELS)]
     if session.venv_backend == "none":
         if importlib.util.find_spec("flashinfer") is not None:
             session.log("peers: using the flashinfer this interpreter imports")
@@ -190,7 +203,10 @@ def _prepare_peers(session: nox.Session) -> None:
         )
         return
     # --find-links: the carried wheels when they suit this interpreter, else the index
-    session.install("--no-deps", "--find-links", str(PEER_WHEELS), FLASHINFER_SPEC, TVM_FFI_SPEC)
+    links = sorted({str(Path(w).parent) for w in wheels}) or [str(PEER_WHEELS)]
+    session.install(
+        "--no-deps", *(f"--find-links={d}" for d in links), FLASHINFER_SPEC, TVM_FFI_SPEC
+    )
     session.install(*FLASHINFER_RUNTIME)
 
 

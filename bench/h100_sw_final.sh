@@ -9,7 +9,7 @@ source bench/prelude.sh
 kernels_ok
 sanitize_selfcheck 12 240
 PEERS=""
-ls .whl-peers/*.whl > /dev/null 2>&1 && PEERS="--peers"
+ls .whl-peers/*.whl* > /dev/null 2>&1 && PEERS="--peers"
 harness_matrix coverage --no-timing
 harness_matrix spec_decode $PEERS
 harness_matrix spec_decode_bf16

@@ -21,5 +21,5 @@ paste <(grep -E "^Qwen" /tmp/ab_wg_1.log | awk '{print $1, $3}') \
 harness_matrix coverage --no-timing
 harness_matrix spec_decode
 PEERS=""
-ls .whl-peers/*.whl > /dev/null 2>&1 && PEERS="--peers"
+ls .whl-peers/*.whl* > /dev/null 2>&1 && PEERS="--peers"
 harness_matrix spec_decode_bf16 $PEERS

@@ -1,7 +1,8 @@
 # Sourced first by every bench script on a GPU machine (no package index there): the shell
 # options, unbuffered Python, sm_90a-only kernel builds unless HARNESS_CUDA_ARCHS says
 # otherwise, $OUT, every carried wheel (.whl/, .whl-min/, .whl-peers/: whichever this call
-# carried; one version of each package, or pip stops) installed into /tmp/site, and helpers.
+# carried; one version of each package, or pip stops; NAME.whl.xz ones unpacked first by
+# ci/wheels.py) installed into /tmp/site, and helpers.
 # Make .whl-min (git-ignored) with
 #   python3 -m pip download --no-deps -d .whl-min 'junitparser>=4,<6' nvidia-ml-py
 # and .whl-peers with ci/fetch_peer_wheels.sh; carry them (and .ab-base for an A/B).
@@ -9,8 +10,10 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1 HARNESS_CUDA_ARCHS=${HARNESS_CUDA_ARCHS:-90a}
 OUT=${OUT:-/tmp/out}
 shopt -s nullglob
-wheels=(.whl*/*.whl)
+dirs=(.whl*/)
 shopt -u nullglob
+wheels=()
+[ ${#dirs[@]} -eq 0 ] || mapfile -t wheels < <(python3 ci/wheels.py list "${dirs[@]}" --out /tmp/whl-unpacked)
 if [ ${#wheels[@]} -gt 0 ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site "${wheels[@]}" && export PYTHONPATH=/tmp/site
