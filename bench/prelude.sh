@@ -13,7 +13,7 @@ shopt -s nullglob
 dirs=(.whl*/)
 shopt -u nullglob
 wheels=()
-[ ${#dirs[@]} -eq 0 ] || mapfile -t wheels < <(python3 ci/wheels.py list "${dirs[@]}" --out /tmp/whl-unpacked)
+[ ${#dirs[@]} -eq 0 ] || mapfile -t wheels < <(python3 ci/wheels.py list "${dirs[@]}")
 if [ ${#wheels[@]} -gt 0 ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site "${wheels[@]}" && export PYTHONPATH=/tmp/site

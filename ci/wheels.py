@@ -68,14 +68,12 @@ def unpack(packed: Path, out_dir: Path) -> Path:
     try:
         with lzma.open(packed) as src, open(part, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
-        if not zipfile.is_zipfile(part):
-            raise WheelError(f"{packed}: unpacks to something that is not a wheel")
+        problem = None if zipfile.is_zipfile(part) else "unpacks to something that is not a wheel"
     except (OSError, lzma.LZMAError, EOFError) as exc:
+        problem = f"not an xz-packed wheel ({exc})"
+    if problem:
         part.unlink(missing_ok=True)
-        raise WheelError(f"{packed}: not an xz-packed wheel ({exc})") from exc
-    except WheelError:
-        part.unlink(missing_ok=True)
-        raise
+        raise WheelError(f"{packed}: {problem}")
     os.replace(part, out)
     return out
 
