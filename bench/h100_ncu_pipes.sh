@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Which execution pipe paces a kernel: Nsight Compute's per-pipe utilization (instructions
-# executed and cycles active, % of peak) for NCU_KERNEL
+# executed and cycles active, % of peak; ncu's "shared" pipe is the one FP16 and the tensor
+# cores share, not shared memory, whose wavefronts and bank conflicts come from the memory
+# tables section) for NCU_KERNEL
 # (default grouped_sw_kernel) on NCU_CASES ("label:filter ...", default Qwen3-480B fp8 q_len 8
 # batch 64), plus the kernel's SASS opcode histogram (bench/sass_histogram.sh). Clocks left
 # alone (--clock-control none, METHOD.md); each profile cut at 120 s.
@@ -16,8 +18,9 @@ METRICS="$METRICS,smsp__inst_executed.sum,sm__cycles_elapsed.avg,smsp__issue_act
 for c in ${NCU_CASES:-qwen_fp8_q8:Qwen3-480B-fp8_e4m3-batchSize64-seqLenQ8}; do
   name=${c%%:*}
   timeout 120 $NCU --clock-control none --target-processes all --kernel-name "regex:$K" \
-    --launch-skip 3 --launch-count 1 --section SpeedOfLight --metrics "$METRICS" \
+    --launch-skip 3 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis_Tables \
+    --metrics "$METRICS" \
     python3 -m kernels.selfcheck --only-bench --kernels grouped --filter "${c#*:}" > "$OUT/ncu_pipes_$name.txt" 2>&1
   echo "$name rc=$?" | log
-  grep -E "Duration|pct_of_peak|inst_executed.sum|cycles_elapsed" "$OUT/ncu_pipes_$name.txt" | tr -s ' ' | log
+  grep -E "Duration|pct_of_peak|inst_executed.sum|cycles_elapsed|Shared" "$OUT/ncu_pipes_$name.txt" | tr -s ' ' | log
 done
