@@ -58,16 +58,6 @@ namespace pd {
 #ifndef PD_SW_QSCALE
 #define PD_SW_QSCALE 1
 #endif
-// Experiments (twenty-eighth session, kernels/NOTES.md), all slower or not run:
-// PD_SW_KORDER=1 a wgmma.fence between K's conversion and P V's wait; =2 K's raw loads (and
-// its FULL wait) before the P barrier; =3 that plus the preloads loaded before P V's wait.
-// PD_SW_KPROBE: K's raw bytes as the fragments (wrong results, timing only).
-#ifndef PD_SW_KORDER
-#define PD_SW_KORDER 0
-#endif
-#ifndef PD_SW_KPROBE
-#define PD_SW_KPROBE 0
-#endif
 #ifndef PD_SW48_TMA
 #define PD_SW48_TMA 0
 #endif
@@ -255,14 +245,7 @@ __device__ __forceinline__ void sw_k_cvt(uint32_t (&kf)[8][4], const uint4 (&kr)
     const uint32_t w[8] = {kr[h][0].x, kr[h][0].y, kr[h][0].z, kr[h][0].w,
                            kr[h][1].x, kr[h][1].y, kr[h][1].z, kr[h][1].w};
 #pragma unroll
-    for (int kk = 0; kk < 8; ++kk) {
-#if PD_SW_KPROBE
-      kf[kk][h] = w[kk];
-      kf[kk][2 + h] = w[kk] ^ 0x80808080u;
-#else
-      e4m3x4_to_half2x2(w[kk], kf[kk][h], kf[kk][2 + h]);
-#endif
-    }
+    for (int kk = 0; kk < 8; ++kk) e4m3x4_to_half2x2(w[kk], kf[kk][h], kf[kk][2 + h]);
   }
 }
 __device__ __forceinline__ void sw_k_frags(uint32_t (&kf)[8][4], const uint8_t* rk, int wl, int g, int cq) {
@@ -747,12 +730,6 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     __syncwarp();
     if (PD_SW_EMPTY_ALL || lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K was read in the previous iteration
     sw_cvt_v(va, vr);
-#if PD_SW_KORDER >= 2
-    if constexpr (!C::K_EARLY) {
-      if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
-      sw_k_raw(kr, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
-    }
-#endif
     fence_async_smem();   // P, written above, for wgmma (the async proxy)
     wg_bar(bar_wg, 128);  // P complete; orders this stage's maxima reads before the next writes
     wg_fence();
@@ -772,30 +749,11 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     if constexpr (C::K_EARLY) {
       sw_k_cvt(kf, kr);
     } else {
-#if PD_SW_KORDER >= 2
-      sw_k_cvt(kf, kr);
-#else
       if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
       sw_k_frags(kf, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
-#endif
     }
-#if PD_SW_KORDER == 1
-    wg_fence();
-#endif
-#if PD_SW_KORDER == 3
-    float2 pm[NJ];
-#pragma unroll
-    for (int j = 0; j < NJ; ++j) pm[j] = *reinterpret_cast<const float2*>(mc + 2 * N + 8 * j + 2 * cq);
-    wg_wait<0>();
-#pragma unroll
-    for (int j = 0; j < NJ; ++j) {
-      s[j][0] = s[j][2] = pm[j].x;
-      s[j][1] = s[j][3] = pm[j].y;
-    }
-#else
     wg_wait<0>();
     sw_preload_max<N>(s, mc, cq);
-#endif
     wg_fence();
     issue_s();
     wg_commit();

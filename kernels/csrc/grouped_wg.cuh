@@ -27,10 +27,6 @@
 #include "grouped_parts.cuh"
 #include "kv_tma.cuh"
 
-#ifndef PD_WG_QSMEM
-#define PD_WG_QSMEM 0
-#endif
-
 namespace pd {
 
 template <int D, int NWG, bool KV8 = true>
@@ -41,13 +37,7 @@ struct WCfg {
   static constexpr int ES = KV8 ? 1 : 2;         // bytes per KV element
   // Ring depth. fp8: raw stages (converted into the fp16 buffers below). 16-bit: the stages
   // wgmma reads, as deep as ~200 KB of shared memory per SM allows at this kernel's CTAs/SM.
-  // PD_WG_QSMEM (experiment): the single-buffered fp8 kernel keeps Q in shared memory as
-  // Q K^T's A operand (both operands by descriptor) instead of register fragments; its ring
-  // is then 3 deep so that four CTAs still fit an SM.
-  // PD_WG_QSMEM=2: only the 3-deep ring (Q in registers), the control.
-  static constexpr bool QSM = PD_WG_QSMEM == 1 && KV8 && D < 128 && NWG == 1;
-  static constexpr bool NS3 = PD_WG_QSMEM >= 1 && KV8 && D < 128 && NWG == 1;
-  static constexpr int NS = KV8 ? (NS3 ? 3 : 4) : (NWG == 2 ? 6 : (D == 128 ? 3 : 4));
+  static constexpr int NS = KV8 ? 4 : (NWG == 2 ? 6 : (D == 128 ? 3 : 4));
   static constexpr int RAW_HALF = BN * D * ES;   // K (or V) of one stage
   static constexpr int RAW = 2 * RAW_HALF;
   static constexpr int KC = BN * D * 2;          // fp16 K tile, D/64 blocks of [64 tok][128 B]
@@ -66,10 +56,7 @@ struct WCfg {
   static constexpr int TMA_HEAD_BYTES = D;
   static constexpr int CPR = D * ES / 16;        // 16-byte chunks per raw row
   static constexpr int CONV_BYTES = KV8 ? (DB ? 2 : 1) * CONV : 0;
-  static constexpr int Q_BYTES = QSM ? TILE * D * 2 : 0;  // fp16 Q, [TILE rows][128 B] swizzled
-  static constexpr int Q_OFF = CONV_BYTES;
-  static constexpr int RING_OFF = CONV_BYTES + Q_BYTES;
-  static constexpr int BAR_OFF = RING_OFF + NS * RAW;  // fp8: the ring's FULL mbarriers (TMA)
+  static constexpr int BAR_OFF = CONV_BYTES + NS * RAW;  // fp8: the ring's FULL mbarriers (TMA)
   static constexpr int SMEM = 1024 + BAR_OFF + (KV8 ? NS * 8 : 0);  // 1024: alignment slack
   static_assert(!KV8 || !DB || NS >= 3, "stage it+1 must land while stage it is computed");
   static_assert(SMEM <= 227 * 1024, "shared memory per CTA");
@@ -211,57 +198,6 @@ PD_WG_FN(96)
 #undef PD_WG96
 #undef PD_WG96_OUT
 
-// wgmma m64n64k16 with both operands in shared memory (K-major, 128-byte swizzle): A and B
-// as descriptor low words plus the k-step's byte offset OFF.
-template <int OFF>
-__device__ __forceinline__ void wgmma_ss_m64n64k16(float (&d)[8][4], uint32_t a_lo, uint32_t b_lo, int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\n.reg .b32 ta, tb;\n.reg .b64 da, db;\nsetp.ne.b32 p, %34, 0;\n"
-      "add.u32 ta, %32, %35;\nadd.u32 tb, %33, %35;\n"
-      "mov.b64 da, {ta, 1073741888};\nmov.b64 db, {tb, 1073741888};\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
-      "%23, %24, %25, %26, %27, %28, %29, %30, %31}, da, db, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]),
-        "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]),
-        "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]),
-        "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-      : "r"(a_lo), "r"(b_lo), "r"(scale_d), "n"(OFF >> 4)
-      : "memory");
-}
-
-// The tile's 64 rows of q (zero past the problem) as fp16 into shared memory, [64 rows]
-// [128 B] in wg16_off's swizzled layout: Q K^T's K-major A operand (head_dim 64), by NT threads.
-template <int D, typename TQ, int NT>
-__device__ __forceinline__ void wg_store_q_smem(uint8_t* qs, const Params& p, const TileRange& t, int tid) {
-  static_assert(D == 64, "one 128-byte row per Q row");
-  constexpr int ITEMS = 64 * (D / 8), PER = ITEMS / NT;  // 16-byte fp16 chunks
-  uint4 w[PER];
-#pragma unroll
-  for (int i = 0; i < PER; ++i) {
-    const int idx = tid + i * NT, n = idx / (D / 8), c = idx % (D / 8), r = t.row0 + n;
-    w[i] = r < t.rows ? *reinterpret_cast<const uint4*>(q_row<D, TQ>(p, t.b, t.h, r) + c * 8) : make_uint4(0u, 0u, 0u, 0u);
-  }
-#pragma unroll
-  for (int i = 0; i < PER; ++i) {
-    const int idx = tid + i * NT, n = idx / (D / 8), c = idx % (D / 8);
-    uint4 y = w[i];
-    if constexpr (!std::is_same_v<TQ, __half>) {
-      y.x = bf16x2_to_half2(y.x);
-      y.y = bf16x2_to_half2(y.y);
-      y.z = bf16x2_to_half2(y.z);
-      y.w = bf16x2_to_half2(y.w);
-    }
-    *reinterpret_cast<uint4*>(qs + wg16_off(n, c)) = y;
-  }
-}
-
-template <int... KK>
-__device__ __forceinline__ void wg_qk_ss_steps(float (&s)[8][4], uint32_t dq, uint32_t dk, std::integer_sequence<int, KK...>) {
-  (wgmma_ss_m64n64k16<KK * 32>(s, dq, dk, KK > 0), ...);
-}
-
 // Rows r0 and r1 of q (zero past the problem) as the wgmma A fragments of Q K^T, in T.
 template <int D, typename TQ, typename T>
 __device__ __forceinline__ void wg_load_q(uint32_t (&qa)[D / 16][4], const Params& p, int b, int h, int rows, int r0,
@@ -381,21 +317,15 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
                                         uint32_t full_u32, int tid) {
   using C = WCfg<D, NWG>;
   using Ring = TmaRing<C::BN, C::NS, C::RAW>;
-  uint8_t* ring = smem + C::RING_OFF;  // raw fp8 stages after the fp16 buffers (and Q)
+  uint8_t* ring = smem + C::CONV_BYTES;  // raw fp8 stages after the fp16 buffers
   const int lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, cq = lane & 3;
 
   // Rows of this thread (warp w owns rows 16w..16w+15 of the tile, as wgmma lays them out).
   const int r0 = t.row0 + warp * 16 + g, r1 = r0 + 8;
   const int lim0 = row_limit(p, t, r0), lim1 = row_limit(p, t, r1);
-  uint32_t qa[C::QSM ? 1 : D / 16][4];
-  if constexpr (C::QSM) {
-    wg_store_q_smem<D, TQ, C::NT>(smem + C::Q_OFF, p, t, tid);
-    fence_async_smem();  // for wgmma; the barrier before the loop completes it
-  } else {
-    wg_load_q<D, TQ, __half>(qa, p, t.b, t.h, t.rows, r0, r1, cq);
-  }
-  const uint32_t q_lo = wg_desc_lo(smem_u32(smem + C::Q_OFF));
+  uint32_t qa[D / 16][4];
+  wg_load_q<D, TQ, __half>(qa, p, t.b, t.h, t.rows, r0, r1, cq);
 
   // Page j of each stage is issued (a TMA box each for K and V) by lane 0 of warp j (2-4 %
   // faster than lanes of warp 0, whose issue loop then delayed its conversion and so the
@@ -405,14 +335,6 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
 
   float o[D / 8][4];
   zero(o);
-  if constexpr (C::QSM) {
-    // O's zeroing kept ahead of the first wgmma (as in grouped_sw.cuh): without it ptxas
-    // serializes every wgmma here (C7515).
-#pragma unroll
-    for (int j = 0; j < D / 8; ++j)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) asm volatile("" : "+f"(o[j][c]));
-  }
   RowStats ml;
   const float sc = p.scale_log2;
 
@@ -452,13 +374,7 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
     // S = Q K^T (64 rows per warpgroup x 64 tokens), asynchronously, while this thread
     // converts the next stage into the other buffer; then softmax and O += P V.
     float s[8][4];
-    if constexpr (C::QSM) {
-      wg_fence();
-      wg_qk_ss_steps(s, q_lo, wg_desc_lo(kc_u32), std::make_integer_sequence<int, D / 16>{});
-      wg_commit();
-    } else {
-      wg_qk<__half, D>(s, qa, kc_u32);
-    }
+    wg_qk<__half, D>(s, qa, kc_u32);
     if (C::DB && it + 1 < t.ntiles) convert(it + 1, (it + 1) & 1);
     // Single buffer: K was converted before Q K^T, V is converted under it and is complete
     // (the barrier) before P V: 0.99x of converting both first (twelfth session).
