@@ -58,9 +58,6 @@ namespace pd {
 #ifndef PD_SW_QSCALE
 #define PD_SW_QSCALE 1
 #endif
-#ifndef PD_SW_LASTSWAP
-#define PD_SW_LASTSWAP 0
-#endif
 #ifndef PD_SW48_TMA
 #define PD_SW48_TMA 0
 #endif
@@ -699,14 +696,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   // The warpgroup's first S^T overwrites s; later ones add onto the preloaded maxima.
   auto issue_s_first = [&]() { sw_issue_s<N, false>(s, kf, q_lo, std::make_integer_sequence<int, D / 16>{}); };
   auto issue_s = [&]() { sw_issue_s<N, true>(s, kf, q_lo, std::make_integer_sequence<int, D / 16>{}); };
-  // Which stages this warpgroup takes: alternate ones (it, it + NC, ...) up to `end`, except
-  // that with two warpgroups and an even stage count (PD_SW_LASTSWAP) the last stage goes to
-  // warpgroup 0 (its next after ntiles - 2), whose loop otherwise ends a stage-pair before
-  // warpgroup 1's (the CTA's epilogue waits for both).
-  const bool swap_last = PD_SW_LASTSWAP && C::NC == 2 && t.ntiles >= 2 && (t.ntiles & 1) == 0;
-  const int end = swap_last && wg == 1 ? t.ntiles - 1 : t.ntiles;
-  auto next_stage = [&](int i) { return swap_last && wg == 0 && i == t.ntiles - 2 ? i + 1 : i + C::NC; };
-  if (wg < end) {
+  if (wg < t.ntiles) {
     mbar_wait(full_u32 + (wg % C::NS) * 8, (wg / C::NS) & 1);
     PD_TL(3, tid == 0);
     sw_k_frags(kf, ring + (wg % C::NS) * C::RAW, wl, g, cq);
@@ -719,15 +709,15 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   // together: their register operands (V and K fragments) would not fit beside O, S and l.
   // The other warpgroup's MMAs run under this one's softmax.
 #pragma unroll 1
-  for (int it = wg; it < end; it = next_stage(it)) {
-    const int slot = it % C::NS, nx = next_stage(it);
+  for (int it = wg; it < t.ntiles; it += C::NC) {
+    const int slot = it % C::NS, nx = it + C::NC;
     const uint8_t* rk = ring + slot * C::RAW;
     wg_wait<0>();
     // K_EARLY: the next stage's raw K loaded now, its latency hidden by the softmax.
     uint4 kr[2][2];
     if constexpr (C::K_EARLY) {
-      if (nx < end) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
-      sw_k_raw(kr, nx < end ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
+      if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
+      sw_k_raw(kr, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
     }
     sw_softmax<N, E, C::BN, C::QSCALE>(s, o, l, it == wg, sc, thr, mc, mcb, red, p, t, it, wl, g, cq, ctid, bar_wg);
     sw_store_p<N>(s, p_u32, wl, lane);
@@ -759,8 +749,8 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     if constexpr (C::K_EARLY) {
       sw_k_cvt(kf, kr);
     } else {
-      if (nx < end) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
-      sw_k_frags(kf, nx < end ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
+      if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
+      sw_k_frags(kf, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
     }
     wg_wait<0>();
     sw_preload_max<N>(s, mc, cq);
