@@ -58,9 +58,6 @@ namespace pd {
 #ifndef PD_SW_QSCALE
 #define PD_SW_QSCALE 1
 #endif
-#ifndef PD_SW_KPIN
-#define PD_SW_KPIN 0
-#endif
 #ifndef PD_SW48_TMA
 #define PD_SW48_TMA 0
 #endif
@@ -699,9 +696,6 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   // The warpgroup's first S^T overwrites s; later ones add onto the preloaded maxima.
   auto issue_s_first = [&]() { sw_issue_s<N, false>(s, kf, q_lo, std::make_integer_sequence<int, D / 16>{}); };
   auto issue_s = [&]() { sw_issue_s<N, true>(s, kf, q_lo, std::make_integer_sequence<int, D / 16>{}); };
-#if PD_SW_KPIN
-  const int once = p.q_len > 0;  // 1 (pd_paged_decode refuses q_len < 1)
-#endif
   if (wg < t.ntiles) {
     mbar_wait(full_u32 + (wg % C::NS) * 8, (wg / C::NS) & 1);
     PD_TL(3, tid == 0);
@@ -755,19 +749,8 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     if constexpr (C::K_EARLY) {
       sw_k_cvt(kf, kr);
     } else {
-#if PD_SW_KPIN
-      // Pinned between P V's last issue and its wait: a loop of one trip that ptxas cannot
-      // see through, so it neither sinks the conversion below the wait nor spreads it
-      // among P V's issues.
-#pragma unroll 1
-      for (int r = 0; r < once; ++r) {
-        if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
-        sw_k_frags(kf, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
-      }
-#else
       if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
       sw_k_frags(kf, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
-#endif
     }
     wg_wait<0>();
     sw_preload_max<N>(s, mc, cq);
