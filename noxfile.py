@@ -170,11 +170,11 @@ def _prepare_peers(session: nox.Session) -> None:
     Wheels packed by ci/wheels.py (NAME.whl.xz, to fit a device call) are unpacked first."""
     if "--peers" not in session.posargs:
         return
+    if session.venv_backend == "none" and importlib.util.find_spec("flashinfer") is not None:
+        session.log("peers: using the flashinfer this interpreter imports")
+        return
     wheels = [str(w) for w in _carried_wheels(session, PEER_WHEELS)]
     if session.venv_backend == "none":
-        if importlib.util.find_spec("flashinfer") is not None:
-            session.log("peers: using the flashinfer this interpreter imports")
-            return
         if not wheels:
             session.warn(
                 "peers: flashinfer is not importable and .whl-peers/ has no wheels "
