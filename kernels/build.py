@@ -150,8 +150,6 @@ def build(
     tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=cache))
     try:
         common = [*BASE_FLAGS, *gencode_flags(archs), *(f"-D{d}" for d in defines)]
-        # Experiment: PD_PTXAS_RUL=N also sets ptxas's register-usage level (0..10, default 5).
-        common += [f"-Xptxas=-regUsageLevel={d.split('=', 1)[1]}" for d in defines if d.startswith("PD_PTXAS_RUL=")]
         objs = [tmp / (u.stem + ".o") for u in units]
         # Units run in parallel; each nvcc also splits its gencode targets (--threads) so
         # that jobs x threads ~ cores (2 on CI: two units at a time, one target each).
