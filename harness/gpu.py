@@ -14,6 +14,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -180,7 +181,7 @@ def nvml_snapshot(device: torch.device) -> dict | None:
                 break
         if handle is None:
             return None
-        return {
+        snap = {
             "sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
             "mem_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM),
             "temperature_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
@@ -189,6 +190,30 @@ def nvml_snapshot(device: torch.device) -> dict | None:
         }
     except Exception:  # NVML absent or refused: a report says "clocks unknown" instead
         return None
+    snap.update(_violation_counters(pynvml, handle))
+    return snap
+
+
+def _violation_counters(pynvml: ModuleType, handle: object) -> dict[str, int]:
+    """NVML's running totals of the time (ns) the power or thermal policy held the clocks
+    below what was asked for. Why: the reason bits are only what holds at the moment of
+    reading, and a power cap that bites inside a 10 ms batch can be gone when the batch
+    ends (H100, Qwen3 fp8 q_len 8 batch 64: all three batches of one harness timing ran
+    70 ms under the power policy while every reading before and after showed no reason bit,
+    kernels/NOTES.md, twenty-ninth session); a counter that moved between two readings says
+    so. Missing where NVML refuses them."""
+    out = {}
+    for key, policy in (
+        ("power_violation_ns", "NVML_PERF_POLICY_POWER"),
+        ("thermal_violation_ns", "NVML_PERF_POLICY_THERMAL"),
+    ):
+        try:
+            out[key] = int(
+                pynvml.nvmlDeviceGetViolationStatus(handle, getattr(pynvml, policy)).violationTime
+            )
+        except Exception:  # not supported on this GPU or driver: the reason bits alone
+            continue
+    return out
 
 
 @functools.cache

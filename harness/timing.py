@@ -69,6 +69,10 @@ class ClockSummary:
     excluded_samples: int = 0
     power_capped_batches: int = 0
     reasons_seen: int = 0  # OR of every NVML clock-event reason bitmask sampled
+    # Time the power / thermal policy held the clocks down during the timed batches (NVML's
+    # violation counters; None where NVML does not keep them).
+    power_limited_ms: float | None = None
+    thermal_limited_ms: float | None = None
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -188,6 +192,7 @@ class ClockWatch:
         self.excluded = 0
         self.power_capped = 0
         self.reasons = 0
+        self.limited_ns: dict[str, int] = {}  # violation-counter key -> ns over the batches
         self._read = None
         if enabled and device.type == "cuda":
             from harness.gpu import nvml_snapshot
@@ -210,7 +215,12 @@ class ClockWatch:
             if s:
                 reasons |= int(s.get("throttle_reasons", 0))
         self.reasons |= reasons
-        if reasons & POWER_CAP:
+        moved = {}
+        for key in ("power_violation_ns", "thermal_violation_ns"):
+            if before and after and key in before and key in after:
+                moved[key] = max(0, int(after[key]) - int(before[key]))
+                self.limited_ns[key] = self.limited_ns.get(key, 0) + moved[key]
+        if reasons & POWER_CAP or moved.get("power_violation_ns", 0) > 0:
             self.power_capped += 1
         if reasons & THROTTLE_MASK:
             self.throttled_batches += 1
@@ -226,6 +236,7 @@ class ClockWatch:
                 excluded_samples=self.excluded,
                 power_capped_batches=self.power_capped,
                 reasons_seen=self.reasons,
+                **self._limited_ms(),
             )
         sm = [s["sm_clock_mhz"] for s in self.snaps]
         return ClockSummary(
@@ -239,7 +250,15 @@ class ClockWatch:
             excluded_samples=self.excluded,
             power_capped_batches=self.power_capped,
             reasons_seen=self.reasons,
+            **self._limited_ms(),
         )
+
+    def _limited_ms(self) -> dict[str, float]:
+        names = {
+            "power_violation_ns": "power_limited_ms",
+            "thermal_violation_ns": "thermal_limited_ms",
+        }
+        return {names[k]: round(ns / 1e6, 3) for k, ns in self.limited_ns.items()}
 
 
 class L2Flusher:

@@ -287,3 +287,29 @@ def test_a_sharded_run_names_each_gpu_and_each_case_says_where_it_ran(tmp_path: 
     assert "device.gpus" not in {
         p.name for s in JUnitXml.fromfile(str(one)) for p in s.properties()
     }
+
+
+def test_key_figures_say_which_batches_ran_at_the_power_cap() -> None:
+    from harness.report.figures import key_figures
+
+    row = make_row(64, 8, "cuda_grouped", median=0.859, tbps=2.5)
+    clocks = {
+        "sm_clock_mhz_min": 1980,
+        "sm_clock_mhz_max": 1980,
+        "batches": 5,
+        "power_capped_batches": 4,
+        "power_limited_ms": 12.5,
+        "throttled_batches": 1,
+        "excluded_samples": 10,
+    }
+    capped = replace(row, timing={**row.timing, "clocks": clocks})
+    out = key_figures(capped)
+    assert (
+        "clocks: SM 1980-1980 MHz; 4 of 5 batches at the power cap (12.5 ms held below the "
+        "requested clock); 1 throttled (excluded, 10 samples)"
+    ) in out
+    # NVML without violation counters: the count alone; no clocks sampled: no line at all.
+    bare = {k: v for k, v in clocks.items() if k not in ("power_limited_ms", "throttled_batches")}
+    lines = key_figures(replace(row, timing={**row.timing, "clocks": bare})).splitlines()
+    assert "clocks: SM 1980-1980 MHz; 4 of 5 batches at the power cap" in lines
+    assert "clocks:" not in key_figures(row)

@@ -10,7 +10,15 @@ import time
 import pytest
 import torch
 
-from harness.timing import TimingConfig, TimingStats, median_ci, summarize, time_fn
+from harness.timing import (
+    POWER_CAP,
+    ClockWatch,
+    TimingConfig,
+    TimingStats,
+    median_ci,
+    summarize,
+    time_fn,
+)
 
 CPU = torch.device("cpu")
 
@@ -190,3 +198,51 @@ def test_host_latency_before_a_launch_stays_outside_the_timed_region() -> None:
 
     assert median_ms(3000.0) < 0.3
     assert median_ms(0.0) > 0.8
+
+
+def _snap(reasons: int = 0, power_ns: int | None = None, thermal_ns: int | None = None) -> dict:
+    """An NVML snapshot as harness.gpu.nvml_snapshot returns it."""
+    s = {"sm_clock_mhz": 1980, "mem_clock_mhz": 2619, "temperature_c": 40, "power_w": 300.0}
+    s["throttle_reasons"] = reasons
+    if power_ns is not None:
+        s["power_violation_ns"] = power_ns
+    if thermal_ns is not None:
+        s["thermal_violation_ns"] = thermal_ns
+    return s
+
+
+def test_clock_watch_counts_a_power_cap_that_lifted_before_the_batch_ended() -> None:
+    # The reason bits are clear at both readings, but NVML's power-violation counter moved
+    # by 3 ms during the batch: the batch ran capped (it is counted, not excluded).
+    w = ClockWatch(CPU, enabled=False)
+    assert w.batch_clean(_snap(power_ns=10_000_000), _snap(power_ns=13_000_000), 10)
+    assert w.batch_clean(_snap(power_ns=13_000_000), _snap(power_ns=13_000_000), 10)
+    assert w.batch_clean(_snap(power_ns=13_000_000), _snap(power_ns=13_500_000), 10)
+    c = w.summary()
+    assert (c.power_capped_batches, c.batches, c.excluded_samples) == (2, 3, 0)
+    assert c.power_limited_ms == pytest.approx(3.5)
+    assert c.thermal_limited_ms is None  # this NVML kept no thermal counter
+
+
+def test_clock_watch_without_counters_falls_back_to_the_reason_bits() -> None:
+    w = ClockWatch(CPU, enabled=False)
+    assert w.batch_clean(_snap(), _snap(reasons=POWER_CAP), 10)
+    assert not w.batch_clean(_snap(reasons=0x20), _snap(), 10)  # SW thermal: excluded
+    c = w.summary()
+    assert (c.power_capped_batches, c.throttled_batches, c.excluded_samples) == (1, 1, 10)
+    assert c.power_limited_ms is None and c.thermal_limited_ms is None
+
+
+def test_clock_watch_records_thermal_limits_and_the_sampled_clocks() -> None:
+    readings = iter(
+        [_snap(power_ns=0, thermal_ns=5_000_000), _snap(power_ns=0, thermal_ns=7_250_000)]
+    )
+    w = ClockWatch(CPU, enabled=False)
+    w._read = lambda: next(readings)  # the two readings NVML would give around one batch
+    before, after = w.snapshot(), w.snapshot()
+    assert w.batch_clean(before, after, 10)  # thermal time is recorded; bits decide exclusion
+    c = w.summary()
+    assert c.thermal_limited_ms == pytest.approx(2.25)
+    assert c.power_limited_ms == 0.0 and c.power_capped_batches == 0
+    assert (c.sm_clock_mhz_min, c.sm_clock_mhz_max, c.batches) == (1980, 1980, 1)
+    assert c.to_dict()["thermal_limited_ms"] == pytest.approx(2.25)

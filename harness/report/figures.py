@@ -291,6 +291,31 @@ def failure_text(row: ResultRow) -> str:
     return f"{row.status} (no message recorded)"
 
 
+def clock_text(row: ResultRow) -> str:
+    """What NVML saw while the row was timed ("" when nothing was sampled): the SM clock
+    range and the batches the power cap or heat held back, so a reader can tell a slow
+    number from a slow GPU."""
+    t = row.timing if isinstance(row.timing, dict) else {}
+    c = t.get("clocks") if isinstance(t.get("clocks"), dict) else {}
+    lo, hi, batches = c.get("sm_clock_mhz_min"), c.get("sm_clock_mhz_max"), c.get("batches")
+    if not isinstance(batches, int) or batches <= 0:
+        return ""
+    parts = [f"SM {lo}-{hi} MHz" if lo is not None else "SM clock unknown"]
+    capped, power_ms = c.get("power_capped_batches", 0), _number(c.get("power_limited_ms"))
+    limited = f"{capped} of {batches} batches at the power cap"
+    if power_ms is not None:
+        limited += f" ({power_ms:g} ms held below the requested clock)"
+    parts.append(limited)
+    if c.get("throttled_batches"):
+        parts.append(
+            f"{c['throttled_batches']} throttled (excluded, {c.get('excluded_samples', 0)} samples)"
+        )
+    thermal_ms = _number(c.get("thermal_limited_ms"))
+    if thermal_ms:
+        parts.append(f"{thermal_ms:g} ms thermally limited")
+    return "; ".join(parts)
+
+
 def key_figures(row: ResultRow) -> str:
     """The lines a person needs to judge one case x backend, as plain text (for
     system-out, which GitLab shows while it ignores properties)."""
@@ -314,6 +339,9 @@ def key_figures(row: ResultRow) -> str:
         if pct is not None and ceiling is not None:
             bw += f" = {fmt_pct(pct)} of measured copy bandwidth {fmt_tbps(ceiling)} TB/s"
         lines.append(bw)
+    clocks = clock_text(row)
+    if clocks:
+        lines.append(f"clocks: {clocks}")
     if row.plan:
         lines.append(f"plan: {row.plan}")
     comp = comparison_of(row)
