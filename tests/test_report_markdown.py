@@ -389,3 +389,19 @@ def test_device_section_lists_the_gpus_of_a_sharded_run() -> None:
     ) in section
     single = _section(render_markdown(rows[1:]), "## NVIDIA H100")
     assert "Ran on" not in single
+
+
+def test_device_section_names_the_results_timed_at_the_power_cap() -> None:
+    clocks = {"batches": 5, "power_capped_batches": 3, "power_limited_ms": 56.5}
+    rows = sample_rows()
+    capped = replace(rows[1], timing={**rows[1].timing, "clocks": clocks})
+    clean = replace(
+        rows[0], timing={**rows[0].timing, "clocks": {**clocks, "power_capped_batches": 0}}
+    )
+    md = render_markdown([clean, capped, *rows[2:]])
+    timed = sum(1 for r in rows if r.timing and r.device["kind"] == "cuda")
+    assert (
+        f"**Power cap**: 1 of {timed} timed results had batches at the board's power cap, "
+        f"which their medians include: `{QWEN}-batchSize8-seqLenQ2[cuda_grouped]` (3 of 5)."
+    ) in md
+    assert "Power cap" not in render_markdown(rows)

@@ -291,18 +291,33 @@ def failure_text(row: ResultRow) -> str:
     return f"{row.status} (no message recorded)"
 
 
+def clocks_of(row: ResultRow) -> dict[str, Any]:
+    """The NVML summary stored with the row's timing ({} when none was sampled)."""
+    t = row.timing if isinstance(row.timing, dict) else {}
+    c = t.get("clocks")
+    return (
+        c if isinstance(c, dict) and isinstance(c.get("batches"), int) and c["batches"] > 0 else {}
+    )
+
+
+def power_capped(row: ResultRow) -> tuple[int, int] | None:
+    """(batches at the power cap, batches) of the row's timing, or None when none was."""
+    c = clocks_of(row)
+    capped = c.get("power_capped_batches")
+    return (capped, c["batches"]) if isinstance(capped, int) and capped > 0 else None
+
+
 def clock_text(row: ResultRow) -> str:
     """What NVML saw while the row was timed ("" when nothing was sampled): the SM clock
     range and the batches the power cap or heat held back, so a reader can tell a slow
     number from a slow GPU."""
-    t = row.timing if isinstance(row.timing, dict) else {}
-    c = t.get("clocks") if isinstance(t.get("clocks"), dict) else {}
-    lo, hi, batches = c.get("sm_clock_mhz_min"), c.get("sm_clock_mhz_max"), c.get("batches")
-    if not isinstance(batches, int) or batches <= 0:
+    c = clocks_of(row)
+    if not c:
         return ""
+    lo, hi = c.get("sm_clock_mhz_min"), c.get("sm_clock_mhz_max")
     parts = [f"SM {lo}-{hi} MHz" if lo is not None else "SM clock unknown"]
-    capped, power_ms = c.get("power_capped_batches", 0), _number(c.get("power_limited_ms"))
-    limited = f"{capped} of {batches} batches at the power cap"
+    limited = f"{c.get('power_capped_batches', 0)} of {c['batches']} batches at the power cap"
+    power_ms = _number(c.get("power_limited_ms"))
     if power_ms is not None:
         limited += f" ({power_ms:g} ms held below the requested clock)"
     parts.append(limited)

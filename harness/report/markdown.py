@@ -40,6 +40,7 @@ from harness.report.figures import (
     gpus_text,
     is_cpu,
     pct_of_copy,
+    power_capped,
     short_commit,
     tbps_of,
     timing_of,
@@ -227,6 +228,9 @@ def _device_section(name: str, rows: list[ResultRow]) -> list[_Block]:
     shards = gpus_text(rows)
     if shards:
         out.append(_Block(shards[0].upper() + shards[1:]))
+    capped = _power_cap_note(rows)
+    if capped:
+        out.append(_Block(capped))
     commits = sorted({commit_of(r) for r in rows})
     level = "####" if len(commits) > 1 else "###"
     for commit in commits:
@@ -250,6 +254,23 @@ def _device_section(name: str, rows: list[ResultRow]) -> list[_Block]:
                 for o in opts:
                     out += _pair_table(b, o, frows, peers, fam, level)
     return out
+
+
+def _power_cap_note(rows: list[ResultRow], most: int = 8) -> str:
+    """Which timed results had batches at the board's power cap (their medians include
+    them: the cap is counted, not excluded), so a reader does not take a capped number for
+    the kernel's own; "" when none had."""
+    timed = [r for r in rows if timing_of(r) is not None]
+    capped = [(r, pc) for r in timed if (pc := power_capped(r))]
+    if not capped:
+        return ""
+    names = ", ".join(f"`{r.case_id}[{r.backend}]` ({k} of {n})" for r, (k, n) in capped[:most])
+    more = f" and {len(capped) - most} more" if len(capped) > most else ""
+    return (
+        f"**Power cap**: {len(capped)} of {len(timed)} timed results had batches at the "
+        f"board's power cap, which their medians include: {names}{more}. Each case's "
+        "`clocks:` line in the JUnit output gives the SM clocks and the time held back."
+    )
 
 
 def _headline(
