@@ -61,9 +61,6 @@ namespace pd {
 #ifndef PD_SW48_TMA
 #define PD_SW48_TMA 0
 #endif
-#ifndef PD_SW_NOVOTE
-#define PD_SW_NOVOTE 0
-#endif
 
 template <int D, int N>
 struct SwCfg {
@@ -434,15 +431,8 @@ template <int N, int E, int BN, bool QS>
 __device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N / 8][4], float (&l)[N / 8][2],
                                            bool first, float sc, float thr, float*& mc, float* const mcb,
                                            float* red, const Params& p, const TileRange& t, int it, int wl, int g,
-                                           int cq, int ctid, int bar_wg, bool& pend) {
-#if PD_SW_NOVOTE
-  // Probe (timing only: a raise past the first stage is never made): no warpgroup vote
-  // after the first stage; =2 keeps the check and votes at the P barrier instead (pend).
-  pend = sw_mask_check<N, BN>(s, thr, p, t, it, wl, g, cq);
-  if (first && wg_any(true, bar_wg)) {
-#else
+                                           int cq, int ctid, int bar_wg) {
   if (wg_any(sw_mask_check<N, BN>(s, thr, p, t, it, wl, g, cq) || first, bar_wg)) {
-#endif
     sw_raise<N, E, QS>(s, o, l, first, sc, mc, mcb, red, wl, g, cq, ctid, bar_wg);
   } else {
 #pragma unroll
@@ -729,9 +719,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
       if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
       sw_k_raw(kr, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
     }
-    bool pend = false;
-    sw_softmax<N, E, C::BN, C::QSCALE>(s, o, l, it == wg, sc, thr, mc, mcb, red, p, t, it, wl, g, cq, ctid, bar_wg,
-                                       pend);
+    sw_softmax<N, E, C::BN, C::QSCALE>(s, o, l, it == wg, sc, thr, mc, mcb, red, p, t, it, wl, g, cq, ctid, bar_wg);
     sw_store_p<N>(s, p_u32, wl, lane);
     // V to registers before the barrier: its loads and conversion fill the wait for the
     // warpgroup's slowest warp (1-2 % at q_len 8, kernels/NOTES.md).
@@ -743,12 +731,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     if (PD_SW_EMPTY_ALL || lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K was read in the previous iteration
     sw_cvt_v(va, vr);
     fence_async_smem();   // P, written above, for wgmma (the async proxy)
-#if PD_SW_NOVOTE == 2
-    if (wg_any(pend, bar_wg) && ctid == 0) red[0] = 1.f;  // the probe's vote at the P barrier
-#else
-    (void)pend;
     wg_bar(bar_wg, 128);  // P complete; orders this stage's maxima reads before the next writes
-#endif
     wg_fence();
 #pragma unroll
     for (int e = 0; e < E; ++e) {
