@@ -798,16 +798,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
       // P complete (the barrier) and the vote. A stage that passed 2^14 is redone: its K
       // again from the slot (not yet released), S^T again from the maxima as they stood,
       // then the eager raise (sw_raise), P stored anew, and a second barrier.
-#if PD_SW_LAZY == 8
-      __syncwarp();  // probe: the slot released before the vote (a slow path would race)
-      if (PD_SW_EMPTY_ALL || lane == 0) mbar_arrive(empty_u32 + slot * 8);
-#endif
-#if PD_SW_LAZY == 9
-      if (wg_any(big, bar_wg) && ctid == 0) red[0] = 1.f;  // probe: no slow path
-      if (false) {
-#else
       if (wg_any(big, bar_wg)) {
-#endif
         sw_k_frags(kf, rk, wl, g, cq);
         sw_preload_max<N>(s, mc, cq);
         wg_fence();
@@ -822,10 +813,8 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
         fence_async_smem();
         wg_bar(bar_wg, 128);
       }
-#if PD_SW_LAZY != 8
       __syncwarp();
       if (PD_SW_EMPTY_ALL || lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K and V of this slot read
-#endif
     } else {
       __syncwarp();
       if (PD_SW_EMPTY_ALL || lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K was read in the previous iteration
