@@ -68,11 +68,7 @@ namespace pd {
 #endif
 
 // sw_exp_lazy's cap on a column pair's share of a stage (2^14: each P under fp16's 65504).
-// PD_SW_LAZY_CAP lowers it for tests: at 2 nearly every stage is redone.
-#ifndef PD_SW_LAZY_CAP
-#define PD_SW_LAZY_CAP 16384
-#endif
-constexpr float kSwLazyCap = float(PD_SW_LAZY_CAP);
+constexpr float kSwLazyCap = 16384.f;
 
 template <int D, int N>
 struct SwCfg {
@@ -385,7 +381,12 @@ __device__ __forceinline__ bool sw_mask_check(float (&s)[N / 8][4], float thr, c
 // Some score of the warpgroup would pass 2^PD_SW_RAISE: the warps' column maxima
 // exchanged (through red, with a barrier), the maxima raised into the other buffer (mc then
 // points at it), O and l rescaled, and S^T -> P in place (fp32), added to l.
-template <int N, int E, bool QS>
+// LAZY: the stage was first taken by sw_exp_lazy (S^T recomputed since, bit for bit), so l
+// already holds each column pair's share from the old maxima, capped at kSwLazyCap: where it
+// was under the cap that share is exactly the new one times the rescale factor, so l is only
+// rescaled; where it was capped, the cap comes off first (l is at least 1 there, so what
+// the subtraction rounds away, scaled by a factor under 2^-13, stays below 2^-23 of l).
+template <int N, int E, bool QS, bool LAZY = false>
 __device__ __forceinline__ void sw_raise(float (&s)[N / 8][4], float (&o)[E][N / 8][4], float (&l)[N / 8][2],
                                          bool first, float sc, float*& mc, float* const mcb, float* red, int wl,
                                          int g, int cq, int ctid, int bar_wg) {
@@ -430,12 +431,22 @@ __device__ __forceinline__ void sw_raise(float (&s)[N / 8][4], float (&o)[E][N /
       o[e][j][0] *= c0; o[e][j][2] *= c0;
       o[e][j][1] *= c1; o[e][j][3] *= c1;
     }
+    float had0 = 0.f, had1 = 0.f;  // LAZY: the share sw_exp_lazy added (exactly as it did)
+    if constexpr (LAZY) {
+      had0 = ex2(QS ? s[j][0] : s[j][0] * sc) + ex2(QS ? s[j][2] : s[j][2] * sc);
+      had1 = ex2(QS ? s[j][1] : s[j][1] * sc) + ex2(QS ? s[j][3] : s[j][3] * sc);
+    }
     s[j][0] = ex2(fmaf(s[j][0], u, d0));
     s[j][1] = ex2(fmaf(s[j][1], u, d1));
     s[j][2] = ex2(fmaf(s[j][2], u, d0));
     s[j][3] = ex2(fmaf(s[j][3], u, d1));
-    l[j][0] = l[j][0] * c0 + s[j][0] + s[j][2];
-    l[j][1] = l[j][1] * c1 + s[j][1] + s[j][3];
+    if constexpr (LAZY) {
+      l[j][0] = had0 > kSwLazyCap ? (l[j][0] - kSwLazyCap) * c0 + s[j][0] + s[j][2] : l[j][0] * c0;
+      l[j][1] = had1 > kSwLazyCap ? (l[j][1] - kSwLazyCap) * c1 + s[j][1] + s[j][3] : l[j][1] * c1;
+    } else {
+      l[j][0] = l[j][0] * c0 + s[j][0] + s[j][2];
+      l[j][1] = l[j][1] * c1 + s[j][1] + s[j][3];
+    }
   }
   mc = mnew;
   if (ctid == 0) *reinterpret_cast<int*>(mcb - 4) = mc == mcb ? 0 : 1;
@@ -471,8 +482,8 @@ __device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N
 // probe without it: 4 % faster at Qwen3 q_len 8 batch 32-64, twenty-ninth session); here the
 // vote rides on the P barrier. A stale maximum is harmless while P stays in fp16's range:
 // P, O and l of a column all carry the same factor, which the final normalisation cancels.
-// A share past the cap (some P past 2^13) makes the caller redo the stage eagerly before O
-// takes it, l's shares first taken back out (sw_lazy_undo); the cap keeps l finite.
+// A share past the cap (some P past 2^13) makes the caller redo the stage (sw_raise<..,
+// true>) before O takes it; the cap keeps l finite and tells that path what l took.
 template <int N, bool QS>
 __device__ __forceinline__ bool sw_exp_lazy(float (&s)[N / 8][4], float (&l)[N / 8][2], float sc) {
   bool big[4] = {false, false, false, false};
@@ -486,23 +497,6 @@ __device__ __forceinline__ bool sw_exp_lazy(float (&s)[N / 8][4], float (&l)[N /
     l[j][1] += fminf(tb, kSwLazyCap);
   }
   return big[0] | big[1] | big[2] | big[3];
-}
-
-// What sw_exp_lazy added to l, taken back out before the stage is redone eagerly: from S^T
-// recomputed bit for bit (same K, Q and preloads; masked again), so the same shares. The
-// subtraction rounds by half an ulp of l: relative 2^-24 where the column's maximum stays;
-// where a share was capped the maximum rises by 2^13 or more, and the raise scales that
-// error down with l.
-template <int N, bool QS>
-__device__ __forceinline__ void sw_lazy_undo(const float (&s)[N / 8][4], float (&l)[N / 8][2], float sc) {
-#pragma unroll
-  for (int j = 0; j < N / 8; ++j) {
-    float p[4];
-#pragma unroll
-    for (int c = 0; c < 4; ++c) p[c] = ex2(QS ? s[j][c] : s[j][c] * sc);
-    l[j][0] -= fminf(p[0] + p[2], kSwLazyCap);
-    l[j][1] -= fminf(p[1] + p[3], kSwLazyCap);
-  }
 }
 
 // The columns 8 J0 .. 8 (J0 + JH) - 1 of the tile finished by one warpgroup (sw_epilogue;
@@ -779,53 +773,54 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
       if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
       sw_k_raw(kr, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
     }
+    // Lazy (C::LAZY, past the warpgroup's first stage): `big` asks for the slow path at the
+    // vote on the P barrier.
+    bool big = false;
+    if (C::LAZY && it != wg) {
+      sw_mask_tail<N, C::BN>(s, p, t, it, wl, g, cq);
+      big = sw_exp_lazy<N, C::QSCALE>(s, l, sc);
+    } else {
+      sw_softmax<N, E, C::BN, C::QSCALE>(s, o, l, it == wg, sc, thr, mc, mcb, red, p, t, it, wl, g, cq, ctid, bar_wg);
+    }
+    sw_store_p<N>(s, p_u32, wl, lane);
+    // V to registers before the barrier: its loads and conversion fill the wait for the
+    // warpgroup's slowest warp (1-2 % at q_len 8, kernels/NOTES.md).
     uint32_t vr[4][2][2], va[4][E][4];
-    // The stage's softmax once, or (C::LAZY) twice: lazily past the warpgroup's first stage,
-    // and eagerly again when the vote on the P barrier says some share passed the cap.
-    for (bool redo = false;; redo = true) {
-      bool big = false;
-      if (C::LAZY && it != wg && !redo) {
-        sw_mask_tail<N, C::BN>(s, p, t, it, wl, g, cq);
-        big = sw_exp_lazy<N, C::QSCALE>(s, l, sc);
-      } else {
-        if (C::LAZY && redo) {
-          sw_mask_tail<N, C::BN>(s, p, t, it, wl, g, cq);
-          sw_lazy_undo<N, C::QSCALE>(s, l, sc);
-        }
-        sw_softmax<N, E, C::BN, C::QSCALE>(s, o, l, it == wg, sc, thr, mc, mcb, red, p, t, it, wl, g, cq, ctid,
-                                           bar_wg);
-      }
-      sw_store_p<N>(s, p_u32, wl, lane);
-      // V to registers before the barrier: its loads and conversion fill the wait for the
-      // warpgroup's slowest warp (1-2 % at q_len 8, kernels/NOTES.md).
+    auto load_v = [&]() {
       sw_load_v(vr, rk + C::RAW_HALF, wl, g, cq);
       if constexpr (C::TMA)
         if (const int valid = t.t_end - (t.t_begin + it * C::BN); valid < C::BN) sw_zero_v_tail(vr, valid, cq);
-      if constexpr (!C::LAZY) {
-        __syncwarp();
-        if (PD_SW_EMPTY_ALL || lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K was read in the previous iteration
-      }
+    };
+    load_v();
+    if constexpr (C::LAZY) {
       sw_cvt_v(va, vr);
       fence_async_smem();  // P, written above, for wgmma (the async proxy)
-      // P complete; orders this stage's maxima reads before the next writes. Lazy: the
-      // vote, and a stage past the cap goes round again: its K from the slot (not yet
-      // released), S^T from the maxima as they stood, bit for bit what the lazy pass saw.
-      if constexpr (C::LAZY) {
-        if (!wg_any(big, bar_wg)) break;
+      // P complete (the barrier) and the vote. A stage that passed 2^14 is redone: its K
+      // again from the slot (not yet released), S^T again from the maxima as they stood,
+      // then the eager raise (sw_raise), P stored anew, and a second barrier.
+      if (wg_any(big, bar_wg)) {
         sw_k_frags(kf, rk, wl, g, cq);
         sw_preload_max<N>(s, mc, cq);
         wg_fence();
         issue_s();
         wg_commit();
         wg_wait<0>();
-      } else {
+        sw_mask_tail<N, C::BN>(s, p, t, it, wl, g, cq);
+        sw_raise<N, E, C::QSCALE, true>(s, o, l, false, sc, mc, mcb, red, wl, g, cq, ctid, bar_wg);
+        sw_store_p<N>(s, p_u32, wl, lane);
+        load_v();  // V again: kept live through this path, its registers spilled
+        sw_cvt_v(va, vr);
+        fence_async_smem();
         wg_bar(bar_wg, 128);
-        break;
       }
-    }
-    if constexpr (C::LAZY) {
       __syncwarp();
       if (PD_SW_EMPTY_ALL || lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K and V of this slot read
+    } else {
+      __syncwarp();
+      if (PD_SW_EMPTY_ALL || lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K was read in the previous iteration
+      sw_cvt_v(va, vr);
+      fence_async_smem();   // P, written above, for wgmma (the async proxy)
+      wg_bar(bar_wg, 128);  // P complete; orders this stage's maxima reads before the next writes
     }
     wg_fence();
 #pragma unroll
