@@ -68,10 +68,7 @@ namespace pd {
 #endif
 
 // sw_exp_lazy's cap on a column pair's share of a stage (2^14: each P under fp16's 65504).
-#ifndef PD_SW_LAZY_CAP
-#define PD_SW_LAZY_CAP 16384
-#endif
-constexpr float kSwLazyCap = float(PD_SW_LAZY_CAP);  // PD_SW_LAZY_CAP=2 (tests): nearly every stage redone
+constexpr float kSwLazyCap = 16384.f;
 
 template <int D, int N>
 struct SwCfg {
@@ -796,6 +793,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     };
     load_v();
     if constexpr (C::LAZY) {
+      sw_cvt_v(va, vr);
       fence_async_smem();  // P, written above, for wgmma (the async proxy)
       // P complete (the barrier) and the vote. A stage that passed 2^14 is redone: its K
       // again from the slot (not yet released), S^T again from the maxima as they stood,
@@ -811,14 +809,12 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
         sw_raise<N, E, C::QSCALE, true>(s, o, l, false, sc, mc, mcb, red, wl, g, cq, ctid, bar_wg);
         sw_store_p<N>(s, p_u32, wl, lane);
         load_v();  // V again: kept live through this path, its registers spilled
+        sw_cvt_v(va, vr);
         fence_async_smem();
         wg_bar(bar_wg, 128);
       }
       __syncwarp();
       if (PD_SW_EMPTY_ALL || lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K and V of this slot read
-      // V converted after the vote: before it (as the eager form does) it kept the lazy
-      // form at 0.99x; ptxas put it here in the form without a slow path (0.975x).
-      sw_cvt_v(va, vr);
     } else {
       __syncwarp();
       if (PD_SW_EMPTY_ALL || lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K was read in the previous iteration
