@@ -61,14 +61,6 @@ namespace pd {
 #ifndef PD_SW48_TMA
 #define PD_SW48_TMA 0
 #endif
-// 1: the 96-row form's stages after a warpgroup's first take the lazy softmax (sw_exp_lazy):
-// exponentials from the maxima as they stand, the raise vote on the P barrier.
-#ifndef PD_SW_LAZY
-#define PD_SW_LAZY 0
-#endif
-
-// sw_exp_lazy's cap on a column pair's share of a stage (2^14: each P under fp16's 65504).
-constexpr float kSwLazyCap = 16384.f;
 
 template <int D, int N>
 struct SwCfg {
@@ -105,8 +97,6 @@ struct SwCfg {
   // nothing from it (0.995-1.001x) and lost precision (1.9e-3 -> 5.2e-3 on its ramp case),
   // so it keeps Q as it is.
   static constexpr bool QSCALE = PD_SW_QSCALE && N > 48;
-  // The lazy softmax (sw_exp_lazy) in the 96-row form.
-  static constexpr bool LAZY = PD_SW_LAZY && N > 48;
   static constexpr int BN = 64;                  // tokens per stage
   static constexpr int RAW_HALF = BN * D;        // fp8 K (or V) of one stage
   static constexpr int RAW = 2 * RAW_HALF;
@@ -351,13 +341,14 @@ __device__ __forceinline__ void sw_preload_max(float (&s)[NJ][4], const float* m
 // and whether any of this thread's scores (s sc - m) exceeds thr = PD_SW_RAISE (or, in raw
 // units, PD_SW_RAISE / sc), i.e. its exponential would pass 2^PD_SW_RAISE.
 template <int N, int BN>
-__device__ __forceinline__ void sw_mask_tail(float (&s)[N / 8][4], const Params& p, const TileRange& t, int it, int wl,
-                                             int g, int cq) {
+__device__ __forceinline__ bool sw_mask_check(float (&s)[N / 8][4], float thr, const Params& p, const TileRange& t,
+                                              int it, int wl, int g, int cq) {
+  constexpr int NJ = N / 8;
   // Rows of this thread: tokens tok0 and tok0 + 8.
   const int tok0 = t.t_begin + it * BN + wl * 16 + g;
   if (t.t_begin + (it + 1) * BN > t.mask_from) {
 #pragma unroll
-    for (int j = 0; j < N / 8; ++j)
+    for (int j = 0; j < NJ; ++j)
 #pragma unroll
       for (int b = 0; b < 2; ++b) {
         const int lim = row_limit(p, t, t.row0 + 8 * j + 2 * cq + b);
@@ -365,12 +356,6 @@ __device__ __forceinline__ void sw_mask_tail(float (&s)[N / 8][4], const Params&
         if (tok0 + 8 > lim) s[j][2 + b] = -INFINITY;
       }
   }
-}
-template <int N, int BN>
-__device__ __forceinline__ bool sw_mask_check(float (&s)[N / 8][4], float thr, const Params& p, const TileRange& t,
-                                              int it, int wl, int g, int cq) {
-  constexpr int NJ = N / 8;
-  sw_mask_tail<N, BN>(s, p, t, it, wl, g, cq);
   // Four independent predicate chains (one would serialize NJ compare-and-ors).
   bool raise[4] = {false, false, false, false};
 #pragma unroll
@@ -381,12 +366,7 @@ __device__ __forceinline__ bool sw_mask_check(float (&s)[N / 8][4], float thr, c
 // Some score of the warpgroup would pass 2^PD_SW_RAISE: the warps' column maxima
 // exchanged (through red, with a barrier), the maxima raised into the other buffer (mc then
 // points at it), O and l rescaled, and S^T -> P in place (fp32), added to l.
-// LAZY: the stage was first taken by sw_exp_lazy (S^T recomputed since, bit for bit), so l
-// already holds each column pair's share from the old maxima, capped at kSwLazyCap: where it
-// was under the cap that share is exactly the new one times the rescale factor, so l is only
-// rescaled; where it was capped, the cap comes off first (l is at least 1 there, so what
-// the subtraction rounds away, scaled by a factor under 2^-13, stays below 2^-23 of l).
-template <int N, int E, bool QS, bool LAZY = false>
+template <int N, int E, bool QS>
 __device__ __forceinline__ void sw_raise(float (&s)[N / 8][4], float (&o)[E][N / 8][4], float (&l)[N / 8][2],
                                          bool first, float sc, float*& mc, float* const mcb, float* red, int wl,
                                          int g, int cq, int ctid, int bar_wg) {
@@ -431,22 +411,12 @@ __device__ __forceinline__ void sw_raise(float (&s)[N / 8][4], float (&o)[E][N /
       o[e][j][0] *= c0; o[e][j][2] *= c0;
       o[e][j][1] *= c1; o[e][j][3] *= c1;
     }
-    float had0 = 0.f, had1 = 0.f;  // LAZY: the share sw_exp_lazy added (exactly as it did)
-    if constexpr (LAZY) {
-      had0 = ex2(QS ? s[j][0] : s[j][0] * sc) + ex2(QS ? s[j][2] : s[j][2] * sc);
-      had1 = ex2(QS ? s[j][1] : s[j][1] * sc) + ex2(QS ? s[j][3] : s[j][3] * sc);
-    }
     s[j][0] = ex2(fmaf(s[j][0], u, d0));
     s[j][1] = ex2(fmaf(s[j][1], u, d1));
     s[j][2] = ex2(fmaf(s[j][2], u, d0));
     s[j][3] = ex2(fmaf(s[j][3], u, d1));
-    if constexpr (LAZY) {
-      l[j][0] = had0 > kSwLazyCap ? (l[j][0] - kSwLazyCap) * c0 + s[j][0] + s[j][2] : l[j][0] * c0;
-      l[j][1] = had1 > kSwLazyCap ? (l[j][1] - kSwLazyCap) * c1 + s[j][1] + s[j][3] : l[j][1] * c1;
-    } else {
-      l[j][0] = l[j][0] * c0 + s[j][0] + s[j][2];
-      l[j][1] = l[j][1] * c1 + s[j][1] + s[j][3];
-    }
+    l[j][0] = l[j][0] * c0 + s[j][0] + s[j][2];
+    l[j][1] = l[j][1] * c1 + s[j][1] + s[j][3];
   }
   mc = mnew;
   if (ctid == 0) *reinterpret_cast<int*>(mcb - 4) = mc == mcb ? 0 : 1;
@@ -473,30 +443,6 @@ __device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N
       l[j][1] += s[j][1] + s[j][3];
     }
   }
-}
-
-// The lazy softmax of a stage past the warpgroup's first (PD_SW_LAZY): S^T -> P in place
-// (fp32) from the maxima as they stand, each column pair's share of the stage added to l
-// capped at kSwLazyCap, and whether some share passed the cap. Why: the eager check votes
-// before the exponentials, a second warpgroup barrier per stage on the softmax's path (a
-// probe without it: 4 % faster at Qwen3 q_len 8 batch 32-64, twenty-ninth session); here the
-// vote rides on the P barrier. A stale maximum is harmless while P stays in fp16's range:
-// P, O and l of a column all carry the same factor, which the final normalisation cancels.
-// A share past the cap (some P past 2^13) makes the caller redo the stage (sw_raise<..,
-// true>) before O takes it; the cap keeps l finite and tells that path what l took.
-template <int N, bool QS>
-__device__ __forceinline__ bool sw_exp_lazy(float (&s)[N / 8][4], float (&l)[N / 8][2], float sc) {
-  bool big[4] = {false, false, false, false};
-#pragma unroll
-  for (int j = 0; j < N / 8; ++j) {
-#pragma unroll
-    for (int c = 0; c < 4; ++c) s[j][c] = ex2(QS ? s[j][c] : s[j][c] * sc);
-    const float ta = s[j][0] + s[j][2], tb = s[j][1] + s[j][3];
-    big[j & 3] |= (ta > kSwLazyCap) | (tb > kSwLazyCap);
-    l[j][0] += fminf(ta, kSwLazyCap);
-    l[j][1] += fminf(tb, kSwLazyCap);
-  }
-  return big[0] | big[1] | big[2] | big[3];
 }
 
 // The columns 8 J0 .. 8 (J0 + JH) - 1 of the tile finished by one warpgroup (sw_epilogue;
@@ -773,55 +719,19 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
       if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
       sw_k_raw(kr, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
     }
-    // Lazy (C::LAZY, past the warpgroup's first stage): `big` asks for the slow path at the
-    // vote on the P barrier.
-    bool big = false;
-    if (C::LAZY && it != wg) {
-      sw_mask_tail<N, C::BN>(s, p, t, it, wl, g, cq);
-      big = sw_exp_lazy<N, C::QSCALE>(s, l, sc);
-    } else {
-      sw_softmax<N, E, C::BN, C::QSCALE>(s, o, l, it == wg, sc, thr, mc, mcb, red, p, t, it, wl, g, cq, ctid, bar_wg);
-    }
+    sw_softmax<N, E, C::BN, C::QSCALE>(s, o, l, it == wg, sc, thr, mc, mcb, red, p, t, it, wl, g, cq, ctid, bar_wg);
     sw_store_p<N>(s, p_u32, wl, lane);
     // V to registers before the barrier: its loads and conversion fill the wait for the
     // warpgroup's slowest warp (1-2 % at q_len 8, kernels/NOTES.md).
     uint32_t vr[4][2][2], va[4][E][4];
-    auto load_v = [&]() {
-      sw_load_v(vr, rk + C::RAW_HALF, wl, g, cq);
-      if constexpr (C::TMA)
-        if (const int valid = t.t_end - (t.t_begin + it * C::BN); valid < C::BN) sw_zero_v_tail(vr, valid, cq);
-    };
-    load_v();
-    if constexpr (C::LAZY) {
-      sw_cvt_v(va, vr);
-      fence_async_smem();  // P, written above, for wgmma (the async proxy)
-      // P complete (the barrier) and the vote. A stage that passed 2^14 is redone: its K
-      // again from the slot (not yet released), S^T again from the maxima as they stood,
-      // then the eager raise (sw_raise), P stored anew, and a second barrier.
-      if (wg_any(big, bar_wg)) {
-        sw_k_frags(kf, rk, wl, g, cq);
-        sw_preload_max<N>(s, mc, cq);
-        wg_fence();
-        issue_s();
-        wg_commit();
-        wg_wait<0>();
-        sw_mask_tail<N, C::BN>(s, p, t, it, wl, g, cq);
-        sw_raise<N, E, C::QSCALE, true>(s, o, l, false, sc, mc, mcb, red, wl, g, cq, ctid, bar_wg);
-        sw_store_p<N>(s, p_u32, wl, lane);
-        load_v();  // V again: kept live through this path, its registers spilled
-        sw_cvt_v(va, vr);
-        fence_async_smem();
-        wg_bar(bar_wg, 128);
-      }
-      __syncwarp();
-      if (PD_SW_EMPTY_ALL || lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K and V of this slot read
-    } else {
-      __syncwarp();
-      if (PD_SW_EMPTY_ALL || lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K was read in the previous iteration
-      sw_cvt_v(va, vr);
-      fence_async_smem();   // P, written above, for wgmma (the async proxy)
-      wg_bar(bar_wg, 128);  // P complete; orders this stage's maxima reads before the next writes
-    }
+    sw_load_v(vr, rk + C::RAW_HALF, wl, g, cq);
+    if constexpr (C::TMA)
+      if (const int valid = t.t_end - (t.t_begin + it * C::BN); valid < C::BN) sw_zero_v_tail(vr, valid, cq);
+    __syncwarp();
+    if (PD_SW_EMPTY_ALL || lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K was read in the previous iteration
+    sw_cvt_v(va, vr);
+    fence_async_smem();   // P, written above, for wgmma (the async proxy)
+    wg_bar(bar_wg, 128);  // P complete; orders this stage's maxima reads before the next writes
     wg_fence();
 #pragma unroll
     for (int e = 0; e < E; ++e) {
