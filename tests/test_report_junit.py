@@ -313,3 +313,5 @@ def test_key_figures_say_which_batches_ran_at_the_power_cap() -> None:
     lines = key_figures(replace(row, timing={**row.timing, "clocks": bare})).splitlines()
     assert "clocks: SM 1980-1980 MHz; 4 of 5 batches at the power cap" in lines
     assert "clocks:" not in key_figures(row)
+    cpu = {"batches": 3, "power_capped_batches": 0, "sm_clock_mhz_min": None}  # NVML not read
+    assert "clocks:" not in key_figures(replace(row, timing={**row.timing, "clocks": cpu}))

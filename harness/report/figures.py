@@ -308,14 +308,14 @@ def power_capped(row: ResultRow) -> tuple[int, int] | None:
 
 
 def clock_text(row: ResultRow) -> str:
-    """What NVML saw while the row was timed ("" when nothing was sampled): the SM clock
+    """What NVML saw while the row was timed ("" when it was not read): the SM clock
     range and the batches the power cap or heat held back, so a reader can tell a slow
     number from a slow GPU."""
     c = clocks_of(row)
-    if not c:
-        return ""
     lo, hi = c.get("sm_clock_mhz_min"), c.get("sm_clock_mhz_max")
-    parts = [f"SM {lo}-{hi} MHz" if lo is not None else "SM clock unknown"]
+    if lo is None:  # NVML never read (a CPU run, or no NVML): nothing it could have seen
+        return ""
+    parts = [f"SM {lo}-{hi} MHz"]
     limited = f"{c.get('power_capped_batches', 0)} of {c['batches']} batches at the power cap"
     power_ms = _number(c.get("power_limited_ms"))
     if power_ms is not None:
