@@ -2,8 +2,8 @@
 runner (100 MB writing flush, 200 µs GPU lead, CUDA events) timing one spec_decode case in
 batches of 10 for `--seconds`, alternating the harness's inputs (fp8 K/V scaled into e4m3's
 range) with the self-check's (randn cast straight to e4m3, scales 1) batch by batch, and
-after each batch NVML's SM and memory clocks, GPU and memory temperature, power and
-clock-event reasons and its running total of time held back by the power cap. One line per
+after each batch the harness's NVML snapshot (SM and memory clocks, GPU temperature, power,
+clock-event reasons and the running total of time held back by the power cap). One line per
 batch: elapsed s, data set, batch median µs, then NVML.
 
 Why: the twenty-ninth session saw Qwen3 fp8 q_len 8 batch 64 step from ~850 to ~860 µs
@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness.gpu import nvml_snapshot
 from harness.inputs import make_inputs
 from harness.matrix import load_matrix
 from harness.timing import TimingConfig, _CudaRunner
@@ -34,31 +35,17 @@ from kernels import device_plan, paged_decode
 from kernels.selfcheck import bench_start
 
 
-def nvml_reader():
-    """A function returning the NVML fields of GPU 0 as a short string."""
-    import pynvml
-
-    pynvml.nvmlInit()
-    h = pynvml.nvmlDeviceGetHandleByIndex(0)
-    mem_temp_field = getattr(pynvml, "NVML_FI_DEV_MEMORY_TEMP", 82)
-
-    def read() -> str:
-        sm = pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM)
-        mem = pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM)
-        temp = pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)
-        try:
-            mt = pynvml.nvmlDeviceGetFieldValues(h, [mem_temp_field])[0].value.uiVal
-        except pynvml.NVMLError:
-            mt = -1
-        power = pynvml.nvmlDeviceGetPowerUsage(h) / 1000
-        reasons = pynvml.nvmlDeviceGetCurrentClocksEventReasons(h)
-        capped = pynvml.nvmlDeviceGetViolationStatus(h, pynvml.NVML_PERF_POLICY_POWER).violationTime
-        return (
-            f"sm {sm} MHz  mem {mem} MHz  gpu {temp} C  hbm {mt} C  {power:.0f} W  "
-            f"reasons {reasons:#x}  power-limited {capped / 1e6:.1f} ms so far"
-        )
-
-    return read
+def nvml_text(dev: torch.device) -> str:
+    """The harness's NVML snapshot (harness.gpu.nvml_snapshot) as a short line."""
+    n = nvml_snapshot(dev)
+    if n is None:
+        return "NVML unreadable"
+    capped = n.get("power_violation_ns")
+    return (
+        f"sm {n['sm_clock_mhz']} MHz  mem {n['mem_clock_mhz']} MHz  gpu {n['temperature_c']} C  "
+        f"{n['power_w']:.0f} W  reasons {n['throttle_reasons']:#x}  power-limited "
+        + ("n/a" if capped is None else f"{capped / 1e6:.1f} ms so far")
+    )
 
 
 def main() -> int:
@@ -105,7 +92,7 @@ def main() -> int:
         for label, (kv, ks, vs) in sets.items()
     }
     runner = _CudaRunner(dev, TimingConfig())
-    read = nvml_reader()
+    read = functools.partial(nvml_text, dev)
     for fn in fns.values():
         runner.measure([fn] * 3)
     print(f"{case.id}  plan {plan}  {read()}")

@@ -30,6 +30,12 @@ CONFIDENCE = 0.95
 # power cap fits), and excluding them made that case untimeable.
 THROTTLE_MASK = 0x8 | 0x20 | 0x40 | 0x80
 POWER_CAP = 0x4
+# NVML's violation counters in a snapshot (harness.gpu.nvml_snapshot) -> the ClockSummary
+# field that carries the time they moved over the timed batches.
+LIMIT_COUNTERS = {
+    "power_violation_ns": "power_limited_ms",
+    "thermal_violation_ns": "thermal_limited_ms",
+}
 
 
 @dataclass(frozen=True)
@@ -216,7 +222,7 @@ class ClockWatch:
                 reasons |= int(s.get("throttle_reasons", 0))
         self.reasons |= reasons
         moved = {}
-        for key in ("power_violation_ns", "thermal_violation_ns"):
+        for key in LIMIT_COUNTERS:
             if before and after and key in before and key in after:
                 moved[key] = max(0, int(after[key]) - int(before[key]))
                 self.limited_ns[key] = self.limited_ns.get(key, 0) + moved[key]
@@ -254,11 +260,7 @@ class ClockWatch:
         )
 
     def _limited_ms(self) -> dict[str, float]:
-        names = {
-            "power_violation_ns": "power_limited_ms",
-            "thermal_violation_ns": "thermal_limited_ms",
-        }
-        return {names[k]: round(ns / 1e6, 3) for k, ns in self.limited_ns.items()}
+        return {LIMIT_COUNTERS[k]: round(ns / 1e6, 3) for k, ns in self.limited_ns.items()}
 
 
 class L2Flusher:
