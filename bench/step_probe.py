@@ -55,7 +55,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30.0)
     a, gen, _ = bench_start(ap)
     dev = torch.device("cuda")
-    case = next(c for c in load_matrix(a.matrix).cases if c.id == a.case)
+    case = next((c for c in load_matrix(a.matrix).cases if c.id == a.case), None)
+    if case is None:
+        ap.error(f"no case {a.case!r} in {a.matrix}")
     inp = make_inputs(case, dev)
     plan = device_plan(
         case.batch,
