@@ -385,6 +385,23 @@ __device__ __forceinline__ void rescale(float (&o)[NO][4], float corr0, float co
 // score.
 constexpr float kNoMax = -1e30f;
 
+// The lazy softmax (a pass with no raise check past its first stage: grouped_sw.cuh,
+// grouped_wg.cuh) must run again where some exponential passed fp16 (+inf), and that leaves
+// O non-finite: +inf times any V value (0 too) is inf or NaN, and stays so. A sum keeps NaN
+// where fmaxf would drop it; a finite sum that overflows only costs a needless second pass.
+// PD_LAZY_RERUN_ALL=1 (tests): every lazy pass runs again.
+#ifndef PD_LAZY_RERUN_ALL
+#define PD_LAZY_RERUN_ALL 0
+#endif
+template <int COUNT>
+__device__ __forceinline__ bool nonfinite(const float* o) {
+  float a[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int i = 0; i < COUNT; ++i) a[i & 3] += o[i];
+  const float x = (a[0] + a[1]) + (a[2] + a[3]);
+  return PD_LAZY_RERUN_ALL || (__float_as_uint(x) & 0x7f800000u) == 0x7f800000u;
+}
+
 // The running softmax state of a thread's two rows (g and g + 8 of its warp).
 struct RowStats {
   float m0 = kNoMax, m1 = kNoMax;          // maxima, log2 domain, scaled by sc
@@ -398,14 +415,14 @@ struct RowStats {
 // score of the warp exceeds its row's threshold th = (m + 2^PD_SW_RAISE) / sc in raw score
 // units (-inf at first), and O and l are rescaled then; leaves P = 2^(s sc - m) in s and adds
 // it to l. Skipping the quad shuffles on most stages: 5-6 % on GPT-OSS fp8 q_len 8 (twelfth
-// session).
+// session). `lazy`: no check at all, the exponentials from the maxima as they stand (a lazy
+// pass past its first stage, grouped_wg.cuh's wg_tile: a P past fp16 shows as a non-finite O).
 template <int NT8, int NO>
 __device__ __forceinline__ void softmax_step(float (&s)[NT8][4], float (&o)[NO][4], bool masked, int tb, int cq,
-                                             int lim0, int lim1, float sc, RowStats& r) {
+                                             int lim0, int lim1, float sc, RowStats& r, bool lazy = false) {
   if (masked) mask_rows(s, tb, cq, lim0, lim1);
   float mx0, mx1;
-  thread_row_max(s, mx0, mx1);
-  if (__any_sync(0xffffffffu, mx0 > r.th0 || mx1 > r.th1)) {
+  if (!lazy && (thread_row_max(s, mx0, mx1), __any_sync(0xffffffffu, mx0 > r.th0 || mx1 > r.th1))) {
     mx0 = quad_max(mx0);
     mx1 = quad_max(mx1);
     const float nm0 = fmaxf(r.m0, mx0 * sc), nm1 = fmaxf(r.m1, mx1 * sc);

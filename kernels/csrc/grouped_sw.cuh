@@ -97,6 +97,9 @@ struct SwCfg {
   // nothing from it (0.995-1.001x) and lost precision (1.9e-3 -> 5.2e-3 on its ramp case),
   // so it keeps Q as it is.
   static constexpr bool QSCALE = PD_SW_QSCALE && N > 48;
+  // The lazy first pass (sw_pass_again) at 96 rows only: the 48-row form spilled 40 bytes
+  // with it and ran 1.001-1.006x (thirtieth session).
+  static constexpr bool LAZY = N > 48;
   static constexpr int BN = 64;                  // tokens per stage
   static constexpr int RAW_HALF = BN * D;        // fp8 K (or V) of one stage
   static constexpr int RAW = 2 * RAW_HALF;
@@ -296,15 +299,32 @@ __device__ __forceinline__ void sw_cvt_v(uint32_t (&va)[4][2][4], const uint32_t
   }
 }
 
-// Whether any thread of the 128 at named barrier `id` passes `pred` (and a barrier).
-__device__ __forceinline__ bool wg_any(bool pred, int id) {
+// Whether any thread of the n at named barrier `id` passes `pred` (and a barrier).
+__device__ __forceinline__ bool bar_any(bool pred, int id, int n) {
   uint32_t r;
   asm volatile(
-      "{\n.reg .pred pi, po;\nsetp.ne.u32 pi, %1, 0;\nbar.red.or.pred po, %2, 128, pi;\nselp.u32 %0, 1, 0, po;\n}\n"
+      "{\n.reg .pred pi, po;\nsetp.ne.u32 pi, %1, 0;\nbar.red.or.pred po, %2, %3, pi;\nselp.u32 %0, 1, 0, po;\n}\n"
       : "=r"(r)
-      : "r"((uint32_t)pred), "r"(id)
+      : "r"((uint32_t)pred), "r"(id), "r"(n)
       : "memory");
   return r != 0;
+}
+// The same over one warpgroup.
+__device__ __forceinline__ bool wg_any(bool pred, int id) { return bar_any(pred, id, 128); }
+
+// The lazy softmax's second chance (sw_softmax, LAZY). Why: the raise check and its
+// warpgroup vote cost ~4 % of a Qwen3 q_len 8 stage, and a per-stage redo path kept none of
+// that (kernels/NOTES.md, twenty-ninth session). A range whose maxima stay within 2^16 of
+// the first stage's (the common case) runs one pass with neither; one that does not shows
+// it in O, and the whole CTA (producer included) runs the range again with the eager
+// softmax, twice the time for that CTA. Named barrier kSwPassBar spans all NT threads.
+constexpr int kSwPassBar = 4;
+// The CTA's vote after a pass (every thread, `again` from the consumers): whether the range
+// runs once more. The consumers then re-arm the ring (the producer waits for that at a
+// second kSwPassBar barrier).
+template <class C>
+__device__ __forceinline__ bool sw_pass_again(bool again) {
+  return bar_any(again, kSwPassBar, C::NT);
 }
 
 // P (the S^T accumulators, fp32) as fp16 into the warpgroup's K-major [N][64 tok] buffer.
@@ -337,12 +357,10 @@ __device__ __forceinline__ void sw_preload_max(float (&s)[NJ][4], const float* m
   }
 }
 
-// The causal tail of a stage masked (scores of tokens past a column's row limit as -inf)
-// and whether any of this thread's scores (s sc - m) exceeds thr = PD_SW_RAISE (or, in raw
-// units, PD_SW_RAISE / sc), i.e. its exponential would pass 2^PD_SW_RAISE.
+// The causal tail of a stage masked: scores of tokens past a column's row limit as -inf.
 template <int N, int BN>
-__device__ __forceinline__ bool sw_mask_check(float (&s)[N / 8][4], float thr, const Params& p, const TileRange& t,
-                                              int it, int wl, int g, int cq) {
+__device__ __forceinline__ void sw_mask(float (&s)[N / 8][4], const Params& p, const TileRange& t, int it, int wl,
+                                        int g, int cq) {
   constexpr int NJ = N / 8;
   // Rows of this thread: tokens tok0 and tok0 + 8.
   const int tok0 = t.t_begin + it * BN + wl * 16 + g;
@@ -356,6 +374,13 @@ __device__ __forceinline__ bool sw_mask_check(float (&s)[N / 8][4], float thr, c
         if (tok0 + 8 > lim) s[j][2 + b] = -INFINITY;
       }
   }
+}
+
+// Whether any of this thread's scores (s sc - m) exceeds thr = PD_SW_RAISE (or, in raw
+// units, PD_SW_RAISE / sc), i.e. its exponential would pass 2^PD_SW_RAISE.
+template <int N>
+__device__ __forceinline__ bool sw_over(const float (&s)[N / 8][4], float thr) {
+  constexpr int NJ = N / 8;
   // Four independent predicate chains (one would serialize NJ compare-and-ors).
   bool raise[4] = {false, false, false, false};
 #pragma unroll
@@ -427,12 +452,20 @@ __device__ __forceinline__ void sw_raise(float (&s)[N / 8][4], float (&o)[E][N /
 // causal tail is masked, and the running maxima (at mc; raised ones go to the other of the
 // two buffers at mcb) move only when some score's exponential would exceed 2^PD_SW_RAISE,
 // or on the first stage, rescaling l and O then (sw_raise). Otherwise P = 2^s as it stands.
+//
+// lazy (the range's first pass, sw_pass_again): past the warpgroup's first stage no check and
+// no vote at all; the exponentials come from the maxima as they stand. P, O and l of a
+// column then carry one common factor that the final division cancels, as long as every P
+// fits fp16; a P that does not is +inf and leaves its whole column of O non-finite, which
+// sw_pass_again finds after the loop.
 template <int N, int E, int BN, bool QS>
 __device__ __forceinline__ void sw_softmax(float (&s)[N / 8][4], float (&o)[E][N / 8][4], float (&l)[N / 8][2],
-                                           bool first, float sc, float thr, float*& mc, float* const mcb,
+                                           bool lazy, bool first, float sc, float thr, float*& mc, float* const mcb,
                                            float* red, const Params& p, const TileRange& t, int it, int wl, int g,
                                            int cq, int ctid, int bar_wg) {
-  if (wg_any(sw_mask_check<N, BN>(s, thr, p, t, it, wl, g, cq) || first, bar_wg)) {
+  sw_mask<N, BN>(s, p, t, it, wl, g, cq);
+  // Lazy past the first stage: not even the check (its maxima would be computed for nothing).
+  if (!(lazy && !first) && wg_any(first || sw_over<N>(s, thr), bar_wg)) {
     sw_raise<N, E, QS>(s, o, l, first, sc, mc, mcb, red, wl, g, cq, ctid, bar_wg);
   } else {
 #pragma unroll
@@ -607,14 +640,23 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   const uint32_t full_u32 = smem_u32(sm + C::BAR_OFF), empty_u32 = full_u32 + C::NS * 8;
   const TileRange t = cta_tile(p, tile, C::BN);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  if (tid < C::NS) {
-    mbar_init(full_u32 + tid * 8, C::TMA ? KvTma<C::BN>::arrivals(p) : 128);  // page owners or producers
-    mbar_init(empty_u32 + tid * 8, PD_SW_EMPTY_ALL ? 128 : 4);  // the stage's warpgroup
-  }
-  if (tid < C::NC) *reinterpret_cast<int*>(sm + C::MC_OFF + tid * C::MC) = 0;  // buffer 0 current
-  for (int i = tid; i < C::NC * N; i += C::NT)  // the first stage raises from kNoMax
-    reinterpret_cast<float*>(sm + C::MC_OFF + (i / N) * C::MC + 16)[i % N] = kNoMax;
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  // The ring's mbarriers and the running maxima as a pass over the range starts (again for
+  // sw_pass_again's second pass, by its threads: `n` of them from thread 0).
+  auto start_pass = [&](int n, bool again) {
+    if (again && tid < C::NS) {
+      asm volatile("mbarrier.inval.shared::cta.b64 [%0];\n" ::"r"(full_u32 + tid * 8) : "memory");
+      asm volatile("mbarrier.inval.shared::cta.b64 [%0];\n" ::"r"(empty_u32 + tid * 8) : "memory");
+    }
+    if (tid < C::NS) {
+      mbar_init(full_u32 + tid * 8, C::TMA ? KvTma<C::BN>::arrivals(p) : 128);  // page owners or producers
+      mbar_init(empty_u32 + tid * 8, PD_SW_EMPTY_ALL ? 128 : 4);  // the stage's warpgroup
+    }
+    if (tid < C::NC) *reinterpret_cast<int*>(sm + C::MC_OFF + tid * C::MC) = 0;  // buffer 0 current
+    for (int i = tid; i < C::NC * N; i += n)  // the first stage raises from kNoMax
+      reinterpret_cast<float*>(sm + C::MC_OFF + (i / N) * C::MC + 16)[i % N] = kNoMax;
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  };
+  start_pass(C::NT, false);
   __syncthreads();
 
   if (warp >= C::NC * 4) {
@@ -622,6 +664,10 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     // Lanes of one warp issue the TMA boxes, a page each (kv_tma.cuh); FULL(k) completes when
     // stage k's bytes have landed, so every ring slot can be in flight. The rest idle.
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::P_REGS) : "memory");
+    // The range again, from its start, when the consumers' lazy pass asks for it
+    // (sw_pass_again): a barrier with them, then another once they re-armed the ring.
+#pragma unroll 1
+    do {
     if constexpr (C::TMA) {
       KvTma<C::BN, true> kv(&kv_map, p, t, D, warp == C::NC * 4 ? lane : C::BN);  // lane j: page j
       if (kv.owner()) {
@@ -651,6 +697,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
       }
       cp_async_wait_all();
     }
+    } while (C::LAZY && sw_pass_again<C>(false) && (wg_bar(kSwPassBar, C::NT), true));
 #ifdef HARNESS_PLANTED_SLOWDOWN
     __syncthreads();  // pairs with the consumers' final one
 #endif
@@ -674,20 +721,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   float* mc = mcb;  // the current buffer (uniform over the warpgroup)
   const float sc = p.scale_log2, thr = C::QSCALE ? float(PD_SW_RAISE) : __fdividef(float(PD_SW_RAISE), sc);
   float o[E][NJ][4];
-#pragma unroll
-  for (int e = 0; e < E; ++e) zero(o[e]);
   float l[NJ][2];
-#pragma unroll
-  for (int j = 0; j < NJ; ++j) l[j][0] = l[j][1] = 0.f;
-  // Keep O's zeroing ahead of the first wgmma: moved into its pipeline stage, ptxas
-  // serializes every wgmma (C7515).
-#pragma unroll
-  for (int e = 0; e < E; ++e)
-#pragma unroll
-    for (int j = 0; j < NJ; ++j)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) asm volatile("" : "+f"(o[e][j][c]));
-
   float s[NJ][4];
   const uint32_t q_lo = wg_lo(q_u32), p_lo = wg_lo(p_u32);
   // K of a stage as S^T's A fragments, straight from the raw stage: no fp16 K buffer to
@@ -696,69 +730,94 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   // The warpgroup's first S^T overwrites s; later ones add onto the preloaded maxima.
   auto issue_s_first = [&]() { sw_issue_s<N, false>(s, kf, q_lo, std::make_integer_sequence<int, D / 16>{}); };
   auto issue_s = [&]() { sw_issue_s<N, true>(s, kf, q_lo, std::make_integer_sequence<int, D / 16>{}); };
-  if (wg < t.ntiles) {
-    mbar_wait(full_u32 + (wg % C::NS) * 8, (wg / C::NS) & 1);
-    PD_TL(3, tid == 0);
-    sw_k_frags(kf, ring + (wg % C::NS) * C::RAW, wl, g, cq);
-    wg_fence();
-    issue_s_first();
-    wg_commit();
-  }
-  // Per iteration: S^T of the stage waited for, its softmax, P V issued, the next stage's K
-  // converted under it, P V waited for, the next S^T issued. P V and S^T are not in flight
-  // together: their register operands (V and K fragments) would not fit beside O, S and l.
-  // The other warpgroup's MMAs run under this one's softmax.
+  // The range in one lazy pass (sw_softmax), or if that fails in a second, eager one.
+  bool lazy = C::LAZY;
 #pragma unroll 1
-  for (int it = wg; it < t.ntiles; it += C::NC) {
-    const int slot = it % C::NS, nx = it + C::NC;
-    const uint8_t* rk = ring + slot * C::RAW;
-    wg_wait<0>();
-    // K_EARLY: the next stage's raw K loaded now, its latency hidden by the softmax.
-    uint4 kr[2][2];
-    if constexpr (C::K_EARLY) {
-      if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
-      sw_k_raw(kr, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
-    }
-    sw_softmax<N, E, C::BN, C::QSCALE>(s, o, l, it == wg, sc, thr, mc, mcb, red, p, t, it, wl, g, cq, ctid, bar_wg);
-    sw_store_p<N>(s, p_u32, wl, lane);
-    // V to registers before the barrier: its loads and conversion fill the wait for the
-    // warpgroup's slowest warp (1-2 % at q_len 8, kernels/NOTES.md).
-    uint32_t vr[4][2][2], va[4][E][4];
-    sw_load_v(vr, rk + C::RAW_HALF, wl, g, cq);
-    if constexpr (C::TMA)
-      if (const int valid = t.t_end - (t.t_begin + it * C::BN); valid < C::BN) sw_zero_v_tail(vr, valid, cq);
-    __syncwarp();
-    if (PD_SW_EMPTY_ALL || lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K was read in the previous iteration
-    sw_cvt_v(va, vr);
-    fence_async_smem();   // P, written above, for wgmma (the async proxy)
-    wg_bar(bar_wg, 128);  // P complete; orders this stage's maxima reads before the next writes
-    wg_fence();
+  for (;;) {
+    mc = mcb;
 #pragma unroll
-    for (int e = 0; e < E; ++e) {
-      wg_mma_rs<N, 0>(o[e], va[0][e], p_lo, true);
-      wg_mma_rs<N, 32>(o[e], va[1][e], p_lo, true);
-      wg_mma_rs<N, 64>(o[e], va[2][e], p_lo, true);
-      wg_mma_rs<N, 96>(o[e], va[3][e], p_lo, true);
+    for (int e = 0; e < E; ++e) zero(o[e]);
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) l[j][0] = l[j][1] = 0.f;
+    // Keep O's zeroing ahead of the first wgmma: moved into its pipeline stage, ptxas
+    // serializes every wgmma (C7515).
+#pragma unroll
+    for (int e = 0; e < E; ++e)
+#pragma unroll
+      for (int j = 0; j < NJ; ++j)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) asm volatile("" : "+f"(o[e][j][c]));
+
+    if (wg < t.ntiles) {
+      mbar_wait(full_u32 + (wg % C::NS) * 8, (wg / C::NS) & 1);
+      PD_TL(3, tid == 0);
+      sw_k_frags(kf, ring + (wg % C::NS) * C::RAW, wl, g, cq);
+      wg_fence();
+      issue_s_first();
+      wg_commit();
     }
-    wg_commit();
-    // Past the last stage: fragments from this stage's slot (never refilled: stage it + NS
-    // does not exist), S^T issued and discarded. A conditional issue serializes (C7520);
-    // conditional fragments keep the last ones live through the whole loop, which spills.
-    // Not Q's bytes: with those, racecheck reported hazards against the epilogue's writes
-    // over Q (ninth session, call 11), though a named barrier orders the two.
-    if constexpr (C::K_EARLY) {
-      sw_k_cvt(kf, kr);
-    } else {
-      if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
-      sw_k_frags(kf, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
+    // Per iteration: S^T of the stage waited for, its softmax, P V issued, the next stage's K
+    // converted under it, P V waited for, the next S^T issued. P V and S^T are not in flight
+    // together: their register operands (V and K fragments) would not fit beside O, S and l.
+    // The other warpgroup's MMAs run under this one's softmax.
+#pragma unroll 1
+    for (int it = wg; it < t.ntiles; it += C::NC) {
+      const int slot = it % C::NS, nx = it + C::NC;
+      const uint8_t* rk = ring + slot * C::RAW;
+      wg_wait<0>();
+      // K_EARLY: the next stage's raw K loaded now, its latency hidden by the softmax.
+      uint4 kr[2][2];
+      if constexpr (C::K_EARLY) {
+        if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
+        sw_k_raw(kr, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
+      }
+      sw_softmax<N, E, C::BN, C::QSCALE>(s, o, l, lazy, it == wg, sc, thr, mc, mcb, red, p, t, it, wl, g, cq, ctid, bar_wg);
+      sw_store_p<N>(s, p_u32, wl, lane);
+      // V to registers before the barrier: its loads and conversion fill the wait for the
+      // warpgroup's slowest warp (1-2 % at q_len 8, kernels/NOTES.md).
+      uint32_t vr[4][2][2], va[4][E][4];
+      sw_load_v(vr, rk + C::RAW_HALF, wl, g, cq);
+      if constexpr (C::TMA)
+        if (const int valid = t.t_end - (t.t_begin + it * C::BN); valid < C::BN) sw_zero_v_tail(vr, valid, cq);
+      __syncwarp();
+      if (PD_SW_EMPTY_ALL || lane == 0) mbar_arrive(empty_u32 + slot * 8);  // K was read in the previous iteration
+      sw_cvt_v(va, vr);
+      fence_async_smem();   // P, written above, for wgmma (the async proxy)
+      wg_bar(bar_wg, 128);  // P complete; orders this stage's maxima reads before the next writes
+      wg_fence();
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        wg_mma_rs<N, 0>(o[e], va[0][e], p_lo, true);
+        wg_mma_rs<N, 32>(o[e], va[1][e], p_lo, true);
+        wg_mma_rs<N, 64>(o[e], va[2][e], p_lo, true);
+        wg_mma_rs<N, 96>(o[e], va[3][e], p_lo, true);
+      }
+      wg_commit();
+      // Past the last stage: fragments from this stage's slot (not refilled in this pass:
+      // stage it + NS does not exist; a second pass starts after a CTA barrier), S^T issued
+      // and discarded. A conditional issue serializes (C7520);
+      // conditional fragments keep the last ones live through the whole loop, which spills.
+      // Not Q's bytes: with those, racecheck reported hazards against the epilogue's writes
+      // over Q (ninth session, call 11), though a named barrier orders the two.
+      if constexpr (C::K_EARLY) {
+        sw_k_cvt(kf, kr);
+      } else {
+        if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
+        sw_k_frags(kf, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
+      }
+      wg_wait<0>();
+      sw_preload_max<N>(s, mc, cq);
+      wg_fence();
+      issue_s();
+      wg_commit();
     }
     wg_wait<0>();
-    sw_preload_max<N>(s, mc, cq);
-    wg_fence();
-    issue_s();
-    wg_commit();
+    // Every stage was taken and every copy landed; the producer votes too.
+    if (!C::LAZY || !sw_pass_again<C>(lazy && nonfinite<E * NJ * 4>(&o[0][0][0]))) break;
+    start_pass(C::NC * 128, true);
+    wg_bar(kSwPassBar, C::NT);  // the ring re-armed, the maxima reset: the producer starts over
+    lazy = false;
   }
-  wg_wait<0>();
   PD_TL(4, tid == 0);
   PD_TL(8, tid == 128);
 

@@ -29,6 +29,10 @@
 
 namespace pd {
 
+// 1: the fp8 kernel's lazy first pass (WCfg::LAZY); 0: the eager softmax only.
+#ifndef PD_WG_LAZY
+#define PD_WG_LAZY 1
+#endif
 template <int D, int NWG, bool KV8 = true>
 struct WCfg {
   static constexpr int NT = NWG * 128;
@@ -54,6 +58,9 @@ struct WCfg {
   // fp8 reads by TMA (kv_tma.cuh): boxes of one head's rows, unswizzled (raw_off).
   static constexpr bool KV_MAP = KV8, TMA = KV8, TMA_SW128 = false;
   static constexpr int TMA_HEAD_BYTES = D;
+  // fp8: a lazy first pass (wg_tile), in the classic grid's instantiation only: the balanced
+  // one's head_dim-64 form spilled 52 bytes with it (thirtieth session).
+  static constexpr bool LAZY = KV8 && PD_WG_LAZY;
   static constexpr int CPR = D * ES / 16;        // 16-byte chunks per raw row
   static constexpr int CONV_BYTES = KV8 ? (DB ? 2 : 1) * CONV : 0;
   static constexpr int BAR_OFF = CONV_BYTES + NS * RAW;  // fp8: the ring's FULL mbarriers (TMA)
@@ -287,8 +294,9 @@ __device__ __forceinline__ void wg_pv(float (&o)[D / 8][4], const uint32_t (&pa)
 // for).
 template <typename T, int D>
 __device__ __forceinline__ void wg_softmax_pv(float (&s)[8][4], float (&o)[D / 8][4], uint32_t v_u32, bool masked,
-                                              int tb, int cq, int lim0, int lim1, float sc, RowStats& ml) {
-  softmax_step(s, o, masked, tb, cq, lim0, lim1, sc, ml);
+                                              int tb, int cq, int lim0, int lim1, float sc, RowStats& ml,
+                                              bool lazy = false) {
+  softmax_step(s, o, masked, tb, cq, lim0, lim1, sc, ml, lazy);
   uint32_t pa[4][4];
   wg_pack_p<T>(s, pa);
   wg_fence();
@@ -312,7 +320,7 @@ __device__ __forceinline__ void wg_qk(float (&s)[8][4], const uint32_t (&qa)[D /
 
 // One tile's work in grouped_wg_kernel (a CTA's whole range, or one segment of a balanced
 // grid's CTA: cta_segment), its ring's mbarriers freshly initialised.
-template <int D, typename TQ, int NWG>
+template <int D, typename TQ, int NWG, bool LAZY>
 __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, const CUtensorMap& kv_map, uint8_t* smem,
                                         uint32_t full_u32, int tid) {
   using C = WCfg<D, NWG>;
@@ -327,19 +335,25 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
   uint32_t qa[D / 16][4];
   wg_load_q<D, TQ, __half>(qa, p, t.b, t.h, t.rows, r0, r1, cq);
 
+  float o[D / 8][4];
+  RowStats ml;
+  const float sc = p.scale_log2;
+  const int la = lookahead<C>(p);
+  // The range in one lazy pass (softmax_step past the first stage: no raise check), or if
+  // that leaves O non-finite anywhere in the CTA, once more with the eager softmax (the
+  // swapped kernel's sw_pass_again says why).
+  bool lazy = LAZY;
+#pragma unroll 1
+  for (;;) {
   // Page j of each stage is issued (a TMA box each for K and V) by lane 0 of warp j (2-4 %
   // faster than lanes of warp 0, whose issue loop then delayed its conversion and so the
   // CTA's barrier); everyone waits on the stage's FULL (TmaRing, kv_tma.cuh).
   Ring kv(&kv_map, p, t, D, ring, full_u32);
   auto convert = [&](int it, int buf) { wg_convert_stage<D, C::NT>(kv.slot(it), smem + buf * C::CONV, tid, t, it); };
-
-  float o[D / 8][4];
   zero(o);
-  RowStats ml;
-  const float sc = p.scale_log2;
+  ml = RowStats{};
 
-  const int la = lookahead<C>(p);
-  // The mbarriers' initialisation (in a second segment, their re-initialisation).
+  // The mbarriers' initialisation (in a second segment or pass, their re-initialisation).
   __syncthreads();
   for (int s = 0; s < la && s < t.ntiles; ++s) kv.issue(s);
   if (C::DB && t.ntiles > 0) {
@@ -382,10 +396,15 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
     wg_wait();
     if constexpr (!C::DB) __syncthreads();
     wg_softmax_pv<__half, D>(s, o, vc_u32, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
-                                lim0, lim1, sc, ml);
+                                lim0, lim1, sc, ml, lazy && it > 0);
     if constexpr (C::DB) wg_wait();
   }
   if constexpr (!C::DB) wg_wait();
+  // Every stage landed and was waited for; past the barrier no thread waits on the ring.
+  if (!LAZY || !__syncthreads_or(lazy && nonfinite<D / 2>(&o[0][0]))) break;
+  Ring::reinit(full_u32, p);
+  lazy = false;
+  }
   wg_store<D, TQ>(p, o, ml, r0, r1, t, cq);
 }
 
@@ -422,10 +441,10 @@ __global__ void __launch_bounds__(WCfg<D, NWG>::NT, WCfg<D, NWG>::MIN_CTAS)
         __syncthreads();  // every thread past its last wait on the first segment's stages
         Ring::reinit(full, p);
       }
-      wg_tile<D, TQ, NWG>(p, t, *map, sm, full, tid_x());
+      wg_tile<D, TQ, NWG, false>(p, t, *map, sm, full, tid_x());
     }
   } else {
-    wg_tile<D, TQ, NWG>(p, cta_tile(p, C::TILE, C::BN), kv_map, smem, full_u32, threadIdx.x);
+    wg_tile<D, TQ, NWG, C::LAZY>(p, cta_tile(p, C::TILE, C::BN), kv_map, smem, full_u32, threadIdx.x);
   }
   planted_cta_end();
 #else
