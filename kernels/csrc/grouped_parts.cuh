@@ -389,9 +389,10 @@ constexpr float kNoMax = -1e30f;
 // grouped_wg.cuh) must run again where some exponential passed fp16 (+inf), and that leaves
 // O non-finite: +inf times any V value (0 too) is inf or NaN, and stays so. A sum keeps NaN
 // where fmaxf would drop it; a finite sum that overflows only costs a needless second pass.
-// PD_LAZY_RERUN_ALL=1 (tests): every lazy pass runs again.
-#ifndef PD_LAZY_RERUN_ALL
-#define PD_LAZY_RERUN_ALL 0
+// PD_LAZY_RERUN (tests): 1 (default) where O is not finite, 2 always (every CTA runs the
+// eager pass too), 0 never (wrong where a P passed fp16: shows the check is needed).
+#ifndef PD_LAZY_RERUN
+#define PD_LAZY_RERUN 1
 #endif
 template <int COUNT>
 __device__ __forceinline__ bool nonfinite(const float* o) {
@@ -399,7 +400,7 @@ __device__ __forceinline__ bool nonfinite(const float* o) {
 #pragma unroll
   for (int i = 0; i < COUNT; ++i) a[i & 3] += o[i];
   const float x = (a[0] + a[1]) + (a[2] + a[3]);
-  return PD_LAZY_RERUN_ALL || (__float_as_uint(x) & 0x7f800000u) == 0x7f800000u;
+  return PD_LAZY_RERUN == 2 || (PD_LAZY_RERUN == 1 && (__float_as_uint(x) & 0x7f800000u) == 0x7f800000u);
 }
 
 // The running softmax state of a thread's two rows (g and g + 8 of its warp).

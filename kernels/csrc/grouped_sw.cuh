@@ -61,6 +61,9 @@ namespace pd {
 #ifndef PD_SW48_TMA
 #define PD_SW48_TMA 0
 #endif
+#ifndef PD_SW48_LAZY
+#define PD_SW48_LAZY 0
+#endif
 
 template <int D, int N>
 struct SwCfg {
@@ -99,7 +102,7 @@ struct SwCfg {
   static constexpr bool QSCALE = PD_SW_QSCALE && N > 48;
   // The lazy first pass (sw_pass_again) at 96 rows only: the 48-row form spilled 40 bytes
   // with it and ran 1.001-1.006x (thirtieth session).
-  static constexpr bool LAZY = N > 48;
+  static constexpr bool LAZY = N > 48 || PD_SW48_LAZY;
   static constexpr int BN = 64;                  // tokens per stage
   static constexpr int RAW_HALF = BN * D;        // fp8 K (or V) of one stage
   static constexpr int RAW = 2 * RAW_HALF;
@@ -320,10 +323,12 @@ __device__ __forceinline__ bool wg_any(bool pred, int id) { return bar_any(pred,
 // softmax, twice the time for that CTA. Named barrier kSwPassBar spans all NT threads.
 constexpr int kSwPassBar = 4;
 // The CTA's vote after a pass (every thread, `again` from the consumers): whether the range
-// runs once more. The consumers then re-arm the ring (the producer waits for that at a
-// second kSwPassBar barrier).
+// runs once more, after a plain barrier (racecheck does not count the vote's bar.red as
+// ordering the pass's mbarrier traffic before the re-arm: 4 hazards, thirtieth session).
+// The consumers then re-arm the ring, and the producer waits for that at a third barrier.
 template <class C>
 __device__ __forceinline__ bool sw_pass_again(bool again) {
+  wg_bar(kSwPassBar, C::NT);
   return bar_any(again, kSwPassBar, C::NT);
 }
 
