@@ -320,17 +320,17 @@ __device__ __forceinline__ bool wg_any(bool pred, int id) { return bar_any(pred,
 // that (kernels/NOTES.md, twenty-ninth session). A range whose maxima stay within 2^16 of
 // the first stage's (the common case) runs one pass with neither; one that does not shows
 // it in O, and the whole CTA (producer included) runs the range again with the eager
-// softmax, twice the time for that CTA. Named barrier kSwPassBar spans all NT threads.
-constexpr int kSwPassBar = 4;
+// softmax, twice the time for that CTA.
 // The CTA's vote after a pass (every thread, `again` from the consumers): whether the range
-// runs once more, after a plain barrier (racecheck does not count the vote's bar.red as
-// ordering the pass's mbarrier traffic before the re-arm: 4 hazards, thirtieth session).
-// The consumers then re-arm the ring, and the producer waits for that at a third barrier.
-template <class C>
+// runs once more. If so the consumers re-arm the ring and the producer waits for that at a
+// second CTA barrier (sw_rearmed). CTA barriers (barrier 0, as the fp8 wgmma kernel's re-arm
+// uses): with named barrier 4 over the same 384 threads, racecheck reported the re-arm's
+// mbarrier writes against the producer's expect_tx (thirtieth session).
 __device__ __forceinline__ bool sw_pass_again(bool again) {
-  wg_bar(kSwPassBar, C::NT);
-  return bar_any(again, kSwPassBar, C::NT);
+  __syncthreads();
+  return __syncthreads_or(again);
 }
+__device__ __forceinline__ void sw_rearmed() { __syncthreads(); }
 
 // P (the S^T accumulators, fp32) as fp16 into the warpgroup's K-major [N][64 tok] buffer.
 template <int N>
@@ -702,7 +702,8 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
       }
       cp_async_wait_all();
     }
-    } while (C::LAZY && sw_pass_again<C>(false) && (wg_bar(kSwPassBar, C::NT), true));
+    __syncwarp();  // the page owners' lanes and the rest meet before the CTA's barriers
+    } while (C::LAZY && sw_pass_again(false) && (sw_rearmed(), true));
 #ifdef HARNESS_PLANTED_SLOWDOWN
     __syncthreads();  // pairs with the consumers' final one
 #endif
@@ -818,9 +819,9 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     }
     wg_wait<0>();
     // Every stage was taken and every copy landed; the producer votes too.
-    if (!C::LAZY || !sw_pass_again<C>(lazy && nonfinite<E * NJ * 4>(&o[0][0][0]))) break;
+    if (!C::LAZY || !sw_pass_again(lazy && nonfinite<E * NJ * 4>(&o[0][0][0]))) break;
     start_pass(C::NC * 128, true);
-    wg_bar(kSwPassBar, C::NT);  // the ring re-armed, the maxima reset: the producer starts over
+    sw_rearmed();  // the ring re-armed, the maxima reset: the producer starts over
     lazy = false;
   }
   PD_TL(4, tid == 0);

@@ -402,7 +402,7 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
   if constexpr (!C::DB) wg_wait();
   // Every stage landed and was waited for; past the barrier no thread waits on the ring.
   if (!LAZY || !__syncthreads_or(lazy && nonfinite<D / 2>(&o[0][0]))) break;
-  __syncthreads();  // a plain barrier before the re-arm, as sw_pass_again's
+  __syncthreads();  // no thread still at the vote's barrier when the ring is re-armed
   Ring::reinit(full_u32, p);
   lazy = false;
   }
