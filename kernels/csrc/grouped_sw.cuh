@@ -302,7 +302,9 @@ __device__ __forceinline__ void sw_cvt_v(uint32_t (&va)[4][2][4], const uint32_t
   }
 }
 
-// Whether any thread of the n at named barrier `id` passes `pred` (and a barrier).
+// Whether any thread of the n at named barrier `id` passes `pred` (and a barrier). The count
+// is an operand, not the immediate 128 of before: the builds timed in the thirtieth session
+// were scheduled with it (an immediate reorders a few dozen instructions of the 96-row loop).
 __device__ __forceinline__ bool bar_any(bool pred, int id, int n) {
   uint32_t r;
   asm volatile(
@@ -315,17 +317,18 @@ __device__ __forceinline__ bool bar_any(bool pred, int id, int n) {
 // The same over one warpgroup.
 __device__ __forceinline__ bool wg_any(bool pred, int id) { return bar_any(pred, id, 128); }
 
-// The lazy softmax's second chance (sw_softmax, LAZY). Why: the raise check and its
+// The lazy softmax's second chance (sw_softmax, SwCfg::LAZY). Why: the raise check and its
 // warpgroup vote cost ~4 % of a Qwen3 q_len 8 stage, and a per-stage redo path kept none of
 // that (kernels/NOTES.md, twenty-ninth session). A range whose maxima stay within 2^16 of
 // the first stage's (the common case) runs one pass with neither; one that does not shows
 // it in O, and the whole CTA (producer included) runs the range again with the eager
 // softmax, twice the time for that CTA.
-// The CTA's vote after a pass (every thread, `again` from the consumers): whether the range
-// runs once more. If so the consumers re-arm the ring and the producer waits for that at a
-// second CTA barrier (sw_rearmed). CTA barriers (barrier 0, as the fp8 wgmma kernel's re-arm
-// uses): with named barrier 4 over the same 384 threads, racecheck reported the re-arm's
-// mbarrier writes against the producer's expect_tx (thirtieth session).
+//
+// sw_pass_again is the CTA's vote after a pass (every thread; `again` from the consumers).
+// If it says so, the consumers re-arm the ring (start_pass) and the producer waits for that
+// at sw_rearmed. Open (kernels/NOTES.md, thirtieth session): with every CTA forced through
+// the second pass, racecheck reports the re-arm's mbarrier writes against the producer's
+// expect_tx, whether these barriers are named or CTA-wide; the results stay correct.
 __device__ __forceinline__ bool sw_pass_again(bool again) {
   __syncthreads();
   return __syncthreads_or(again);
@@ -673,36 +676,36 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     // (sw_pass_again): a barrier with them, then another once they re-armed the ring.
 #pragma unroll 1
     do {
-    if constexpr (C::TMA) {
-      KvTma<C::BN, true> kv(&kv_map, p, t, D, warp == C::NC * 4 ? lane : C::BN);  // lane j: page j
-      if (kv.owner()) {
+      if constexpr (C::TMA) {
+        KvTma<C::BN, true> kv(&kv_map, p, t, D, warp == C::NC * 4 ? lane : C::BN);  // lane j: page j
+        if (kv.owner()) {
+#pragma unroll 1
+          for (int k = 0; k < t.ntiles; ++k) {
+            const int slot = k % C::NS;
+            if (k >= C::NS) mbar_wait(empty_u32 + slot * 8, ((k / C::NS) - 1) & 1);
+            kv.issue(k, ring + slot * C::RAW, C::RAW_HALF, full_u32 + slot * 8);
+            PD_TL(6, k == 0 && lane == 0);
+            PD_TL(7, k == C::NS - 1 && lane == 0);
+          }
+        }
+      } else {
+        // cp.async by all 128 producer threads: FULL(k) arrives by itself when this thread's
+        // copies of stage k have landed (cp.async's mbarrier arrive), so the producer never
+        // waits for its own copies. Page numbers are fetched a stage ahead.
+        KvStream<128, C::CPR, C::BN> kv(p, t, D);
+        kv.tid = tid - C::NC * 128;
+        if (t.ntiles > 0) kv.fetch(0);
 #pragma unroll 1
         for (int k = 0; k < t.ntiles; ++k) {
           const int slot = k % C::NS;
           if (k >= C::NS) mbar_wait(empty_u32 + slot * 8, ((k / C::NS) - 1) & 1);
-          kv.issue(k, ring + slot * C::RAW, C::RAW_HALF, full_u32 + slot * 8);
-          PD_TL(6, k == 0 && lane == 0);
-          PD_TL(7, k == C::NS - 1 && lane == 0);
+          kv.load(k, ring + slot * C::RAW, C::RAW_HALF, [](int r, int c) { return sw_off(r, c); });
+          cp_async_mbar_arrive(full_u32 + slot * 8);
+          if (k + 1 < t.ntiles) kv.fetch(k + 1);
         }
+        cp_async_wait_all();
       }
-    } else {
-      // cp.async by all 128 producer threads: FULL(k) arrives by itself when this thread's
-      // copies of stage k have landed (cp.async's mbarrier arrive), so the producer never
-      // waits for its own copies. Page numbers are fetched a stage ahead.
-      KvStream<128, C::CPR, C::BN> kv(p, t, D);
-      kv.tid = tid - C::NC * 128;
-      if (t.ntiles > 0) kv.fetch(0);
-#pragma unroll 1
-      for (int k = 0; k < t.ntiles; ++k) {
-        const int slot = k % C::NS;
-        if (k >= C::NS) mbar_wait(empty_u32 + slot * 8, ((k / C::NS) - 1) & 1);
-        kv.load(k, ring + slot * C::RAW, C::RAW_HALF, [](int r, int c) { return sw_off(r, c); });
-        cp_async_mbar_arrive(full_u32 + slot * 8);
-        if (k + 1 < t.ntiles) kv.fetch(k + 1);
-      }
-      cp_async_wait_all();
-    }
-    __syncwarp();  // the page owners' lanes and the rest meet before the CTA's barriers
+      __syncwarp();  // the page owners' lanes and the rest meet before the CTA's barriers
     } while (C::LAZY && sw_pass_again(false) && (sw_rearmed(), true));
 #ifdef HARNESS_PLANTED_SLOWDOWN
     __syncthreads();  // pairs with the consumers' final one
@@ -777,7 +780,8 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
         if (nx < t.ntiles) mbar_wait(full_u32 + (nx % C::NS) * 8, (nx / C::NS) & 1);
         sw_k_raw(kr, nx < t.ntiles ? ring + (nx % C::NS) * C::RAW : rk, wl, g, cq);
       }
-      sw_softmax<N, E, C::BN, C::QSCALE>(s, o, l, lazy, it == wg, sc, thr, mc, mcb, red, p, t, it, wl, g, cq, ctid, bar_wg);
+      sw_softmax<N, E, C::BN, C::QSCALE>(s, o, l, lazy, it == wg, sc, thr, mc, mcb, red, p, t, it, wl, g, cq, ctid,
+                                         bar_wg);
       sw_store_p<N>(s, p_u32, wl, lane);
       // V to registers before the barrier: its loads and conversion fill the wait for the
       // warpgroup's slowest warp (1-2 % at q_len 8, kernels/NOTES.md).

@@ -345,66 +345,66 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
   bool lazy = LAZY;
 #pragma unroll 1
   for (;;) {
-  // Page j of each stage is issued (a TMA box each for K and V) by lane 0 of warp j (2-4 %
-  // faster than lanes of warp 0, whose issue loop then delayed its conversion and so the
-  // CTA's barrier); everyone waits on the stage's FULL (TmaRing, kv_tma.cuh).
-  Ring kv(&kv_map, p, t, D, ring, full_u32);
-  auto convert = [&](int it, int buf) { wg_convert_stage<D, C::NT>(kv.slot(it), smem + buf * C::CONV, tid, t, it); };
-  zero(o);
-  ml = RowStats{};
+    // Page j of each stage is issued (a TMA box each for K and V) by lane 0 of warp j (2-4 %
+    // faster than lanes of warp 0, whose issue loop then delayed its conversion and so the
+    // CTA's barrier); everyone waits on the stage's FULL (TmaRing, kv_tma.cuh).
+    Ring kv(&kv_map, p, t, D, ring, full_u32);
+    auto convert = [&](int it, int buf) { wg_convert_stage<D, C::NT>(kv.slot(it), smem + buf * C::CONV, tid, t, it); };
+    zero(o);
+    ml = RowStats{};
 
-  // The mbarriers' initialisation (in a second segment or pass, their re-initialisation).
-  __syncthreads();
-  for (int s = 0; s < la && s < t.ntiles; ++s) kv.issue(s);
-  if (C::DB && t.ntiles > 0) {
-    kv.wait(0);
-    convert(0, 0);
-  }
-
-  for (int it = 0; it < t.ntiles; ++it) {
-    // Double-buffered: raw stage it+1 landed, stage it's fp16 buffer is complete, and every
-    // warpgroup is done with the other buffer (its P V of stage it-1 was waited for).
-    // Single: raw stage it landed and every warp is done with K's buffer (stage it-1's
-    // Q K^T was waited for; its P V may still be reading V's). Either way the slot stage
-    // it+la goes into was converted in an earlier iteration.
-    if constexpr (C::DB) {
-      if (it + 1 < t.ntiles) kv.wait(it + 1);
-    } else {
-      kv.wait(it);
-    }
+    // The mbarriers' initialisation (in a second segment or pass, their re-initialisation).
     __syncthreads();
-    if (it + la < t.ntiles) kv.issue(it + la);
-    if constexpr (!C::DB) {
-      wg_convert_stage<D, C::NT, 0, 1>(kv.slot(it), smem, tid, t, it);  // K; V below
-      // P V of stage it-1 (not waited for at the end of its iteration) ran under the above;
-      // it must be done, in every warp (the barrier), before V is overwritten: 0.985-0.992x
-      // on GPT-OSS fp8 q_len 8 (twelfth session).
-      wg_wait();
-      __syncthreads();
+    for (int s = 0; s < la && s < t.ntiles; ++s) kv.issue(s);
+    if (C::DB && t.ntiles > 0) {
+      kv.wait(0);
+      convert(0, 0);
     }
-    const int buf = C::DB ? (it & 1) : 0;
-    const uint32_t kc_u32 = smem_u32(smem + buf * C::CONV), vc_u32 = kc_u32 + C::KC;
 
-    // S = Q K^T (64 rows per warpgroup x 64 tokens), asynchronously, while this thread
-    // converts the next stage into the other buffer; then softmax and O += P V.
-    float s[8][4];
-    wg_qk<__half, D>(s, qa, kc_u32);
-    if (C::DB && it + 1 < t.ntiles) convert(it + 1, (it + 1) & 1);
-    // Single buffer: K was converted before Q K^T, V is converted under it and is complete
-    // (the barrier) before P V: 0.99x of converting both first (twelfth session).
-    if constexpr (!C::DB) wg_convert_stage<D, C::NT, 1, 2>(kv.slot(it), smem, tid, t, it);
-    wg_wait();
-    if constexpr (!C::DB) __syncthreads();
-    wg_softmax_pv<__half, D>(s, o, vc_u32, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
-                                lim0, lim1, sc, ml, lazy && it > 0);
-    if constexpr (C::DB) wg_wait();
-  }
-  if constexpr (!C::DB) wg_wait();
-  // Every stage landed and was waited for; past the barrier no thread waits on the ring.
-  if (!LAZY || !__syncthreads_or(lazy && nonfinite<D / 2>(&o[0][0]))) break;
-  __syncthreads();  // no thread still at the vote's barrier when the ring is re-armed
-  Ring::reinit(full_u32, p);
-  lazy = false;
+    for (int it = 0; it < t.ntiles; ++it) {
+      // Double-buffered: raw stage it+1 landed, stage it's fp16 buffer is complete, and every
+      // warpgroup is done with the other buffer (its P V of stage it-1 was waited for).
+      // Single: raw stage it landed and every warp is done with K's buffer (stage it-1's
+      // Q K^T was waited for; its P V may still be reading V's). Either way the slot stage
+      // it+la goes into was converted in an earlier iteration.
+      if constexpr (C::DB) {
+        if (it + 1 < t.ntiles) kv.wait(it + 1);
+      } else {
+        kv.wait(it);
+      }
+      __syncthreads();
+      if (it + la < t.ntiles) kv.issue(it + la);
+      if constexpr (!C::DB) {
+        wg_convert_stage<D, C::NT, 0, 1>(kv.slot(it), smem, tid, t, it);  // K; V below
+        // P V of stage it-1 (not waited for at the end of its iteration) ran under the above;
+        // it must be done, in every warp (the barrier), before V is overwritten: 0.985-0.992x
+        // on GPT-OSS fp8 q_len 8 (twelfth session).
+        wg_wait();
+        __syncthreads();
+      }
+      const int buf = C::DB ? (it & 1) : 0;
+      const uint32_t kc_u32 = smem_u32(smem + buf * C::CONV), vc_u32 = kc_u32 + C::KC;
+
+      // S = Q K^T (64 rows per warpgroup x 64 tokens), asynchronously, while this thread
+      // converts the next stage into the other buffer; then softmax and O += P V.
+      float s[8][4];
+      wg_qk<__half, D>(s, qa, kc_u32);
+      if (C::DB && it + 1 < t.ntiles) convert(it + 1, (it + 1) & 1);
+      // Single buffer: K was converted before Q K^T, V is converted under it and is complete
+      // (the barrier) before P V: 0.99x of converting both first (twelfth session).
+      if constexpr (!C::DB) wg_convert_stage<D, C::NT, 1, 2>(kv.slot(it), smem, tid, t, it);
+      wg_wait();
+      if constexpr (!C::DB) __syncthreads();
+      wg_softmax_pv<__half, D>(s, o, vc_u32, t.t_begin + (it + 1) * C::BN > t.mask_from, t.t_begin + it * C::BN, cq,
+                                  lim0, lim1, sc, ml, lazy && it > 0);
+      if constexpr (C::DB) wg_wait();
+    }
+    if constexpr (!C::DB) wg_wait();
+    // Every stage landed and was waited for; past the barrier no thread waits on the ring.
+    if (!LAZY || !__syncthreads_or(lazy && nonfinite<D / 2>(&o[0][0]))) break;
+    __syncthreads();  // no thread still at the vote's barrier when the ring is re-armed
+    Ring::reinit(full_u32, p);
+    lazy = false;
   }
   wg_store<D, TQ>(p, o, ml, r0, r1, t, cq);
 }
