@@ -325,15 +325,20 @@ __device__ __forceinline__ bool wg_any(bool pred, int id) { return bar_any(pred,
 // softmax, twice the time for that CTA.
 //
 // sw_pass_again is the CTA's vote after a pass (every thread; `again` from the consumers).
-// If it says so, the consumers re-arm the ring (start_pass) and the producer waits for that
-// at sw_rearmed. Open (kernels/NOTES.md, thirtieth session): with every CTA forced through
-// the second pass, racecheck reports the re-arm's mbarrier writes against the producer's
-// expect_tx, whether these barriers are named or CTA-wide; the results stay correct.
+// If it says so, both sides run the ring through its empty stages (sw_ring_round) and meet
+// at sw_rearmed. The ring is not re-armed (mbarrier inval + init): racecheck reported that
+// re-arm against the producer's expect_tx (kernels/NOTES.md, thirtieth session).
 __device__ __forceinline__ bool sw_pass_again(bool again) {
   __syncthreads();
   return __syncthreads_or(again);
 }
 __device__ __forceinline__ void sw_rearmed() { __syncthreads(); }
+// Stages a pass rounds its ring up to before a second one: a multiple of 2 NS, after which
+// every slot's FULL and EMPTY have completed an even number of phases, as at the start.
+template <class C>
+__device__ __forceinline__ int sw_ring_round(int ntiles) {
+  return (ntiles + 2 * C::NS - 1) / (2 * C::NS) * (2 * C::NS);
+}
 
 // P (the S^T accumulators, fp32) as fp16 into the warpgroup's K-major [N][64 tok] buffer.
 template <int N>
@@ -650,21 +655,22 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   // The ring's mbarriers and the running maxima as a pass over the range starts (again for
   // sw_pass_again's second pass, by its threads: `n` of them from thread 0).
-  auto start_pass = [&](int n, bool again) {
-    if (again && tid < C::NS) {
-      asm volatile("mbarrier.inval.shared::cta.b64 [%0];\n" ::"r"(full_u32 + tid * 8) : "memory");
-      asm volatile("mbarrier.inval.shared::cta.b64 [%0];\n" ::"r"(empty_u32 + tid * 8) : "memory");
-    }
-    if (tid < C::NS) {
-      mbar_init(full_u32 + tid * 8, C::TMA ? KvTma<C::BN>::arrivals(p) : 128);  // page owners or producers
-      mbar_init(empty_u32 + tid * 8, PD_SW_EMPTY_ALL ? 128 : 4);  // the stage's warpgroup
-    }
+  // The running maxima as a pass over the range starts (again for sw_pass_again's second
+  // pass, by its `n` threads from thread 0).
+  auto reset_maxima = [&](int n) {
     if (tid < C::NC) *reinterpret_cast<int*>(sm + C::MC_OFF + tid * C::MC) = 0;  // buffer 0 current
     for (int i = tid; i < C::NC * N; i += n)  // the first stage raises from kNoMax
       reinterpret_cast<float*>(sm + C::MC_OFF + (i / N) * C::MC + 16)[i % N] = kNoMax;
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   };
-  start_pass(C::NT, false);
+  if (tid < C::NS) {
+    mbar_init(full_u32 + tid * 8, C::TMA ? KvTma<C::BN>::arrivals(p) : 128);  // page owners or producers
+    mbar_init(empty_u32 + tid * 8, PD_SW_EMPTY_ALL ? 128 : 4);  // the stage's warpgroup
+  }
+  reset_maxima(C::NT);
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  // A second pass runs the stage loops as they are: sw_ring_round's empty stages first put
+  // the ring back at the parities the pass's stage k expects in slot k % NS.
+  const int ring_end = sw_ring_round<C>(t.ntiles);
   __syncthreads();
 
   if (warp >= C::NC * 4) {
@@ -673,7 +679,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     // stage k's bytes have landed, so every ring slot can be in flight. The rest idle.
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::P_REGS) : "memory");
     // The range again, from its start, when the consumers' lazy pass asks for it
-    // (sw_pass_again): a barrier with them, then another once they re-armed the ring.
+    // (sw_pass_again): after the vote, the ring's empty stages, then a barrier with them.
 #pragma unroll 1
     do {
       if constexpr (C::TMA) {
@@ -706,7 +712,24 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
         cp_async_wait_all();
       }
       __syncwarp();  // the page owners' lanes and the rest meet before the CTA's barriers
-    } while (C::LAZY && sw_pass_again(false) && (sw_rearmed(), true));
+      if constexpr (!C::LAZY) {
+        break;
+      } else {
+        if (!sw_pass_again(false)) break;
+        // The empty stages (sw_ring_round): FULL with no bytes once the slot is free.
+        if (!C::TMA || (warp == C::NC * 4 && lane < KvTma<C::BN>::arrivals(p))) {
+#pragma unroll 1
+          for (int k = t.ntiles; k < ring_end; ++k) {
+            const int slot = k % C::NS;
+            if (k >= C::NS) mbar_wait(empty_u32 + slot * 8, ((k / C::NS) - 1) & 1);
+            if constexpr (C::TMA) mbar_expect_tx(full_u32 + slot * 8, 0u);
+            else mbar_arrive(full_u32 + slot * 8);
+          }
+        }
+        __syncwarp();
+        sw_rearmed();
+      }
+    } while (true);
 #ifdef HARNESS_PLANTED_SLOWDOWN
     __syncthreads();  // pairs with the consumers' final one
 #endif
@@ -823,10 +846,21 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
     }
     wg_wait<0>();
     // Every stage was taken and every copy landed; the producer votes too.
-    if (!C::LAZY || !sw_pass_again(lazy && nonfinite<E * NJ * 4>(&o[0][0][0]))) break;
-    start_pass(C::NC * 128, true);
-    sw_rearmed();  // the ring re-armed, the maxima reset: the producer starts over
-    lazy = false;
+    if constexpr (!C::LAZY) {
+      break;
+    } else {
+      if (!sw_pass_again(lazy && nonfinite<E * NJ * 4>(&o[0][0][0]))) break;
+      // This warpgroup's empty stages (sw_ring_round, stage r is warpgroup r % NC's): waited
+      // for and released.
+#pragma unroll 1
+      for (int r = t.ntiles + ((wg - t.ntiles) % C::NC + C::NC) % C::NC; r < ring_end; r += C::NC) {
+        mbar_wait(full_u32 + (r % C::NS) * 8, (r / C::NS) & 1);
+        if (PD_SW_EMPTY_ALL || lane == 0) mbar_arrive(empty_u32 + (r % C::NS) * 8);
+      }
+      reset_maxima(C::NC * 128);
+      sw_rearmed();  // the ring back at even phases, the maxima reset: the producer starts over
+      lazy = false;
+    }
   }
   PD_TL(4, tid == 0);
   PD_TL(8, tid == 128);
