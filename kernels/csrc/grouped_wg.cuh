@@ -4,8 +4,8 @@
 // ldmatrix -> (convert ->) mma chain (kernels/NOTES.md). Two kernels: grouped_wg_kernel for
 // fp8 e4m3 KV, grouped_wg16_kernel for bf16/fp16 KV.
 //
-// fp8, per 64-token stage: TMA boxes (one per page and K or V, issued by lane 0 of a warp per
-// page, kv_tma.cuh) bring the raw fp8 K/V into an NS-deep ring; all threads convert each
+// fp8, per 64-token stage: TMA boxes (one per page and K or V, issued by one lane of a warp
+// per page, kv_tma.cuh) bring the raw fp8 K/V into an NS-deep ring; all threads convert each
 // stage once into fp16 tiles in the canonical 128-byte-swizzled layout (K and V as
 // [token][d]: K the K-major, V the MN-major B operand), double-buffered for head_dim 128;
 // each warpgroup issues S = Q K^T (Q as the register A operand) as asynchronous wgmma and,
@@ -345,9 +345,9 @@ __device__ __forceinline__ void wg_tile(const Params& p, const TileRange& t, con
   bool lazy = LAZY;
 #pragma unroll 1
   for (;;) {
-    // Page j of each stage is issued (a TMA box each for K and V) by lane 0 of warp j (2-4 %
-    // faster than lanes of warp 0, whose issue loop then delayed its conversion and so the
-    // CTA's barrier); everyone waits on the stage's FULL (TmaRing, kv_tma.cuh).
+    // Page j of each stage is issued (a TMA box each for K and V) by an elected lane of warp j
+    // (2-4 % faster than lanes of warp 0, whose issue loop then delayed its conversion and so
+    // the CTA's barrier); everyone waits on the stage's FULL (TmaRing, kv_tma.cuh).
     Ring kv(&kv_map, p, t, D, ring, full_u32);
     auto convert = [&](int it, int buf) { wg_convert_stage<D, C::NT>(kv.slot(it), smem + buf * C::CONV, tid, t, it); };
     zero(o);

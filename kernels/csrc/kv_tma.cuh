@@ -85,6 +85,14 @@ __device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
 
+// One lane of the warp, elected (elect.sync): a branch on it keeps values the warp holds in
+// common provably uniform inside.
+__device__ __forceinline__ bool elect_one() {
+  uint32_t e;
+  asm volatile("{\n .reg .pred P;\n elect.sync _|P, 0xffffffff;\n selp.u32 %0, 1, 0, P;\n}\n" : "=r"(e));
+  return e != 0;
+}
+
 // One box of `map` at (c0, c1, c2) into shared memory at dst; its bytes count on mbarrier bar.
 // pol != 0: under that L2 cache policy (kv_l2_policy), else the default one.
 __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map, int c0, int c1, int c2,
@@ -152,12 +160,32 @@ struct KvTma {
   // The owned page of stage `it` into k_dst (K box) and k_dst + v_off (V box), counted on
   // mbarrier `bar`. Owners only.
   __device__ __forceinline__ void issue(int it, uint8_t* k_dst, int v_off, uint32_t bar) {
+    put(cur, smem_u32(k_dst) + dst_off, v_off, bar);
+    advance(it);
+  }
+  // issue() by all 32 lanes of a warp whose lanes own the same page (TmaRing): with the page
+  // id made provably warp-uniform by a shuffle and one elected lane issuing, the tensor-map
+  // operands sit in uniform registers without the waterfall loops (ELECT, R2UR, BRA.U.ANY)
+  // that a one-lane divergent region costs the warp. GPT-OSS fp8 q_len 8: 0.993-0.995x
+  // (kernels/NOTES.md, thirty-first session).
+  __device__ __forceinline__ void issue_warp(int it, uint8_t* k_dst, int v_off, uint32_t bar) {
+    const int pg = __shfl_sync(0xffffffffu, cur, 0);
     const uint32_t dst = smem_u32(k_dst) + dst_off;
-    mbar_expect_tx(bar, cur >= 0 ? 2u * box_bytes : 0u);
-    if (cur >= 0) {
-      tma_load_3d(dst, map, col, 0, cur, bar, pol);
-      tma_load_3d(dst + v_off, map, col, page_size, cur, bar, pol);
+    if (elect_one()) put(pg, dst, v_off, bar);
+    advance(it);
+  }
+
+ private:
+  // Page pg's K and V boxes (none for pg < 0) into dst and dst + v_off, with their byte count
+  // on mbarrier bar.
+  __device__ __forceinline__ void put(int pg, uint32_t dst, int v_off, uint32_t bar) {
+    mbar_expect_tx(bar, pg >= 0 ? 2u * box_bytes : 0u);
+    if (pg >= 0) {
+      tma_load_3d(dst, map, col, 0, pg, bar, pol);
+      tma_load_3d(dst + v_off, map, col, page_size, pg, bar, pol);
     }
+  }
+  __device__ __forceinline__ void advance(int it) {
     cur = nxt;
     nxt = fetch(it + 2);
   }
@@ -165,8 +193,9 @@ struct KvTma {
 
 // A ring of NS raw stages (RAW bytes each: K, then V at RAW / 2) at `ring`, filled by TMA,
 // with one FULL mbarrier per slot at `full`, for kernels whose every warp loads and computes
-// (grouped_wg_kernel): page j of a stage is issued by lane 0 of warp j, and everyone waits
-// on the stage's FULL. init() runs before the CTA's first barrier.
+// (grouped_wg_kernel): every lane of warp j holds page j of each stage, one elected lane
+// issues it (KvTma::issue_warp), and everyone waits on the stage's FULL. init() runs before
+// the CTA's first barrier.
 template <int BN, int NS, int RAW>
 struct TmaRing {
   KvTma<BN> kv;
@@ -175,7 +204,7 @@ struct TmaRing {
 
   __device__ __forceinline__ TmaRing(const CUtensorMap* m, const Params& p, const TileRange& t, int row_bytes,
                                      uint8_t* ring_, uint32_t full_)
-      : kv(m, p, t, row_bytes, (threadIdx.x & 31) == 0 ? (int)threadIdx.x >> 5 : BN), ring(ring_), full(full_) {}
+      : kv(m, p, t, row_bytes, __shfl_sync(0xffffffffu, (int)threadIdx.x >> 5, 0)), ring(ring_), full(full_) {}
 
   __device__ static __forceinline__ void init(uint32_t full, const Params& p) {
     const int tid = threadIdx.x;
@@ -193,7 +222,7 @@ struct TmaRing {
   __device__ __forceinline__ uint32_t bar(int it) const { return full + (it % NS) * 8; }
   // Stage it into its slot (the page owners' part of it).
   __device__ __forceinline__ void issue(int it) {
-    if (kv.owner()) kv.issue(it, slot(it), RAW / 2, bar(it));
+    if (kv.owner()) kv.issue_warp(it, slot(it), RAW / 2, bar(it));  // warp-uniform: warp j owns page j
   }
   // Until stage it has landed.
   __device__ __forceinline__ void wait(int it) const { mbar_wait(bar(it), (it / NS) & 1); }
