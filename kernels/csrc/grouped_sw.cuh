@@ -326,13 +326,13 @@ __device__ __forceinline__ bool wg_any(bool pred, int id) { return bar_any(pred,
 //
 // sw_pass_again is the CTA's vote after a pass (every thread; `again` from the consumers).
 // If it says so, both sides run the ring through its empty stages (sw_ring_round) and meet
-// at sw_rearmed. The ring is not re-armed (mbarrier inval + init): racecheck reported that
+// at sw_ring_ready. The ring is not re-armed (mbarrier inval + init): racecheck reported that
 // re-arm against the producer's expect_tx (kernels/NOTES.md, thirtieth session).
 __device__ __forceinline__ bool sw_pass_again(bool again) {
   __syncthreads();
   return __syncthreads_or(again);
 }
-__device__ __forceinline__ void sw_rearmed() { __syncthreads(); }
+__device__ __forceinline__ void sw_ring_ready() { __syncthreads(); }
 // Stages a pass rounds its ring up to before a second one: a multiple of 2 NS, after which
 // every slot's FULL and EMPTY have completed an even number of phases, as at the start.
 template <class C>
@@ -653,8 +653,6 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
   const uint32_t full_u32 = smem_u32(sm + C::BAR_OFF), empty_u32 = full_u32 + C::NS * 8;
   const TileRange t = cta_tile(p, tile, C::BN);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  // The ring's mbarriers and the running maxima as a pass over the range starts (again for
-  // sw_pass_again's second pass, by its threads: `n` of them from thread 0).
   // The running maxima as a pass over the range starts (again for sw_pass_again's second
   // pass, by its `n` threads from thread 0).
   auto reset_maxima = [&](int n) {
@@ -727,7 +725,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
           }
         }
         __syncwarp();
-        sw_rearmed();
+        sw_ring_ready();
       }
     } while (true);
 #ifdef HARNESS_PLANTED_SLOWDOWN
@@ -858,7 +856,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
         if (PD_SW_EMPTY_ALL || lane == 0) mbar_arrive(empty_u32 + (r % C::NS) * 8);
       }
       reset_maxima(C::NC * 128);
-      sw_rearmed();  // the ring back at even phases, the maxima reset: the producer starts over
+      sw_ring_ready();  // the ring back at even phases, the maxima reset: the producer starts over
       lazy = false;
     }
   }
