@@ -21,7 +21,7 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -285,20 +285,20 @@ def forced_two_launch(c: Case, max_kv_len: int, sms: int, rng: random.Random) ->
     return two_launch(first, rest, c.batch - head)
 
 
-def check(quick: bool, seed: int, max_cases: int = 0) -> bool:
-    """Run every case through both kernels (+ a forced grouped plan); print max errors."""
+def case_runs(
+    quick: bool, seed: int, max_cases: int = 0
+) -> Iterator[tuple[Case, dict, list[tuple[str, Plan | None]]]]:
+    """Each self-check case with its inputs and the (kernel, plan) runs it takes: baseline,
+    the auto plan, a random forced plan, a forced balanced grid and a two-launch plan where
+    the case allows them. The draws are check()'s, so a case's index names the same runs
+    everywhere (bench/race_probe.py replays one)."""
     dev = torch.device("cuda")
     gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
     sms = torch.cuda.get_device_properties(dev).multi_processor_count
-    ok_all = True
-    worst: dict[str, float] = {}
     todo = cases(quick, rng)
     for c in todo[:max_cases] if max_cases else todo:
         x = make_inputs(c, gen, dev)
-        ref = reference(c, x)
-        atol, rtol = tolerance(c)
-        rows = c.q_len * (c.hq // c.hkv)
         forced = plan(
             c.batch,
             c.q_len,
@@ -318,6 +318,17 @@ def check(quick: bool, seed: int, max_cases: int = 0) -> bool:
         two = forced_two_launch(c, x["table"].shape[1] * c.page_size, sms, rng)
         if two is not None:
             runs.append(("grouped", two))
+        yield c, x, runs
+
+
+def check(quick: bool, seed: int, max_cases: int = 0) -> bool:
+    """Run every case through both kernels (+ a forced grouped plan); print max errors."""
+    ok_all = True
+    worst: dict[str, float] = {}
+    for c, x, runs in case_runs(quick, seed, max_cases):
+        ref = reference(c, x)
+        atol, rtol = tolerance(c)
+        rows = c.q_len * (c.hq // c.hkv)
         msgs = []
         for kern, p in runs:
             out = run_case(c, x, kern, p)
