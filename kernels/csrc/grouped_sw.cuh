@@ -715,7 +715,7 @@ __global__ void __launch_bounds__(SwCfg<D, N>::NT, SwCfg<D, N>::MIN_CTAS) groupe
       } else {
         if (!sw_pass_again(false)) break;
         // The empty stages (sw_ring_round): FULL with no bytes once the slot is free.
-        if (!C::TMA || (warp == C::NC * 4 && lane < KvTma<C::BN>::arrivals(p))) {
+        if (!C::TMA || (warp == C::NC * 4 && KvTma<C::BN>::owns(p, lane))) {  // kv's owners
 #pragma unroll 1
           for (int k = t.ntiles; k < ring_end; ++k) {
             const int slot = k % C::NS;

@@ -136,7 +136,7 @@ struct KvTma {
       : map(m),
         pt(p.page_table + (size_t)t.b * p.max_pages),
         col(t.h * row_bytes),
-        tok(j < (BN >> p.page_shift) ? t.t_begin + j * p.page_size : kNoPage),
+        tok(owns(p, j) ? t.t_begin + j * p.page_size : kNoPage),
         tok_end(t.t_end),
         page_shift(p.page_shift),
         page_size(p.page_size),
@@ -149,6 +149,8 @@ struct KvTma {
   }
 
   __device__ static __forceinline__ int arrivals(const Params& p) { return BN >> p.page_shift; }
+  // Whether the thread constructed with `j` owns a page of each stage (one of arrivals()).
+  __device__ static __forceinline__ bool owns(const Params& p, int j) { return j < arrivals(p); }
   __device__ __forceinline__ bool owner() const { return tok != kNoPage; }
 
   __device__ __forceinline__ int fetch(int it) const {
